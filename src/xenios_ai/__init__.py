@@ -1,0 +1,1 @@
+"""Xenios AI backend."""
