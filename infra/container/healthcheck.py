@@ -47,7 +47,7 @@ def check_api(port: int) -> str | None:
     """None when /health/ready answers 200, else the reason."""
     url = f"http://127.0.0.1:{port}/health/ready"
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 (fixed http URL)
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             status = int(response.status)
     except urllib.error.HTTPError as exc:
         return f"{url} answered {exc.code}"
