@@ -1,0 +1,55 @@
+"""Every dependency provider of the API in one place: the services built at start-up and the caller."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from litestar import Litestar, Request
+
+from xenios_ai.api.auth import Principal
+from xenios_ai.db.pool import Pool, open_pool
+from xenios_ai.db.redis import Redis, open_redis
+from xenios_ai.settings import Settings
+
+
+@dataclass
+class Services:
+    """What a request may use; built once per API process in the lifespan."""
+
+    settings: Settings
+    db: Pool
+    redis: Redis
+    http: httpx.AsyncClient
+    started_at: float
+
+
+@asynccontextmanager
+async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    http = httpx.AsyncClient(timeout=10.0)
+    db = await open_pool(settings)
+    redis = open_redis(settings)
+    app.state.services = Services(settings, db, redis, http, time.time())
+    app.state.jwt._http = http
+    try:
+        yield
+    finally:
+        await redis.aclose()
+        await db.close()
+        await http.aclose()
+
+
+def provide_services(request: Request[Any, Any, Any]) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The caller, as verified by the ``require_user`` guard."""
+    principal: Principal = request.scope["state"]["principal"]
+    return principal

@@ -1,0 +1,1 @@
+"""Backing stores: the PostgreSQL pool, migrations, and the Redis client."""

@@ -1,0 +1,1 @@
+"""Async jobs: the job rows in PostgreSQL, the Dramatiq broker and actors, and the job service."""

