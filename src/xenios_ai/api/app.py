@@ -13,7 +13,7 @@ from xenios_ai.api.deps import provide_principal, provide_services, services_lif
 from xenios_ai.api.health import HealthController
 from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
-from xenios_ai.api.status import StatusController
+from xenios_ai.api.status import StatusController, whoami
 from xenios_ai.settings import Settings, load_settings
 from xenios_ai.version import VERSION
 
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     api_v1 = Router(
         path="/api/v1",
         guards=[require_api_key],
-        route_handlers=[StatusController],
+        route_handlers=[StatusController, whoami],
         security=[{"apiKey": []}],
     )
     app = Litestar(

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 from litestar import Litestar, Request
+from litestar.di import NamedDependency
 
 from xenios_ai.api.auth import Principal
 from xenios_ai.db.pool import Pool, open_pool
@@ -26,6 +27,10 @@ class Services:
     redis: Redis
     http: httpx.AsyncClient
     started_at: float
+
+
+ServicesDep = NamedDependency[Services]
+PrincipalDep = NamedDependency[Principal]
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ from typing import Literal
 import msgspec
 from litestar import Controller, Response, get
 
-from xenios_ai.api.deps import Services
+from xenios_ai.api.deps import Services, ServicesDep
 from xenios_ai.version import VERSION
 
 
@@ -71,6 +71,6 @@ class HealthController(Controller):
         return Health("ok", VERSION)
 
     @get("/ready", summary="Readiness: PostgreSQL and Redis answer", responses=None)
-    async def ready(self, services: Services) -> Response[Readiness]:
+    async def ready(self, services: ServicesDep) -> Response[Readiness]:
         result = await readiness(services)
         return Response(result, status_code=200 if result.status == "ok" else 503)

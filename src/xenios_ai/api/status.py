@@ -7,7 +7,8 @@ import time
 import msgspec
 from litestar import Controller, get
 
-from xenios_ai.api.deps import Services
+from xenios_ai.api.auth import Principal, require_user
+from xenios_ai.api.deps import PrincipalDep, ServicesDep
 from xenios_ai.jobs.queues import QueueDepth, WorkerInfo, alive_workers, queue_depths
 from xenios_ai.version import VERSION
 
@@ -27,7 +28,7 @@ class StatusController(Controller):
     tags = ["status"]
 
     @get("/", summary="Version, uptime, queue depths, workers alive")
-    async def status(self, services: Services) -> Status:
+    async def status(self, services: ServicesDep) -> Status:
         settings = services.settings
         prefix = settings.redis_namespace
         queues = await queue_depths(services.redis, prefix)
@@ -41,3 +42,8 @@ class StatusController(Controller):
             workers_alive=len(workers),
             llm_configured=settings.openrouter_api_key is not None,
         )
+
+
+@get("/me", guards=[require_user], tags=["status"], summary="The caller as the service sees it (auth check)")
+async def whoami(principal: PrincipalDep) -> Principal:
+    return principal

@@ -1,0 +1,40 @@
+# Xenios AI backend: developer targets. `uv run just --list` shows them all (ops targets: infra/ops.just).
+
+set dotenv-load := false
+
+import 'infra/ops.just'
+
+# Run the API and a worker for every queue with hot reload (embedded PostgreSQL/Redis when unset)
+dev *ARGS:
+    uv run xenios-ai dev {{ ARGS }}
+
+# Run the test suite (real PostgreSQL, Redis, workers, Docling, faster-whisper)
+test *ARGS:
+    uv run pytest {{ ARGS }}
+
+# Run the tests with coverage of src/
+test-cov *ARGS:
+    uv run pytest --cov=xenios_ai --cov-report=term-missing --cov-report=html {{ ARGS }}
+
+# Lint with ruff
+lint:
+    uv run ruff check src tests
+
+# Format the code (`just format --check` only checks)
+format *ARGS:
+    uv run ruff format {{ ARGS }} src tests
+
+# Type-check: mypy --strict on src and tests
+typecheck:
+    uv run mypy src tests
+
+# Everything CI checks: lint, format check, types, tests
+verify: lint (format "--check") typecheck test
+
+# Benchmarks (not part of `just test`): results as tables and JSON under bench-results/
+bench *ARGS:
+    uv run python -m tests.benchmarks {{ ARGS }}
+
+# Apply database migrations
+migrate:
+    uv run xenios-ai migrate

