@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -141,22 +142,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_playbook_syntax(playbook: str, env: dict[str, str], vault_password_file: Path) -> None:
+    args: list[str | Path] = [venv_tool("ansible-playbook"), "--syntax-check"]
     for environment in ENVIRONMENTS:
-        result = run(
-            [
-                venv_tool("ansible-playbook"),
-                "--syntax-check",
-                "-i",
-                f"inventories/{environment}.yml",
-                "--vault-id",
-                f"{environment}@{vault_password_file}",
-                playbook,
-            ],
-            cwd=ANSIBLE_DIR,
-            env=env,
-        )
-        assert result.returncode == 0, explain(result)
-        assert f"playbook: {playbook}" in result.stdout
+        args += ["-i", f"inventories/{environment}.yml", "--vault-id", f"{environment}@{vault_password_file}"]
+    result = run([*args, playbook], cwd=ANSIBLE_DIR, env=env)
+    assert result.returncode == 0, explain(result)
+    assert f"playbook: {playbook}" in result.stdout
 
 
 def test_ansible_lint_production_profile(env: dict[str, str]) -> None:
@@ -266,6 +257,7 @@ def check_mode(
             f"staging@{vault_password_file}",
             "--check",
             "--diff",
+            "-v",
             playbook,
             "-e",
             f"xenios_root={tmp_path / 'opt'}",
@@ -298,6 +290,14 @@ def task_block(output: str, task: str) -> str:
     start = output.index(f"TASK [xenios : {task}]")
     end = output.find("TASK [", start + 1)
     return output[start : end if end != -1 else len(output)]
+
+
+def task_command(output: str, task: str) -> list[str]:
+    """The argv a command task would have run (check mode skips it; -v prints its result as YAML)."""
+    block = task_block(output, task)
+    result = block[block.index("skipping: [localhost] => \n") :].split("\n", 1)[1].split("\n\n", 1)[0]
+    command: list[str] = load_yaml(textwrap.dedent(result))["cmd"]
+    return command
 
 
 def task_diff(output: str, task: str) -> str:
@@ -374,6 +374,30 @@ def test_deploy_over_existing_releases_in_check_mode(
     assert "TASK [xenios : Start the API slot api-green]" in output
     assert "+to 127.0.0.1:8002" in output
     assert "TASK [xenios : Stop the old API slot api-blue]" in output
+    # The commands check mode skipped, as they would have run.
+    compose = ["docker", "compose", "--project-name", "xenios-ai", "--file"]
+    release = str(root / "releases" / "1.1.0" / "compose.yaml")
+    assert task_command(output, "Run the database migrations of the release") == [
+        *compose,
+        release,
+        *["run", "--rm", "--no-deps", "migrate"],
+    ]
+    start = task_command(output, "Start the API slot api-green")
+    assert start[:6] == [*compose, release]
+    assert start[6:] == [
+        *["up", "--detach", "--no-deps", "--force-recreate", "--wait", "--wait-timeout", "300", "api-green"]
+    ]
+    assert task_command(output, "Stop the old API slot api-blue")[6:] == [
+        "rm",
+        "--stop",
+        "--force",
+        "api-blue",
+    ]
+    workers = task_command(output, "Recreate the workers on the new image and wait until they are healthy")
+    assert workers[6:] == ["up", "--detach", "--wait", "--wait-timeout", "300", *WORKERS]
+    assert task_command(output, "Reload Caddy gracefully (through its admin API on localhost)") == [
+        *["caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+    ]
     # The release that was current becomes `previous`, the new one `current`.
     previous = task_block(output, "Keep the release that was current as `previous`")
     assert f"+    src: {root / 'releases' / '1.0.6'}\n" in previous, previous
@@ -407,6 +431,28 @@ def test_rollback_without_previous_release_fails_clearly(
     (tmp_path / "opt" / "releases").mkdir(parents=True)
     with pytest.raises(AssertionError, match="has no `previous` release"):
         check_mode("rollback.yml", tmp_path, env, vault_password_file)
+
+
+def test_deploy_tags_prepare_without_switching(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path
+) -> None:
+    (tmp_path / "opt").mkdir()
+    output = check_mode(
+        "deploy.yml",
+        tmp_path,
+        env,
+        vault_password_file,
+        "-e",
+        "xenios_version=1.2.3",
+        "--tags",
+        "config,image",
+    )
+    assert "TASK [xenios : Check the release version and the environment]" in output
+    assert "TASK [xenios : Write the release's compose file]" in output
+    assert "TASK [xenios : Pull the release's images]" in output
+    assert "migrations" not in output
+    assert "Point Caddy" not in output
+    assert "Remove old release directories" not in output
 
 
 def test_deploy_refuses_latest(tmp_path: Path, env: dict[str, str], vault_password_file: Path) -> None:
