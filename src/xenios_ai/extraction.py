@@ -1,0 +1,856 @@
+"""Document extraction: format sniffing for the API, Docling conversion for the workers.
+
+The API process only sniffs uploads (`sniff_document_file`, `sniff_document_format`) and must not import
+docling: docling, docling-core and pypdfium2 are imported inside `Extractor`. A worker builds one `Extractor`
+(importing docling and building its converter costs seconds) and calls `Extractor.extract` once per job.
+
+Facts about docling-slim 2.142.1 this module relies on, measured here:
+
+- PDFs use the model-free `NativePdfPipeline` by default: exact text and positions, no headings or tables. The
+  layout pipeline (headings, tables) needs torch and the docling models; without them it raises
+  ModuleNotFoundError / FileNotFoundError / LocalEntryNotFoundError / RuntimeError, all outside
+  ``raises_on_error=False``. They become ``layout_models_unavailable`` when the `Extractor` is built.
+- ``DocumentConverter.convert(progress_callback=...)`` reports every page; its cost is within noise. The
+  callback's exceptions are logged and swallowed by docling, so a cancellation is carried out of docling as
+  a `BaseException` (`_Abort`) and re-raised as the caller's own exception.
+- The native pipeline keeps every parsed page until the document is assembled: a 200-page PDF peaked at
+  1 GB RSS in one conversion (0.7 GB with the parser's read-ahead cut to 2 pages), 0.48 GB when converted
+  in 50-page ranges joined afterwards, which costs no time (one range per batch, ~10 ms each).
+- The PDF password reaches docling-parse through the backend options only, and docling-parse reports a
+  missing and a wrong password alike ("could not load document"). pypdfium2 tells them apart
+  (``PdfiumError.err_code == FPDF_ERR_PASSWORD``), so PDFs are opened with pypdfium2 first, which also gives
+  the page count for the page limit before any conversion.
+- A PDF cut in half: pypdfium2 refuses it ("Data format error") while docling-parse recovers the complete
+  pages and reports SUCCESS; the result here is marked partial, with the pages declared by the file but
+  missing listed as failed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import ctypes
+import functools
+import importlib
+import os
+import re
+import struct
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+from xenios_ai.errors import InvalidInput, LimitExceeded, UnsupportedMediaType, XeniosError
+
+if TYPE_CHECKING:
+    from docling.datamodel.document import ConversionResult
+    from docling.datamodel.progress import ConversionProgressEvent
+    from docling.document_converter import DocumentConverter, FormatOption
+    from docling_core.types.doc.document import DoclingDocument
+
+__all__ = [
+    "SNIFF_BYTES",
+    "Chunk",
+    "DocumentFormat",
+    "ExtractionOptions",
+    "ExtractionResult",
+    "Extractor",
+    "PageStatus",
+    "ProgressCallback",
+    "Timings",
+    "sniff_document_file",
+    "sniff_document_format",
+]
+
+
+class DocumentFormat(StrEnum):
+    PDF = "pdf"
+    DOCX = "docx"
+    PPTX = "pptx"
+    XLSX = "xlsx"
+    HTML = "html"
+    MARKDOWN = "markdown"
+    CSV = "csv"
+
+
+# --- Sniffing (no docling) ------------------------------------------------------------------------------
+
+#: How many leading bytes `sniff_document_format` wants; `sniff_document_file` reads this many.
+SNIFF_BYTES = 8192
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_OOXML_DIRS = {"word/": DocumentFormat.DOCX, "ppt/": DocumentFormat.PPTX, "xl/": DocumentFormat.XLSX}
+_OOXML_SUFFIXES = {".docx": DocumentFormat.DOCX, ".pptx": DocumentFormat.PPTX, ".xlsx": DocumentFormat.XLSX}
+_SUFFIXES = {
+    DocumentFormat.PDF: (".pdf",),
+    DocumentFormat.DOCX: (".docx",),
+    DocumentFormat.PPTX: (".pptx",),
+    DocumentFormat.XLSX: (".xlsx",),
+    DocumentFormat.HTML: (".html", ".htm", ".xhtml"),
+    DocumentFormat.MARKDOWN: (".md", ".markdown"),
+    DocumentFormat.CSV: (".csv",),
+}
+_HTML_START = re.compile(
+    r"\A\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*"
+    r"<(?:!doctype\s+html|html|head|body|meta|title|h[1-6]|p|div|table|section|article|main)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def sniff_document_format(head: bytes, filename: str | None = None) -> DocumentFormat | None:
+    """Tell the format of a document from its first bytes (`SNIFF_BYTES` of them is enough), or None.
+
+    Binary formats are decided by their bytes only: PDF by its ``%PDF-`` header, OOXML by the ZIP members
+    seen in ``head`` (Office writes ``[Content_Types].xml`` and the ``word/``, ``ppt/`` or ``xl/`` parts
+    first; use `sniff_document_file` when the whole file is at hand). UTF-8 text is HTML when it starts
+    with markup, CSV when every line splits into the same number (>= 2) of fields, and Markdown otherwise
+    (plain text converts as Markdown). The filename only breaks ties: ``.csv`` and ``.md`` text is taken at
+    its word, and an OOXML package whose parts lie beyond ``head`` is recognised by its extension.
+    Anything else (images, legacy Office, archives, binary data) is None.
+    """
+    suffix = Path(filename).suffix.lower() if filename else ""
+    if b"%PDF-" in head[:1024]:  # pdfium accepts the header anywhere in the first KiB
+        return DocumentFormat.PDF
+    if head.startswith(_ZIP_MAGIC):
+        names = _zip_names_in_prefix(head)
+        found = _ooxml_format(names)
+        if found is None and "[Content_Types].xml" in names:
+            found = _OOXML_SUFFIXES.get(suffix)
+        return found
+    text = _decode_text(head)
+    if text is None or not text.strip():
+        return None
+    if suffix in _SUFFIXES[DocumentFormat.CSV]:
+        return DocumentFormat.CSV
+    if suffix in _SUFFIXES[DocumentFormat.MARKDOWN]:
+        return DocumentFormat.MARKDOWN
+    if _HTML_START.match(text) or (suffix in _SUFFIXES[DocumentFormat.HTML] and "<" in text):
+        return DocumentFormat.HTML
+    if _looks_like_csv(text, complete=len(head) < SNIFF_BYTES):
+        return DocumentFormat.CSV
+    return DocumentFormat.MARKDOWN
+
+
+def sniff_document_file(path: str | os.PathLike[str], filename: str | None = None) -> DocumentFormat | None:
+    """`sniff_document_format` for a file; ZIP packages are judged by their whole member list.
+
+    ``filename`` is the name the user gave the upload (it defaults to the file's own name).
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as package:
+                return _ooxml_format(package.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return None
+    return sniff_document_format(head, filename or path.name)
+
+
+def _zip_names_in_prefix(head: bytes) -> list[str]:
+    """Member names of the ZIP local file headers that start inside ``head``."""
+    names: list[str] = []
+    position = head.find(_ZIP_MAGIC)
+    while position != -1 and position + 30 <= len(head):
+        (name_length,) = struct.unpack_from("<H", head, position + 26)
+        names.append(head[position + 30 : position + 30 + name_length].decode("utf-8", "replace"))
+        position = head.find(_ZIP_MAGIC, position + 30 + name_length)
+    return names
+
+
+def _ooxml_format(names: list[str]) -> DocumentFormat | None:
+    if "[Content_Types].xml" not in names:
+        return None
+    for name in names:
+        for directory, fmt in _OOXML_DIRS.items():
+            if name.startswith(directory):
+                return fmt
+    return None
+
+
+def _decode_text(head: bytes) -> str | None:
+    """UTF-8 text (a cut multi-byte character at the end is fine), or None for binary data."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return None
+    controls = sum(1 for char in text if ord(char) < 32 and char not in "\t\n\r\f")
+    if "\x00" in text or controls > len(text) // 100:
+        return None
+    return text
+
+
+def _looks_like_csv(text: str, *, complete: bool) -> bool:
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not complete and len(lines) > 2:
+        lines = lines[:-1]  # the last line may be cut off
+    if len(lines) < 2:
+        return False
+    for delimiter in (",", ";", "\t"):
+        widths = {len(row) for row in csv.reader(lines[:50], delimiter=delimiter)}
+        if len(widths) == 1 and widths.pop() >= 2:
+            return True
+    return False
+
+
+# --- Options and results ----------------------------------------------------------------------------------
+
+OutputFormat = Literal["markdown", "json", "text"]
+Pipeline = Literal["native", "layout"]
+ProgressCallback = Callable[[float, str], None]
+
+#: Chunk size when `ExtractionOptions.chunk_max_tokens` is not set.
+DEFAULT_CHUNK_MAX_TOKENS = 512
+
+
+class ExtractionOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What to extract. Decoded from the job request, so invalid values fail as msgspec validation errors."""
+
+    output_formats: tuple[OutputFormat, ...] = ("markdown", "json")
+    chunking: bool = True
+    #: Approximate tokens per chunk (words and punctuation marks; see `_ApproxTokenizer`). None: 512.
+    chunk_max_tokens: Annotated[int, msgspec.Meta(ge=16, le=8192)] | None = None
+    #: First and last page, 1-based and inclusive. Pages past the end are ignored.
+    page_range: tuple[Annotated[int, msgspec.Meta(ge=1)], Annotated[int, msgspec.Meta(ge=1)]] | None = None
+    #: Password of an encrypted PDF.
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.page_range is not None and self.page_range[0] > self.page_range[1]:
+            raise ValueError("page_range must be (first, last) with first <= last")
+        if len(set(self.output_formats)) != len(self.output_formats):
+            raise ValueError("output_formats has duplicates")
+
+    def __repr__(self) -> str:
+        mask = "***"
+        shown = msgspec.structs.replace(self, password=mask) if self.password is not None else self
+        return msgspec.Struct.__repr__(shown)
+
+
+class PageStatus(msgspec.Struct, frozen=True):
+    page: int
+    status: Literal["ok", "failed"]
+    error: str | None = None
+
+
+class Chunk(msgspec.Struct, frozen=True):
+    text: str
+    #: Section headings from the outermost to the innermost one (empty for PDFs in native mode).
+    headings: list[str]
+    pages: list[int]
+
+
+class Timings(msgspec.Struct):
+    """Seconds spent in each step."""
+
+    convert: float
+    export: float
+    chunking: float
+    total: float
+
+
+class ExtractionResult(msgspec.Struct, kw_only=True):
+    format: DocumentFormat
+    status: Literal["success", "partial_success"]
+    pipeline: Pipeline
+    #: Pages (PDF), slides (PPTX) or sheets (XLSX) in the document; 0 for formats without pages.
+    page_count: int
+    #: One entry per page of the requested range, for formats with pages.
+    pages: list[PageStatus]
+    failed_pages: list[int]
+    markdown: str | None = None
+    text: str | None = None
+    #: The Docling JSON document (``DoclingDocument.export_to_dict()``).
+    document: dict[str, Any] | None = None
+    chunks: list[Chunk] = []
+    #: Things the caller should know that did not fail the extraction, e.g. a damaged PDF.
+    warnings: list[str] = []
+    timings: Timings
+
+
+# --- Extractor ----------------------------------------------------------------------------------------
+
+_LAYOUT_HINT = (
+    "Layout mode needs torch (CPU) and the docling layout models. Install them with "
+    "`uv pip install 'docling-slim[models-local]==2.142.1' "
+    "--extra-index-url https://download.pytorch.org/whl/cpu`, "
+    "download the models with `docling-tools models download layout tableformer -o $DOCLING_ARTIFACTS_PATH` "
+    "and start the worker with DOCLING_ARTIFACTS_PATH set to that folder; or use the native pipeline."
+)
+_DOCLING_FORMATS = {
+    DocumentFormat.PDF: "pdf",
+    DocumentFormat.DOCX: "docx",
+    DocumentFormat.PPTX: "pptx",
+    DocumentFormat.XLSX: "xlsx",
+    DocumentFormat.HTML: "html",
+    DocumentFormat.MARKDOWN: "md",
+    DocumentFormat.CSV: "csv",
+}
+#: Share of the progress bar for the pages; exporting and chunking take the rest.
+_PAGES_SHARE = 0.9
+
+
+class _Abort(BaseException):
+    """Carries an exception out of docling, which swallows every `Exception` its progress callbacks raise."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+class _DeadlineExceeded(BaseException):
+    """Raised into the converting thread by `_Watchdog`."""
+
+
+class Extractor:
+    """Docling conversion with limits, per-page progress and chunks; build one per worker process.
+
+    ``pipeline`` picks the PDF pipeline: "native" (model-free, default) or "layout" (layout and table models,
+    needs torch and the models in ``artifacts_path`` or DOCLING_ARTIFACTS_PATH; checked here, at build
+    time). ``pdf_batch_pages`` bounds memory: longer PDFs are converted in page ranges of that size.
+    `extract` may be called from several threads at once (the docling converter and its pipelines are
+    shared; each call keeps its own state).
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline = "native",
+        *,
+        artifacts_path: str | None = None,
+        max_pages: int = 500,
+        document_timeout: float = 300.0,
+        pdf_threads: int = 1,
+        pdf_batch_pages: int = 50,
+    ) -> None:
+        if pipeline not in ("native", "layout"):
+            raise ValueError(f"unknown pipeline {pipeline!r}")
+        self.pipeline: Pipeline = pipeline
+        self.max_pages = max_pages
+        self.document_timeout = document_timeout
+        self.pdf_threads = pdf_threads
+        self.pdf_batch_pages = pdf_batch_pages
+        self.artifacts_path = artifacts_path or os.environ.get("DOCLING_ARTIFACTS_PATH") or None
+        _force_hub_offline()
+
+        from docling.datamodel.base_models import InputFormat
+        from docling.document_converter import DocumentConverter
+
+        self._converter: DocumentConverter = DocumentConverter(
+            allowed_formats=[InputFormat(value) for value in _DOCLING_FORMATS.values()],
+            format_options={InputFormat.PDF: self._pdf_format_option(password=None)},
+        )
+        with self._layout_errors():
+            self._converter.initialize_pipeline(InputFormat.PDF)
+        # Import now what the first extraction would otherwise import on its clock (about 1 s).
+        for module in ("docling_core.transforms.chunker.hybrid_chunker", "pypdfium2"):
+            importlib.import_module(module)
+        _approx_tokenizer_class()
+
+    def extract(
+        self,
+        path: Path,
+        fmt: DocumentFormat,
+        options: ExtractionOptions | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> ExtractionResult:
+        """Convert the document at ``path`` and export what ``options`` asks for.
+
+        Raises `InvalidInput` (``password_required``, ``password_invalid``, ``unreadable_document``,
+        ``invalid_page_range``), `LimitExceeded` (``too_many_pages``, ``document_timeout``),
+        `UnsupportedMediaType` (``unsupported_format``: the bytes are not ``fmt``) and, in layout mode,
+        `XeniosError` (``layout_models_unavailable``). Whatever ``progress`` raises (`JobCancelled`)
+        propagates unchanged and stops the conversion.
+        """
+        options = options or ExtractionOptions()
+        fmt = DocumentFormat(fmt)
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        run = _Run(fmt=fmt, options=options, progress=progress, started=time.monotonic())
+        try:
+            with _Watchdog(self.document_timeout), _named_for(path, fmt) as source:
+                result = self._extract(source, run)
+        except _DeadlineExceeded:
+            raise self._timeout_error() from None
+        return result
+
+    # The steps of one extraction ---------------------------------------------------------------------
+
+    def _extract(self, source: Path, run: _Run) -> ExtractionResult:
+        run.report(0.0, "converting")
+        binary = run.fmt in (DocumentFormat.PDF, *_OOXML_DIRS.values())
+        if binary and sniff_document_file(source) is not run.fmt:
+            raise UnsupportedMediaType(
+                f"The file is not a {run.fmt.value} document", code="unsupported_format"
+            )
+        if run.fmt is DocumentFormat.PDF:
+            document, pages, page_count = self._convert_pdf(source, run)
+        else:
+            document, pages, page_count = self._convert_other(source, run)
+        run.timings["convert"] = time.monotonic() - run.started
+
+        failed = [page.page for page in pages if page.status == "failed"]
+        if len(failed) == len(pages) and (pages or run.fmt is DocumentFormat.PDF):
+            raise InvalidInput("No page of the document could be read", code="unreadable_document")
+
+        run.report(_PAGES_SHARE, "exporting")
+        started = time.monotonic()
+        wanted = set(run.options.output_formats)
+        markdown = document.export_to_markdown() if "markdown" in wanted else None
+        text = document.export_to_text() if "text" in wanted else None
+        as_json = document.export_to_dict() if "json" in wanted else None
+        run.timings["export"] = time.monotonic() - started
+
+        started = time.monotonic()
+        chunks = _chunk(document, run.options.chunk_max_tokens) if run.options.chunking else []
+        run.timings["chunking"] = time.monotonic() - started
+        run.report(1.0, "done")
+        return ExtractionResult(
+            format=run.fmt,
+            status="partial_success" if failed else "success",
+            pipeline=self.pipeline,
+            page_count=page_count,
+            pages=pages,
+            failed_pages=failed,
+            markdown=markdown,
+            text=text,
+            document=as_json,
+            chunks=chunks,
+            warnings=run.warnings,
+            timings=Timings(
+                convert=round(run.timings["convert"], 4),
+                export=round(run.timings["export"], 4),
+                chunking=round(run.timings["chunking"], 4),
+                total=round(time.monotonic() - run.started, 4),
+            ),
+        )
+
+    def _convert_pdf(self, source: Path, run: _Run) -> tuple[DoclingDocument, list[PageStatus], int]:
+        """Convert a PDF in page ranges of ``pdf_batch_pages`` pages (memory), then join the ranges."""
+        password = run.options.password or None
+        info = _inspect_pdf(source, password)
+        page_count = info.page_count
+        if page_count is not None and page_count > self.max_pages:
+            raise self._too_many_pages(page_count)
+        first, last = run.options.page_range or (1, sys.maxsize)
+        if page_count is not None:
+            if first > page_count:
+                raise InvalidInput(
+                    f"page_range starts at page {first} but the document has {page_count} pages",
+                    code="invalid_page_range",
+                )
+            last = min(last, page_count)
+            ranges = [(start, min(last, start + self.pdf_batch_pages - 1)) for start in
+                      range(first, last + 1, self.pdf_batch_pages)]  # fmt: skip
+            run.total_pages = last - first + 1
+        else:
+            ranges = [(first, last)]  # pypdfium2 cannot read it: let docling-parse try in one go
+
+        converter = self._converter if password is None else self._converter_with_password(password)
+        documents: list[DoclingDocument] = []
+        pages: list[PageStatus] = []
+        for start, end in ranges:
+            conv_res = self._convert(converter, source, run, (start, end))
+            document = conv_res.document
+            documents.append(document)
+            errors = {error.page_no: error.error_message for error in conv_res.errors if error.page_no}
+            upper = end if page_count is not None else max(document.pages, default=0)
+            pages += [
+                PageStatus(page, "ok")
+                if page in document.pages
+                else PageStatus(page, "failed", errors.get(page, "The page could not be converted"))
+                for page in range(start, upper + 1)
+            ]
+        if info.damage is not None:
+            page_count = self._account_for_damage(info, pages, run)
+        assert page_count is not None
+        return _join(documents), pages, page_count
+
+    def _convert_other(self, source: Path, run: _Run) -> tuple[DoclingDocument, list[PageStatus], int]:
+        page_range = run.options.page_range or (1, sys.maxsize)
+        conv_res = self._convert(self._converter, source, run, page_range)
+        document = conv_res.document
+        page_count = conv_res.input.page_count
+        if not page_count:
+            return document, [], 0
+        errors = {error.page_no: error.error_message for error in conv_res.errors if error.page_no}
+        first, last = page_range[0], min(page_range[1], page_count)
+        pages = [
+            PageStatus(page, "failed", errors[page]) if page in errors else PageStatus(page, "ok")
+            for page in range(first, last + 1)
+        ]
+        return document, pages, page_count
+
+    def _convert(
+        self, converter: DocumentConverter, source: Path, run: _Run, page_range: tuple[int, int]
+    ) -> ConversionResult:
+        """One docling conversion, its status mapped onto the error tree."""
+        from docling.datamodel.base_models import ConversionStatus, FailureCategory
+
+        relay = _ProgressRelay(run, deadline=run.started + self.document_timeout)
+        aborted: BaseException | None = None
+        try:
+            with self._layout_errors():
+                conv_res = converter.convert(
+                    source,
+                    raises_on_error=False,
+                    max_num_pages=self.max_pages,
+                    page_range=page_range,
+                    progress_callback=relay,
+                )
+        except _Abort as abort:
+            aborted = abort.error
+        if aborted is not None:
+            raise aborted  # outside the except block, so the caller's exception keeps its own context
+        run.completed_pages += relay.pages_in_call
+
+        if any(error.category == FailureCategory.TIMEOUT for error in conv_res.errors):
+            raise self._timeout_error()
+        expected = _DOCLING_FORMATS[run.fmt]
+        if conv_res.status == ConversionStatus.SKIPPED or conv_res.input.format.value != expected:
+            raise UnsupportedMediaType(
+                f"The file is not a {run.fmt.value} document", code="unsupported_format"
+            )
+        if conv_res.status == ConversionStatus.FAILURE:
+            if conv_res.input.page_count > self.max_pages:
+                raise self._too_many_pages(conv_res.input.page_count)
+            if 0 < conv_res.input.page_count < page_range[0]:
+                raise InvalidInput(
+                    f"page_range starts at page {page_range[0]} but the document has "
+                    f"{conv_res.input.page_count} pages",
+                    code="invalid_page_range",
+                )
+            if not conv_res.input.valid or run.fmt is not DocumentFormat.PDF:
+                detail = "; ".join(error.error_message for error in conv_res.errors) or "conversion failed"
+                raise InvalidInput(f"The document could not be read: {detail}", code="unreadable_document")
+            # A valid PDF whose pages all failed: the pages say so, and `_extract` decides.
+        return conv_res
+
+    def _account_for_damage(self, info: _PdfInfo, pages: list[PageStatus], run: _Run) -> int:
+        """Pages a damaged PDF declares but docling-parse did not recover count as failed."""
+        recovered = sum(page.status == "ok" for page in pages)
+        declared = info.declared_pages or 0
+        last = max((page.page for page in pages), default=0)
+        if declared > last:
+            pages += [
+                PageStatus(page, "failed", "The page is missing from the damaged file")
+                for page in range(last + 1, declared + 1)
+                if run.options.page_range is None or page <= run.options.page_range[1]
+            ]
+        run.warnings.append(
+            f"The PDF is damaged ({(info.damage or '').rstrip('.')}); {recovered} of "
+            f"{declared or 'an unknown number of'} pages were recovered"
+        )
+        return max(declared, last)
+
+    # Docling configuration ---------------------------------------------------------------------------
+
+    def _pdf_format_option(self, password: str | None) -> FormatOption:
+        from docling.datamodel.backend_options import ThreadedDoclingParseBackendOptions
+        from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions
+        from docling.document_converter import NativePdfFormatOption, PdfFormatOption
+        from pydantic import SecretStr
+
+        secret = SecretStr(password) if password is not None else None
+        if self.pipeline == "native":
+            native = NativePdfPipelineOptions(
+                parser_threads=self.pdf_threads,
+                generate_page_images=False,
+                generate_picture_images=False,
+                document_timeout=self.document_timeout,
+            )
+            backend = ThreadedDoclingParseBackendOptions.model_validate(
+                {
+                    "parser_threads": self.pdf_threads,
+                    "render_pages": False,
+                    "include_bitmap_images": False,
+                    # Pages decoded ahead of the pipeline: each one costs memory, one thread uses few.
+                    "max_concurrent_results": 2 * self.pdf_threads,
+                    "password": secret,
+                }
+            )
+            return NativePdfFormatOption(pipeline_options=native, backend_options=backend)
+        layout = PdfPipelineOptions(
+            artifacts_path=self.artifacts_path,
+            do_ocr=False,  # OCR needs yet another model; scanned PDFs are out of scope for now
+            do_table_structure=True,
+            document_timeout=self.document_timeout,
+        )
+        backend = ThreadedDoclingParseBackendOptions.model_validate(
+            {"parser_threads": self.pdf_threads, "password": secret}
+        )
+        return PdfFormatOption(pipeline_options=layout, backend_options=backend)
+
+    def _converter_with_password(self, password: str) -> DocumentConverter:
+        """A converter whose PDF backend gets ``password``; it shares the pipelines already built."""
+        from docling.datamodel.base_models import InputFormat
+        from docling.document_converter import DocumentConverter
+
+        converter = DocumentConverter(
+            allowed_formats=[InputFormat.PDF],
+            format_options={InputFormat.PDF: self._pdf_format_option(password)},
+        )
+        converter.initialized_pipelines = self._converter.initialized_pipelines
+        return converter
+
+    @contextlib.contextmanager
+    def _layout_errors(self) -> Iterator[None]:
+        """In layout mode, missing torch or model files become ``layout_models_unavailable``."""
+        if self.pipeline != "layout":
+            yield
+            return
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            yield
+        except (ImportError, FileNotFoundError, LocalEntryNotFoundError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "artifacts_path" not in str(exc):
+                raise
+            raise XeniosError(f"{exc}. {_LAYOUT_HINT}", code="layout_models_unavailable") from exc
+
+    def _too_many_pages(self, page_count: int) -> LimitExceeded:
+        return LimitExceeded(
+            f"The document has {page_count} pages; at most {self.max_pages} are accepted",
+            code="too_many_pages",
+            extra={"page_count": page_count, "max_pages": self.max_pages},
+        )
+
+    def _timeout_error(self) -> LimitExceeded:
+        return LimitExceeded(
+            f"The document took longer than {self.document_timeout:g} s to convert",
+            code="document_timeout",
+            extra={"document_timeout": self.document_timeout},
+        )
+
+
+@dataclass
+class _Run:
+    """The state of one `Extractor.extract` call."""
+
+    fmt: DocumentFormat
+    options: ExtractionOptions
+    progress: ProgressCallback | None
+    started: float
+    total_pages: int = 0
+    completed_pages: int = 0
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def report(self, fraction: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(fraction, message)
+
+
+class _ProgressRelay:
+    """Docling progress callback: page events become ``(fraction, "page 3/10")`` calls to the caller.
+
+    Also enforces the deadline between pages. Whatever the caller's callback raises leaves docling as
+    `_Abort`.
+    """
+
+    def __init__(self, run: _Run, deadline: float) -> None:
+        self.run = run
+        self.deadline = deadline
+        self.pages_in_call = 0
+        self.aborted = False
+
+    def __call__(self, event: ConversionProgressEvent) -> None:
+        from docling.datamodel.progress import PageCompletedProgress
+
+        if self.aborted:  # docling still reports the end of the document while the abort unwinds
+            return
+        try:
+            if isinstance(event, PageCompletedProgress):
+                self.pages_in_call += 1
+                done = self.run.completed_pages + self.pages_in_call
+                total = max(self.run.total_pages, done, event.total_pages)
+                self.run.report(_PAGES_SHARE * done / total, f"page {done}/{total}")
+            if time.monotonic() > self.deadline:
+                raise _DeadlineExceeded
+        except BaseException as exc:
+            self.aborted = True
+            raise _Abort(exc) from None
+
+
+@dataclass
+class _PdfInfo:
+    page_count: int | None  # None when pypdfium2 cannot read the file
+    damage: str | None = None
+    declared_pages: int | None = None
+
+
+def _inspect_pdf(path: Path, password: str | None) -> _PdfInfo:
+    """Open the PDF with pypdfium2: page count, password check and damage, without converting anything."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        pdf = pdfium.PdfDocument(path, password=password)
+    except pdfium.PdfiumError as exc:
+        if exc.err_code == pdfium_c.FPDF_ERR_PASSWORD:
+            if password is None:
+                raise InvalidInput(
+                    "The PDF is encrypted: a password is required", code="password_required"
+                ) from None
+            raise InvalidInput("The password of the PDF is wrong", code="password_invalid") from None
+        return _PdfInfo(page_count=None, damage=str(exc), declared_pages=_declared_page_count(path))
+    try:
+        return _PdfInfo(page_count=len(pdf))
+    finally:
+        pdf.close()
+
+
+_PDF_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b(.*?)endobj", re.DOTALL)
+_PAGES_TYPE = re.compile(rb"/Type\s*/Pages\b")
+_PAGES_COUNT = re.compile(rb"/Count\s+(\d+)")
+
+
+def _declared_page_count(path: Path) -> int | None:
+    """The page count a damaged PDF's page tree root declares, if that object is still in the file."""
+    counts = [
+        int(match.group(1))
+        for obj in _PDF_OBJECT.finditer(path.read_bytes())
+        if _PAGES_TYPE.search(obj.group(1))
+        for match in _PAGES_COUNT.finditer(obj.group(1))
+    ]
+    return max(counts, default=None)
+
+
+def _join(documents: list[DoclingDocument]) -> DoclingDocument:
+    """Concatenate page-range documents, keeping the original page numbers (concatenate renumbers from 1)."""
+    if len(documents) == 1:
+        return documents[0]
+    from docling_core.types.doc.common.content_layer import ContentLayer
+    from docling_core.types.doc.document import DoclingDocument
+    from docling_core.types.doc.items.node import DocItem
+
+    original = [page for document in documents for page in sorted(document.pages)]
+    joined = DoclingDocument.concatenate(documents)
+    mapping = dict(zip(sorted(joined.pages), original, strict=True))
+    joined.pages = {mapping[number]: page for number, page in joined.pages.items()}
+    for number, page in joined.pages.items():
+        page.page_no = number
+    for item, _level in joined.iterate_items(
+        traverse_pictures=True, included_content_layers=set(ContentLayer)
+    ):
+        if isinstance(item, DocItem):
+            for prov in item.prov:
+                prov.page_no = mapping[prov.page_no]
+    return joined
+
+
+def _chunk(document: DoclingDocument, max_tokens: int | None) -> list[Chunk]:
+    from docling_core.transforms.chunker.doc_chunk import DocMeta
+    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
+
+    tokenizer = _approx_tokenizer(max_tokens or DEFAULT_CHUNK_MAX_TOKENS)
+    chunks = []
+    for chunk in HybridChunker(tokenizer=tokenizer).chunk(document):
+        meta = chunk.meta
+        assert isinstance(meta, DocMeta)  # the hybrid chunker yields DocChunks
+        pages = sorted({prov.page_no for item in meta.doc_items for prov in item.prov})
+        chunks.append(Chunk(text=chunk.text, headings=list(meta.headings or []), pages=pages))
+    return chunks
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def _approx_tokenizer(max_tokens: int) -> Any:
+    return _approx_tokenizer_class()(max_tokens=max_tokens)
+
+
+@functools.cache
+def _approx_tokenizer_class() -> Any:
+    """A docling-core tokenizer that counts words and punctuation marks; needs no model and no hub.
+
+    BPE tokenizers count about 1.3 tokens per English word, so leave a margin when a chunk must fit an
+    embedding model's window. (The default HybridChunker tokenizer downloads one from the hub: 52 s of
+    retries offline.)
+    """
+    from docling_core.transforms.chunker.tokenizer.base import BaseTokenizer
+
+    class _ApproxTokenizer(BaseTokenizer):
+        max_tokens: int
+
+        def count_tokens(self, text: str) -> int:
+            return len(_TOKEN.findall(text))
+
+        def get_max_tokens(self) -> int:
+            return self.max_tokens
+
+        def get_tokenizer(self) -> Callable[[str], int]:
+            return self.count_tokens  # semchunk accepts a token counter
+
+    return _ApproxTokenizer
+
+
+def _force_hub_offline() -> None:
+    """No model lookup may wait on the Hugging Face hub: set HF_HUB_OFFLINE, also if the hub is imported."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # in case it was imported before; read at download time
+
+
+@contextlib.contextmanager
+def _named_for(path: Path, fmt: DocumentFormat) -> Iterator[Path]:
+    """``path``, or a symlink to it with ``fmt``'s suffix: docling guesses text formats from the name."""
+    if path.suffix.lower() in _SUFFIXES[fmt]:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="xenios-extract-") as directory:
+        link = Path(directory) / f"document{_SUFFIXES[fmt][0]}"
+        link.symlink_to(path.resolve())
+        yield link
+
+
+class _Watchdog:
+    """Raise `_DeadlineExceeded` in the entering thread once ``seconds`` have passed.
+
+    Docling checks its own timeout only between PDF pages; this covers everything else (one huge page, an
+    HTML or spreadsheet backend, exporting). It uses ``PyThreadState_SetAsyncExc`` like Dramatiq's time limit:
+    the exception arrives at the next Python bytecode, so one long native call finishes first.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._thread_id = threading.get_ident()
+        self._lock = threading.Lock()
+        self._armed = True
+        self._fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> None:
+        self._timer.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._armed = False
+            if self._fired:  # not delivered yet (or delivered and being handled): nothing may stay pending
+                _set_async_exc(self._thread_id, None)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._armed:
+                self._fired = True
+                _set_async_exc(self._thread_id, _DeadlineExceeded)
+
+
+def _set_async_exc(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    # None is passed as NULL, which clears a pending exception.
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None
+    )
