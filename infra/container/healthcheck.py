@@ -6,9 +6,10 @@ container's main process (``/proc/1/cmdline``; with ``init: true`` PID 1 is dock
 follows it):
 
 - ``xenios-ai serve ... --port N``: healthy when ``GET http://127.0.0.1:N/health/ready`` answers 200
-  (PostgreSQL and Redis answer); port 8000 unless ``--port`` says otherwise.
-- ``xenios-ai worker ...``: healthy when Redis (``REDIS_URL``) answers PING: a worker without its broker
-  can do nothing, and Dramatiq ends the main process itself when a worker process dies.
+  (PostgreSQL and Redis answer); the port is ``--port``, else ``PORT``, else 8000.
+- ``xenios-ai worker ...`` (which execs ``python -m dramatiq ...``): healthy when Redis (``REDIS_URL``)
+  answers PING: a worker without its broker can do nothing, and Dramatiq ends the main process itself
+  when a worker process dies.
 - anything else (``migrate``, a shell): healthy.
 
 Exit status 0 is healthy and 1 unhealthy (Docker's convention). It uses only the standard library plus
@@ -21,7 +22,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TIMEOUT_S = 3.0
@@ -33,14 +34,14 @@ def main_command(cmdline_path: Path = Path("/proc/1/cmdline")) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def api_port(argv: Sequence[str]) -> int:
-    """The port given to ``serve`` with ``--port N`` or ``--port=N``; 8000 by default."""
+def api_port(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """The port given to ``serve`` with ``--port N`` or ``--port=N``, else ``PORT``, else 8000."""
     for i, arg in enumerate(argv):
         if arg == "--port" and i + 1 < len(argv):
             return int(argv[i + 1])
         if arg.startswith("--port="):
             return int(arg.split("=", 1)[1])
-    return 8000
+    return int(environ.get("PORT") or 8000)
 
 
 def check_api(port: int) -> str | None:
@@ -60,7 +61,7 @@ def check_worker(redis_url: str | None) -> str | None:
     """None when Redis answers PING, else the reason."""
     if not redis_url:
         return "REDIS_URL is not set"
-    import redis  # noqa: PLC0415 (only workers need it)
+    import redis  # only workers need it
 
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
@@ -70,11 +71,11 @@ def check_worker(redis_url: str | None) -> str | None:
     return None
 
 
-def check(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> str | None:
+def check(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
     """None when the process described by ``argv`` is healthy, else why not."""
     if "serve" in argv:
-        return check_api(api_port(argv))
-    if "worker" in argv:
+        return check_api(api_port(argv, environ))
+    if "worker" in argv or "dramatiq" in argv:
         return check_worker(environ.get("REDIS_URL"))
     return None
 

@@ -668,14 +668,18 @@ def test_healthcheck_api_mode(healthcheck: ModuleType, ready_server: tuple[int, 
     assert healthcheck.check(argv, {}) is None
     statuses[0] = 503
     assert "answered 503" in healthcheck.check(argv, {})
-    assert healthcheck.api_port(["xenios-ai", "serve", f"--port={port}"]) == port
-    assert healthcheck.api_port(["xenios-ai", "serve"]) == 8000
+    assert healthcheck.api_port(["xenios-ai", "serve", f"--port={port}"], {}) == port
+    assert healthcheck.api_port(["xenios-ai", "serve"], {"PORT": "9000"}) == 9000
+    assert healthcheck.api_port(["xenios-ai", "serve"], {}) == 8000
 
 
 def test_healthcheck_worker_and_other_modes(healthcheck: ModuleType, tmp_path: Path) -> None:
     worker = ["xenios-ai", "worker", "--queues", "llm"]
     assert healthcheck.check(worker, {}) == "REDIS_URL is not set"
     assert "Redis does not answer" in healthcheck.check(worker, {"REDIS_URL": "redis://127.0.0.1:1/0"})
+    # `xenios-ai worker` execs Dramatiq, so PID 1 of a worker container shows this command line.
+    dramatiq = ["/app/.venv/bin/python", "-m", "dramatiq", "xenios_ai.jobs.worker", "--queues", "llm"]
+    assert healthcheck.check(dramatiq, {}) == "REDIS_URL is not set"
     assert healthcheck.check(["xenios-ai", "migrate"], {}) is None
     cmdline = tmp_path / "cmdline"
     cmdline.write_bytes(b"xenios-ai\0worker\0--queues\0default\0")
