@@ -1,0 +1,186 @@
+"""Docling without the job system: PDF pages/s, docs/s over the fixtures, and peak RSS on a long PDF.
+
+Run from the repository root::
+
+    uv run python -m tests.benchmarks.bench_docling_direct [--pages 50] [--rounds 5] [--memory-pages 200]
+
+It prints a table, then one JSON object (the last line) for the record. "docling" rows call
+``DocumentConverter.convert`` directly; "extractor" rows go through `xenios_ai.extraction.Extractor`, with
+its PDF check, per-page progress, deadline and exports. Peak RSS is measured in a fresh process per case.
+Docling is imported lazily: the job benchmark imports `make_pdf` and should not pay for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.data.make_documents import DOCUMENTS, write_long_pdf
+from xenios_ai.extraction import DocumentFormat, ExtractionOptions, Extractor
+
+#: The fixtures of the mixed set, with their formats (the failure fixtures are left out).
+MIXED = {
+    "multipage.pdf": DocumentFormat.PDF,
+    "report.docx": DocumentFormat.DOCX,
+    "slides.pptx": DocumentFormat.PPTX,
+    "workbook.xlsx": DocumentFormat.XLSX,
+    "page.html": DocumentFormat.HTML,
+    "notes.md": DocumentFormat.MARKDOWN,
+    "sessions.csv": DocumentFormat.CSV,
+}
+
+
+def make_pdf(path: Path, pages: int) -> Path:
+    """Write a report-like PDF of ``pages`` pages (~45 text lines each) to ``path``; deterministic."""
+    write_long_pdf(path, pages)
+    return path
+
+
+def _median_seconds(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds per case; the cases take turns in every round, so a busy machine skews them alike."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for run in cases.values():
+        run()  # warm up: first-use imports and pipeline set-up are not throughput
+    for _ in range(rounds):
+        for name, run in cases.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _docling_converter() -> Any:
+    """A converter configured as the Extractor's native default: one parser thread, no images."""
+    from docling.datamodel.base_models import InputFormat
+    from docling.datamodel.pipeline_options import NativePdfPipelineOptions
+    from docling.document_converter import DocumentConverter, NativePdfFormatOption
+
+    options = NativePdfPipelineOptions(
+        parser_threads=1, generate_page_images=False, generate_picture_images=False
+    )
+    return DocumentConverter(
+        format_options={InputFormat.PDF: NativePdfFormatOption(pipeline_options=options)}
+    )
+
+
+def bench_pdf(pdf: Path, pages: int, rounds: int, extractor: Extractor) -> list[dict[str, Any]]:
+    converter = _docling_converter()
+    events: list[object] = []
+    cases: dict[str, Callable[[], object]] = {
+        "docling, whole document": lambda: converter.convert(pdf),
+        "docling, whole document + page progress": lambda: converter.convert(
+            pdf, progress_callback=events.append
+        ),
+        "extractor, convert only": lambda: extractor.extract(
+            pdf,
+            DocumentFormat.PDF,
+            ExtractionOptions(output_formats=(), chunking=False),
+            progress=lambda *_: None,
+        ),
+        "extractor, markdown + json + chunks": lambda: extractor.extract(
+            pdf, DocumentFormat.PDF, progress=lambda *_: None
+        ),
+    }
+    return [
+        {"case": f"{name} ({pages} pages)", "seconds": seconds, "pages_per_s": pages / seconds}
+        for name, seconds in _median_seconds(cases, rounds).items()
+    ]
+
+
+def bench_mixed(rounds: int, extractor: Extractor) -> list[dict[str, Any]]:
+    converter = _docling_converter()
+    paths = [(DOCUMENTS / name, fmt) for name, fmt in MIXED.items()]
+
+    def docling_all() -> None:
+        for path, _ in paths:
+            converter.convert(path)
+
+    def extractor_all() -> None:
+        for path, fmt in paths:
+            extractor.extract(path, fmt)
+
+    cases = {"docling, mixed fixtures": docling_all, "extractor, mixed fixtures": extractor_all}
+    return [
+        {"case": f"{name} ({len(paths)} docs)", "seconds": seconds, "docs_per_s": len(paths) / seconds}
+        for name, seconds in _median_seconds(cases, rounds).items()
+    ]
+
+
+def measure_memory(pdf: Path, batch_pages: int) -> dict[str, Any]:
+    """Peak RSS of a fresh worker-like process that builds an Extractor and extracts ``pdf``."""
+    output = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.bench_docling_direct", "--child-memory", str(pdf),
+         "--batch-pages", str(batch_pages)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def _child_memory(pdf: Path, batch_pages: int) -> None:
+    def peak_mb() -> float:
+        # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across execve.
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+    extractor = Extractor(pdf_batch_pages=batch_pages)
+    after_build = peak_mb()
+    started = time.perf_counter()
+    result = extractor.extract(pdf, DocumentFormat.PDF)
+    seconds = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "case": f"peak RSS, {result.page_count} pages, batches of {batch_pages} pages",
+                "peak_rss_mb": round(peak_mb()),
+                "rss_after_build_mb": round(after_build),
+                "seconds": seconds,
+                "pages_per_s": result.page_count / seconds,
+                "chunks": len(result.chunks),
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--pages", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--memory-pages", type=int, default=200)
+    parser.add_argument("--child-memory", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-pages", type=int, default=50, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory:
+        _child_memory(args.child_memory, args.batch_pages)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-docling-") as directory:
+        pdf = make_pdf(Path(directory) / f"long-{args.pages}.pdf", args.pages)
+        big = make_pdf(Path(directory) / f"long-{args.memory_pages}.pdf", args.memory_pages)
+        extractor = Extractor()
+        rows = bench_pdf(pdf, args.pages, args.rounds, extractor)
+        rows += bench_mixed(args.rounds, extractor)
+        rows.append(measure_memory(big, batch_pages=50))
+        rows.append(measure_memory(big, batch_pages=args.memory_pages))  # one conversion, for comparison
+
+    whole, with_progress = rows[0]["seconds"], rows[1]["seconds"]
+    summary = {"progress_overhead_pct": round(100 * (with_progress / whole - 1), 1), "rows": rows}
+    print(f"{'case':<62} {'seconds':>8} {'pages/s':>8} {'docs/s':>7} {'peak MB':>8}")
+    for row in rows:
+        print(
+            f"{row['case']:<62} {row['seconds']:>8.3f} {row.get('pages_per_s', 0):>8.1f} "
+            f"{row.get('docs_per_s', 0):>7.1f} {row.get('peak_rss_mb', 0):>8}"
+        )
+    print(f"per-page progress overhead: {summary['progress_overhead_pct']} %")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
