@@ -90,7 +90,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     openrouter_title: str = "Xenios"
     """Sent as X-Title."""
     llm_timeout_seconds: float = 120.0
-    """Whole-request limit per model attempt."""
+    """Whole-request limit per model attempt of a completion (streams: first-token and idle limits)."""
     llm_first_token_timeout_seconds: float = 20.0
     """Time-to-first-token deadline; past it the next model is tried."""
     llm_max_retries: int = 1
@@ -103,6 +103,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     llm_store_content: bool = False
     """Store prompt and answer text in llm_requests (off: only usage and metadata)."""
     llm_usage_flush_seconds: float = 0.5
+    """Usage rows are written in batches at least this often (and at shutdown), off the request path."""
+    llm_usage_batch_size: int = 500
+    """A batch is written as soon as this many usage rows wait."""
+    llm_usage_max_buffered: int = 50_000
+    """Rows kept in memory while PostgreSQL is down; past it the oldest are logged (ERROR) and dropped."""
+    llm_stream_idle_timeout_seconds: float = 30.0
+    """A stream that sent no data for this long after its first token ends with an `error` event."""
+    llm_heartbeat_seconds: float = 15.0
+    """SSE comment sent to the client after this much silence, so proxies keep the stream open."""
+    llm_max_connections: int = 2000
+    """Upper bound of concurrent upstream connections of one process (each stream holds one)."""
 
     # --- jobs and storage
     storage_dir: str | None = None
