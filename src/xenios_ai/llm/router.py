@@ -1,0 +1,724 @@
+"""The LLM router: one task, a chain of models, retries and fallback, deadlines, usage and cost.
+
+Service API (independent of HTTP; the API and the analysis jobs both use it)::
+
+    router = LLMRouter(settings, usage_sink)           # one per process, on the loop that uses it
+    completion = await router.complete("session_summary", input=transcript, owner=user_id,
+                                       request_id=rid, job_id=None, options=Options(max_tokens=800))
+    completion.content, completion.data, completion.model, completion.fallback_used, completion.usage
+    async with contextlib.aclosing(router.stream("chat", messages, owner=user_id)) as events:
+        async for event in events:   # Delta(content) ..., then one Done(model, usage, ...)
+            ...
+    await router.aclose()
+
+``messages`` are ``wire.Message`` (or ``{"role", "content"}`` dicts) following the task's system prompt;
+``input`` is one user message (JSON tasks build theirs, see `xenios_ai.llm.structured`). Failures raise the
+service's errors (`xenios_ai.errors`) with ``extra["attempts"]`` = ``[{model, error, status?, ms}]``:
+`InvalidInput` for a bad call or a request the upstream refused (400/403/413/422: never retried, never
+another model), `UpstreamTimeout` (504), `UpstreamUnavailable` (503, with Retry-After when the upstream
+gave one) or `UpstreamError` (502) when every model failed, and ``llm_not_configured`` (503) without an
+OpenRouter key.
+
+Rules (DESIGN.md section 4). Per model, transient failures (connection error, 408/409/429/5xx, a
+mid-stream error before any text) are retried ``llm_max_retries`` times after a jittered exponential
+backoff, or after the upstream's Retry-After when it is at most ``llm_max_retry_after_seconds`` (a longer
+one moves on to the next model at once). Timeouts, an unknown model (404, or 400 "not a valid model ID"),
+and JSON output failing validation move on to the next model without a retry. Deadlines: a completion
+attempt has ``llm_timeout_seconds``; a stream attempt has ``llm_first_token_timeout_seconds`` until its
+first text and then ``llm_stream_idle_timeout_seconds`` between data. Once a stream has yielded text it
+never restarts: a later failure raises ``upstream_stalled`` (504), ``upstream_disconnected`` or
+``upstream_stream_error`` (502). Closing the stream (client gone) closes the upstream connection.
+
+Usage (tokens, OpenRouter's ``usage.cost``, summed over every attempt that reported it) goes to the
+`UsageSink` once per request, whatever the outcome, including cancellation.
+
+Performance: one ``AsyncOpenAI`` client on the aiohttp transport per process; requests go through the
+SDK's ``post`` with a msgspec-encoded body and come back as raw bytes decoded by msgspec (`wire`), so
+neither pydantic request transforms nor response models run on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import random
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import httpx2
+import msgspec
+import openai
+from loguru import logger
+from openai import AsyncOpenAI, DefaultAioHttpClient
+
+from xenios_ai.errors import (
+    InvalidInput,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    XeniosError,
+)
+from xenios_ai.llm import wire
+from xenios_ai.llm.structured import InvalidOutput, OutputSpec, default_request
+from xenios_ai.llm.tasks import Task, catalogue_from_settings
+from xenios_ai.llm.usage import NullSink, UsageRecord, UsageSink
+from xenios_ai.settings import Settings
+
+_CHAT = "/chat/completions"
+_TRANSPORT_ERRORS = (openai.APIConnectionError, httpx2.TransportError, aiohttp.ClientError, OSError)
+
+
+class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-request sampling overrides; unset: the task's."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+class Attempt(msgspec.Struct, omit_defaults=True):
+    """One upstream call: the model, and what went wrong (``error`` unset: it succeeded)."""
+
+    model: str
+    ms: float
+    error: str | None = None
+    status: int | None = None
+
+
+class Completion(msgspec.Struct, kw_only=True):
+    content: str
+    data: Any = None
+    """JSON tasks: the validated output (e.g. `structured.IntentResult`)."""
+    model: str
+    provider: str | None
+    fallback_used: bool
+    finish_reason: str | None
+    usage: Usage
+    attempts: list[Attempt]
+    latency_ms: float
+    request_id: str | None
+
+
+class Delta(msgspec.Struct):
+    """Text received from the model since the previous event."""
+
+    content: str
+
+
+class Done(msgspec.Struct, kw_only=True):
+    model: str
+    provider: str | None
+    fallback_used: bool
+    finish_reason: str | None
+    usage: Usage
+    attempts: list[Attempt]
+    latency_ms: float
+    ttft_ms: float | None
+    request_id: str | None
+
+
+StreamEvent = Delta | Done
+
+
+class _Failed(Exception):
+    """An attempt failed. kind: retry (same model again, then the next), next (next model), fatal."""
+
+    def __init__(
+        self,
+        kind: Literal["retry", "next", "fatal"],
+        error: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        fatal: XeniosError | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.kind = kind
+        self.error = error
+        self.status = status
+        self.retry_after = retry_after
+        self.fatal = fatal
+
+
+@dataclass(slots=True)
+class _Call:
+    """One request through the chain: what is sent and what has been learnt so far."""
+
+    task: Task
+    mode: Literal["complete", "stream"]
+    messages: list[wire.Message]
+    temperature: float
+    max_tokens: int
+    output: OutputSpec | None
+    owner: str | None
+    request_id: str | None
+    job_id: str | None
+    started: float = field(default_factory=time.perf_counter)
+    created_at: float = field(default_factory=time.time)
+    attempts: list[Attempt] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    provider: str | None = None
+    finish_reason: str | None = None
+    ttft_ms: float | None = None
+    fallback_used: bool = False
+    retry_after: float | None = None
+    """The latest Retry-After an upstream gave (passed on when every model failed)."""
+
+    def add_usage(self, usage: wire.WireUsage | None) -> None:
+        if usage is None:
+            return
+        if usage.prompt_tokens is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + usage.prompt_tokens
+        if usage.completion_tokens is not None:
+            self.completion_tokens = (self.completion_tokens or 0) + usage.completion_tokens
+        if usage.cost is not None:
+            self.cost = (self.cost or 0.0) + usage.cost
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens, self.cost)
+
+    @property
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+
+class LLMRouter:
+    """Routes task requests to models (see the module docstring). Create and use it on one event loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        usage_sink: UsageSink | None = None,
+        *,
+        http_client: httpx2.AsyncClient | None = None,
+        tasks: Mapping[str, Task] | None = None,
+    ) -> None:
+        self.tasks: Mapping[str, Task] = tasks if tasks is not None else catalogue_from_settings(settings)
+        self._sink = usage_sink or NullSink()
+        self._store_content = settings.llm_store_content
+        self._timeout = settings.llm_timeout_seconds
+        self._first_token_timeout = settings.llm_first_token_timeout_seconds
+        self._idle_timeout = settings.llm_stream_idle_timeout_seconds
+        self._max_retries = max(0, settings.llm_max_retries)
+        self._backoff = settings.llm_retry_backoff_seconds
+        self._max_retry_after = settings.llm_max_retry_after_seconds
+        key = settings.openrouter_api_key.get() if settings.openrouter_api_key else ""
+        self._key = key
+        self._client: AsyncOpenAI | None = None
+        if key:
+            limit = settings.llm_max_connections
+            self._client = AsyncOpenAI(
+                api_key=key,
+                base_url=settings.openrouter_base_url,
+                max_retries=0,  # retries and fallback are the router's
+                timeout=httpx2.Timeout(max(self._timeout, self._idle_timeout), connect=10.0),
+                default_headers={
+                    "HTTP-Referer": settings.openrouter_referer,
+                    "X-Title": settings.openrouter_title,
+                },
+                http_client=http_client
+                or DefaultAioHttpClient(
+                    limits=httpx2.Limits(max_connections=limit, max_keepalive_connections=limit),
+                ),
+            )
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    # -- public API ---------------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        task: str,
+        messages: Sequence[wire.Message | Mapping[str, str]] | None = None,
+        *,
+        input: str | None = None,
+        output: OutputSpec | None = None,
+        owner: str | None = None,
+        request_id: str | None = None,
+        job_id: str | None = None,
+        options: Options | None = None,
+    ) -> Completion:
+        """Run ``task`` to completion through its model chain (see the module docstring)."""
+        call = self._prepare(task, messages, input, output, options, "complete", owner, request_id, job_id)
+        status: Literal["succeeded", "failed", "cancelled"] = "failed"
+        error_code: str | None = None
+        content: str | None = None
+        try:
+            completion = await self._run_chain(call)
+            status, content = "succeeded", completion.content
+            return completion
+        except XeniosError as exc:
+            error_code = exc.code
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error_code = "cancelled", "cancelled"
+            raise
+        finally:
+            self._record(call, status, error_code, content)
+
+    def stream(
+        self,
+        task: str,
+        messages: Sequence[wire.Message | Mapping[str, str]] | None = None,
+        *,
+        input: str | None = None,
+        owner: str | None = None,
+        request_id: str | None = None,
+        job_id: str | None = None,
+        options: Options | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Validate now (errors raise here), then stream: `Delta` events and one final `Done`.
+
+        Close the iterator (``contextlib.aclosing``) when abandoning it: that closes the upstream request.
+        """
+        call = self._prepare(task, messages, input, None, options, "stream", owner, request_id, job_id)
+        if call.task.output != "text":
+            raise InvalidInput(
+                f"task {task!r} answers JSON and cannot be streamed; use complete", code="task_not_streamable"
+            )
+        return self._stream(call)
+
+    # -- preparation --------------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        task_name: str,
+        messages: Sequence[wire.Message | Mapping[str, str]] | None,
+        input: str | None,
+        output: OutputSpec | None,
+        options: Options | None,
+        mode: Literal["complete", "stream"],
+        owner: str | None,
+        request_id: str | None,
+        job_id: str | None,
+    ) -> _Call:
+        if self._client is None:
+            raise UpstreamUnavailable(
+                "LLM routes need OPENROUTER_API_KEY; it is not configured", code="llm_not_configured"
+            )
+        task = self.tasks.get(task_name)
+        if task is None:
+            raise InvalidInput(
+                f"unknown task {task_name!r}; known: {', '.join(self.tasks)}", code="unknown_task"
+            )
+        if (messages is None) == (input is None):
+            raise InvalidInput("give either messages or input", code="invalid_llm_input")
+        if input is not None:
+            if task.output == "json" and output is None:
+                input, output = default_request(task.name, input)
+            chat = [wire.Message("system", task.system_prompt), wire.Message("user", input)]
+        else:
+            assert messages is not None
+            if not messages:
+                raise InvalidInput("messages must not be empty", code="invalid_llm_input")
+            if task.output == "json" and output is None:
+                raise InvalidInput(f"task {task.name!r} takes input, not messages", code="invalid_llm_input")
+            chat = [wire.Message("system", task.system_prompt)]
+            chat.extend(
+                m if isinstance(m, wire.Message) else wire.Message(m["role"], m["content"]) for m in messages
+            )
+        temperature, max_tokens = task.temperature, task.max_tokens
+        if options is not None:
+            if options.temperature is not None:
+                if not 0.0 <= options.temperature <= 2.0:
+                    raise InvalidInput("temperature must be within 0..2", code="invalid_llm_input")
+                temperature = options.temperature
+            if options.max_tokens is not None:
+                if not 1 <= options.max_tokens <= task.max_tokens:
+                    raise InvalidInput(
+                        f"max_tokens must be within 1..{task.max_tokens} for {task.name}",
+                        code="invalid_llm_input",
+                    )
+                max_tokens = options.max_tokens
+        return _Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id)
+
+    def _body(self, call: _Call, model: str, *, stream: bool) -> bytes:
+        return wire.request_body(
+            model,
+            call.messages,
+            temperature=call.temperature,
+            max_tokens=call.max_tokens,
+            stream=stream,
+            response_format=call.output.response_format if call.output is not None else None,
+        )
+
+    # -- the chain ----------------------------------------------------------------------------------
+
+    async def _run_chain(self, call: _Call) -> Completion:
+        models = call.task.models
+        for index, model in enumerate(models):
+            call.fallback_used = index > 0
+            for retry in range(self._max_retries + 1):
+                started = time.perf_counter()
+                try:
+                    completion = await self._complete_once(call, model)
+                except _Failed as failed:
+                    if not await self._after_failure(call, model, started, failed, retry):
+                        break
+                    continue
+                call.attempts.append(Attempt(model, _ms(started)))
+                completion.fallback_used = index > 0
+                return completion
+        raise self._all_failed(call)
+
+    async def _after_failure(
+        self, call: _Call, model: str, started: float, failed: _Failed, retry: int
+    ) -> bool:
+        """Note the failed attempt; raise when it ends the request; else wait and say whether to retry."""
+        call.attempts.append(Attempt(model, _ms(started), failed.error, failed.status))
+        if failed.retry_after is not None:
+            call.retry_after = failed.retry_after
+        logger.bind(task=call.task.name, model=model).warning(
+            "LLM attempt failed: {}{}", failed.error, f" (HTTP {failed.status})" if failed.status else ""
+        )
+        if failed.kind == "fatal":
+            fatal = failed.fatal or UpstreamError(failed.error, code="upstream_error")
+            fatal.extra.setdefault("attempts", _attempts(call))
+            raise fatal
+        if failed.kind == "next" or retry >= self._max_retries:
+            return False
+        if failed.retry_after is not None:
+            if failed.retry_after > self._max_retry_after:
+                return False
+            delay = failed.retry_after * random.uniform(1.0, 1.1)  # noqa: S311 - jitter, not crypto
+        else:
+            delay = self._backoff * (2**retry) * random.uniform(0.5, 1.5)  # noqa: S311
+        await asyncio.sleep(delay)
+        return True
+
+    def _all_failed(self, call: _Call) -> XeniosError:
+        last = call.attempts[-1]
+        attempts = {"attempts": _attempts(call)}
+        detail = f"every model of {call.task.name} failed: " + ", ".join(
+            f"{a.model} ({a.error})" for a in call.attempts
+        )
+        if last.error in ("timeout", "first_token_timeout"):
+            return UpstreamTimeout(detail, code="upstream_timeout", extra=attempts)
+        if last.status in (408, 409, 429, 503) or last.error == "connection_error":
+            error = UpstreamUnavailable(detail, code="upstream_unavailable", extra=attempts)
+            if call.retry_after is not None:
+                error.headers["Retry-After"] = str(max(1, round(call.retry_after)))
+            return error
+        return UpstreamError(detail, code="upstream_error", extra=attempts)
+
+    # -- one completion attempt ---------------------------------------------------------------------
+
+    async def _complete_once(self, call: _Call, model: str) -> Completion:
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.post(
+                    _CHAT, content=self._body(call, model, stream=False), cast_to=httpx2.Response
+                )
+        except Exception as exc:
+            raise self._classify(exc) from None
+        try:
+            answer = wire.decode_completion(response.content)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise _Failed("retry", "invalid_response") from None
+        call.add_usage(answer.usage)
+        if answer.error is not None or not answer.choices:
+            raise _Failed("retry", "upstream_error")
+        choice = answer.choices[0]
+        content = choice.message.content or ""
+        call.provider, call.finish_reason = answer.provider, choice.finish_reason
+        data = None
+        if call.output is not None:
+            try:
+                data = call.output.parse(content)
+            except InvalidOutput as exc:
+                logger.bind(task=call.task.name, model=model).info("invalid output: {}", exc)
+                raise _Failed("next", "invalid_output") from None
+        return Completion(
+            content=content,
+            data=data,
+            model=model,
+            provider=answer.provider,
+            fallback_used=False,
+            finish_reason=choice.finish_reason,
+            usage=call.usage,
+            attempts=call.attempts,
+            latency_ms=call.elapsed_ms,
+            request_id=call.request_id,
+        )
+
+    # -- streaming ----------------------------------------------------------------------------------
+
+    async def _stream(self, call: _Call) -> AsyncGenerator[StreamEvent, None]:
+        status: Literal["succeeded", "failed", "cancelled"] = "failed"
+        error_code: str | None = None
+        text: list[str] | None = [] if self._store_content else None
+        try:
+            for index, model in enumerate(call.task.models):
+                call.fallback_used = index > 0
+                for retry in range(self._max_retries + 1):
+                    started = time.perf_counter()
+                    try:
+                        async with contextlib.aclosing(self._stream_once(call, model)) as pieces:
+                            async for piece in pieces:
+                                if text is not None:
+                                    text.append(piece)
+                                yield Delta(piece)
+                    except _Failed as failed:
+                        if call.ttft_ms is not None:  # text was sent: never restart, end with the error
+                            call.attempts.append(Attempt(model, _ms(started), failed.error, failed.status))
+                            fatal = failed.fatal or UpstreamError(failed.error, code="upstream_error")
+                            fatal.extra.setdefault("attempts", _attempts(call))
+                            raise fatal from None
+                        if not await self._after_failure(call, model, started, failed, retry):
+                            break
+                        continue
+                    call.attempts.append(Attempt(model, _ms(started)))
+                    status = "succeeded"
+                    yield Done(
+                        model=model,
+                        provider=call.provider,
+                        fallback_used=index > 0,
+                        finish_reason=call.finish_reason,
+                        usage=call.usage,
+                        attempts=call.attempts,
+                        latency_ms=call.elapsed_ms,
+                        ttft_ms=call.ttft_ms,
+                        request_id=call.request_id,
+                    )
+                    return
+            raise self._all_failed(call)
+        except XeniosError as exc:
+            error_code = exc.code
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            if status != "succeeded":
+                status, error_code = "cancelled", "client_disconnected"
+            raise
+        finally:
+            self._record(call, status, error_code, "".join(text) if text is not None else None)
+
+    async def _open_stream(self, call: _Call, model: str, deadline: float) -> httpx2.Response:
+        assert self._client is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._client.post(
+                    _CHAT,
+                    content=self._body(call, model, stream=True),
+                    cast_to=httpx2.Response,
+                    stream=True,
+                    stream_cls=None,  # cast_to=Response: the raw, unread response
+                )
+        except Exception as exc:
+            failed = self._classify(exc)
+            if isinstance(exc, TimeoutError):
+                failed.error = "first_token_timeout"
+            raise failed from None
+
+    async def _stream_once(self, call: _Call, model: str) -> AsyncGenerator[str, None]:
+        """Yield the text of one upstream stream, read by read; raise `_Failed` on any failure."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._first_token_timeout
+        response = await self._open_stream(call, model, deadline)
+        sent_text = False
+        try:
+            lines = wire.SSELines()
+            reads = response.aiter_raw()
+            finished = False
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        data = await anext(reads)
+                except StopAsyncIteration:
+                    break
+                payloads = lines.feed(data)
+                if not payloads:
+                    continue  # a partial line, or comments (": OPENROUTER PROCESSING")
+                text, done = _read_chunks(call, payloads)
+                finished = finished or done
+                if sent_text or text:
+                    deadline = loop.time() + self._idle_timeout
+                if text:
+                    if not sent_text:
+                        sent_text = True
+                        call.ttft_ms = call.elapsed_ms
+                    yield text
+            if not finished and call.finish_reason is None:
+                raise _Failed("retry", "incomplete_stream")
+        except _Failed as failed:
+            if sent_text:
+                _interrupted(failed, model, self._idle_timeout)
+            raise
+        except Exception as exc:
+            failure = self._classify(exc)
+            if isinstance(exc, TimeoutError):
+                failure.error = "stream_stalled" if sent_text else "first_token_timeout"
+            if sent_text:
+                _interrupted(failure, model, self._idle_timeout)
+            raise failure from None
+        finally:
+            await response.aclose()
+
+    # -- failures and usage -------------------------------------------------------------------------
+
+    def _classify(self, exc: BaseException) -> _Failed:
+        if isinstance(exc, openai.APIStatusError):
+            return self._classify_status(exc.status_code, exc.response)
+        if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx2.TimeoutException):
+            return _Failed("next", "timeout")
+        if isinstance(exc, _TRANSPORT_ERRORS):
+            return _Failed("retry", "connection_error")
+        if isinstance(exc, msgspec.DecodeError | msgspec.ValidationError):
+            return _Failed("retry", "invalid_response")
+        raise exc
+
+    def _classify_status(self, status: int, response: httpx2.Response) -> _Failed:
+        message = self._upstream_message(response)
+        error = f"http_{status}"
+        if status in (408, 409, 429) or status >= 500:
+            return _Failed("retry", error, status=status, retry_after=_retry_after(response.headers))
+        if status == 404 or (status == 400 and "not a valid model" in message.lower()):
+            return _Failed("next", "model_unavailable", status=status)
+        fatal: XeniosError
+        if status in (400, 403, 413, 422):
+            fatal = InvalidInput(
+                f"the model provider refused the request: {message}", code="upstream_rejected"
+            )
+        elif status == 401:
+            logger.error("the LLM provider rejected the API key (401): check OPENROUTER_API_KEY")
+            fatal = UpstreamError(
+                "the LLM provider rejected the service's credentials", code="upstream_auth_failed"
+            )
+        elif status == 402:
+            logger.error("the LLM provider says the account is out of credits (402)")
+            fatal = UpstreamUnavailable(
+                "the LLM provider account is out of credits", code="upstream_payment_required"
+            )
+        else:
+            fatal = UpstreamError(f"the model provider answered {status}: {message}", code="upstream_error")
+        return _Failed("fatal", error, status=status, fatal=fatal)
+
+    def _upstream_message(self, response: httpx2.Response) -> str:
+        try:
+            body = wire.decode_error_body(response.content)
+            message = body.error.message if body.error is not None else ""
+        except (msgspec.DecodeError, msgspec.ValidationError, httpx2.HTTPError):
+            message = ""
+        message = message[:300]
+        return message.replace(self._key, "***") if self._key else message
+
+    def _record(
+        self,
+        call: _Call,
+        status: Literal["succeeded", "failed", "cancelled"],
+        error_code: str | None,
+        content: str | None,
+    ) -> None:
+        model = call.attempts[-1].model if call.attempts else None
+        self._sink.record(
+            UsageRecord(
+                created_at=call.created_at,
+                request_id=call.request_id,
+                job_id=call.job_id,
+                owner=call.owner,
+                task=call.task.name,
+                mode=call.mode,
+                status=status,
+                error_code=error_code,
+                model=model,
+                provider=call.provider,
+                fallback_used=call.fallback_used,
+                attempts=_attempts(call),
+                prompt_tokens=call.prompt_tokens,
+                completion_tokens=call.completion_tokens,
+                cost_usd=call.cost,
+                latency_ms=call.elapsed_ms,
+                ttft_ms=call.ttft_ms,
+                finish_reason=call.finish_reason,
+                prompt=msgspec.to_builtins(call.messages) if self._store_content else None,
+                response=content if self._store_content else None,
+            )
+        )
+
+
+def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool]:
+    """The text of some stream chunks (usage, provider and finish reason noted); True once [DONE]."""
+    pieces: list[str] = []
+    finished = False
+    for payload in payloads:
+        if payload == b"[DONE]":
+            finished = True
+            continue
+        chunk = wire.decode_chunk(payload)
+        if chunk.error is not None:
+            raise _Failed("retry", "stream_error")
+        if chunk.usage is not None:
+            call.add_usage(chunk.usage)
+        if chunk.provider is not None:
+            call.provider = chunk.provider
+        for choice in chunk.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            if choice.finish_reason is not None:
+                call.finish_reason = choice.finish_reason
+    return "".join(pieces), finished
+
+
+def _interrupted(failed: _Failed, model: str, idle_timeout: float) -> None:
+    """Turn a failure after text was streamed into the error that ends the stream."""
+    failed.kind = "fatal"
+    if failed.error == "stream_stalled":
+        failed.fatal = UpstreamTimeout(
+            f"{model} sent nothing for {idle_timeout:g}s; the answer is incomplete", code="upstream_stalled"
+        )
+    elif failed.error in ("stream_error", "invalid_response"):
+        failed.fatal = UpstreamError(
+            f"{model} reported an error mid-stream; the answer is incomplete", code="upstream_stream_error"
+        )
+    else:
+        failed.fatal = UpstreamError(
+            f"{model} disconnected mid-stream; the answer is incomplete", code="upstream_disconnected"
+        )
+
+
+def _attempts(call: _Call) -> list[dict[str, Any]]:
+    return [msgspec.to_builtins(a) for a in call.attempts]
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _retry_after(headers: httpx2.Headers) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,198 @@
+"""Usage of every LLM request, written to ``ai_backend.llm_requests`` in batches, off the request path.
+
+The router hands each finished request to a `UsageSink` (``record`` is synchronous and O(1)). The
+`UsageWriter` sink keeps the rows in memory and writes them with one ``executemany`` (pipelined by psycopg)
+every ``llm_usage_flush_seconds``, as soon as ``llm_usage_batch_size`` rows wait, and at shutdown. When
+PostgreSQL is unreachable it keeps the rows and retries with backoff; rows are never dropped silently:
+a row recorded while ``llm_usage_max_buffered`` rows wait, and the rows a failed final flush at shutdown
+leaves, are logged at ERROR level as JSON (``llm_usage_rows``) so they can be replayed from the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+from loguru import logger
+
+from xenios_ai.db.pool import Pool
+from xenios_ai.settings import Settings
+
+Status = Literal["succeeded", "failed", "cancelled"]
+
+
+class UsageRecord(msgspec.Struct, kw_only=True):
+    """One LLM request as stored (``llm_requests`` row)."""
+
+    id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
+    created_at: float
+    """Unix time the request started."""
+    request_id: str | None
+    job_id: str | None = None
+    owner: str | None
+    task: str
+    mode: Literal["complete", "stream"]
+    status: Status
+    error_code: str | None = None
+    model: str | None
+    provider: str | None = None
+    fallback_used: bool
+    attempts: list[dict[str, Any]]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: float | None
+    latency_ms: float
+    ttft_ms: float | None = None
+    finish_reason: str | None = None
+    prompt: Any = None
+    """The messages sent, only with LLM_STORE_CONTENT."""
+    response: str | None = None
+    """The answer text, only with LLM_STORE_CONTENT."""
+
+
+class UsageSink(Protocol):
+    """Where the router reports finished requests; must not block."""
+
+    def record(self, usage: UsageRecord) -> None: ...
+
+
+class NullSink:
+    """Drops usage (tests, scripts)."""
+
+    def record(self, usage: UsageRecord) -> None:
+        pass
+
+
+class MemorySink:
+    """Keeps usage in a list (tests, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.records: list[UsageRecord] = []
+
+    def record(self, usage: UsageRecord) -> None:
+        self.records.append(usage)
+
+
+_COLUMNS = tuple(f.name for f in msgspec.structs.fields(UsageRecord))
+_INSERT = (
+    f"INSERT INTO ai_backend.llm_requests ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names
+    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+)
+_encode = msgspec.json.Encoder().encode
+_MAX_BACKOFF = 5.0
+
+
+def _params(row: UsageRecord) -> tuple[Any, ...]:
+    from psycopg.types.json import Jsonb
+
+    values: list[Any] = []
+    for name in _COLUMNS:
+        value = getattr(row, name)
+        if name == "created_at":
+            value = datetime.fromtimestamp(value, UTC)
+        elif name in ("attempts", "prompt") and value is not None:
+            value = Jsonb(value, dumps=_encode)
+        values.append(value)
+    return tuple(values)
+
+
+class UsageWriter:
+    """The batched PostgreSQL `UsageSink`. ``start()`` on the event loop that serves requests; ``aclose()``
+    flushes what is left. One per process."""
+
+    def __init__(self, pool: Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._flush_seconds = settings.llm_usage_flush_seconds
+        self._batch_size = max(1, settings.llm_usage_batch_size)
+        self._max_buffered = max(self._batch_size, settings.llm_usage_max_buffered)
+        self._rows: deque[UsageRecord] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.written = 0
+        self.failures = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="llm-usage-writer")
+
+    def record(self, usage: UsageRecord) -> None:
+        if len(self._rows) >= self._max_buffered:
+            self._log_lost([usage], "usage buffer full (PostgreSQL down?)")
+            return
+        self._rows.append(usage)
+        if len(self._rows) >= self._batch_size:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write every waiting row now (raises when PostgreSQL fails; the rows stay queued)."""
+        while self._rows:
+            batch = [self._rows[i] for i in range(min(self._batch_size, len(self._rows)))]
+            try:
+                async with self._pool.connection() as conn, conn.cursor() as cursor:
+                    await cursor.executemany(_INSERT, [_params(row) for row in batch])
+            except BaseException:
+                self.failures += 1
+                raise
+            for _ in batch:
+                self._rows.popleft()
+            self.written += len(batch)
+
+    async def _run(self) -> None:
+        backoff = self._flush_seconds
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            if not self._rows:
+                continue
+            try:
+                await self.flush()
+                backoff = self._flush_seconds
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                backoff = min(_MAX_BACKOFF, max(backoff * 2, 0.1))
+                logger.warning(
+                    "writing {} LLM usage rows failed ({}); retrying in {:.1f}s",
+                    len(self._rows),
+                    type(exc).__name__,
+                    backoff,
+                )
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Stop the background task and flush, retrying until ``timeout``; what still fails is logged."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, timeout=max(timeout, self._flush_seconds) + 1)
+            self._task = None
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while self._rows:
+            try:
+                await self.flush()
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    self._log_lost(list(self._rows), f"final flush failed ({type(exc).__name__})")
+                    self._rows.clear()
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    @staticmethod
+    def _log_lost(rows: list[UsageRecord], why: str) -> None:
+        logger.bind(llm_usage_rows=_encode(rows).decode()).error(
+            "{} LLM usage row(s) not stored: {}; they are in this log line", len(rows), why
+        )
