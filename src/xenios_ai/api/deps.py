@@ -15,6 +15,8 @@ from litestar.di import NamedDependency
 from xenios_ai.api.auth import Principal
 from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import Redis, open_redis
+from xenios_ai.llm.router import LLMRouter
+from xenios_ai.llm.usage import UsageWriter
 from xenios_ai.settings import Settings
 
 
@@ -27,6 +29,8 @@ class Services:
     redis: Redis
     http: httpx.AsyncClient
     started_at: float
+    llm: LLMRouter
+    """LLM task routing; its usage rows go to the batched writer, flushed at shutdown."""
 
 
 ServicesDep = NamedDependency[Services]
@@ -39,11 +43,16 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     http = httpx.AsyncClient(timeout=10.0)
     db = await open_pool(settings)
     redis = open_redis(settings)
-    app.state.services = Services(settings, db, redis, http, time.time())
+    usage = UsageWriter(db, settings)
+    usage.start()
+    llm = LLMRouter(settings, usage)
+    app.state.services = Services(settings, db, redis, http, time.time(), llm)
     app.state.jwt._http = http
     try:
         yield
     finally:
+        await llm.aclose()
+        await usage.aclose()
         await redis.aclose()
         await db.close()
         await http.aclose()

@@ -1,0 +1,273 @@
+"""LLM routes: the task catalogue, completion, SSE streaming, intent classification, entity extraction.
+
+Thin: bodies are validated by msgspec, the work is `xenios_ai.llm`'s. The stream sends ``start`` at
+once, then ``delta`` {content} as text arrives, then ``done`` {model, fallback_used, usage, ...} or
+``error`` {code, message, status, attempts}; a stream that has sent text is never restarted on another
+model. Errors before the stream starts (bad body, unknown task, LLM not configured) are problems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.params import JSONBody
+from loguru import logger
+
+from xenios_ai.api.auth import require_user
+from xenios_ai.api.deps import PrincipalDep, ServicesDep
+from xenios_ai.api.schemas import Schema
+from xenios_ai.api.sse import EventStream, event
+from xenios_ai.errors import XeniosError
+from xenios_ai.llm.router import Attempt, Completion, Delta, Options, StreamEvent, Usage
+from xenios_ai.llm.structured import Alternative, Entity, classify_intent, extract_entities
+from xenios_ai.llm.wire import Message
+
+_encode = msgspec.json.Encoder().encode
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\- ]+$")]
+
+
+class ChatMessage(Schema):
+    role: Literal["system", "user", "assistant"]
+    """``system`` messages are added after the task's own prompt."""
+    content: Annotated[str, msgspec.Meta(max_length=200_000)]
+
+
+class LLMOptions(Schema):
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """At most the task's max_tokens (see GET /llm/tasks)."""
+
+
+class CompleteRequest(Schema):
+    task: Name
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1, max_length=500)] | None = None
+    """A conversation (text tasks); exactly one of messages and input."""
+    input: Text | None = None
+    """One user message; for JSON tasks, the text to classify or to extract entities from."""
+    options: LLMOptions | None = None
+
+
+class CompleteResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    content: str | None = None
+    """Text tasks: the answer."""
+    data: Any = None
+    """JSON tasks: the validated output."""
+    model: str
+    fallback_used: bool
+    finish_reason: str | None
+    usage: Usage
+    """Summed over every attempt that reported usage; cost_usd from OpenRouter's usage.cost."""
+    attempts: list[Attempt]
+    latency_ms: float
+    request_id: str | None
+
+
+class ClassifyIntentRequest(Schema):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+    labels: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=50)] | None = None
+    """Allowed intents; default: the coaching set (goal_setting, progress_update, question, ...)."""
+    context: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
+    """E.g. the previous messages of the conversation."""
+
+
+class IntentResponse(msgspec.Struct, kw_only=True):
+    intent: str
+    confidence: float
+    alternatives: list[Alternative]
+    model: str
+    fallback_used: bool
+    usage: Usage
+    request_id: str | None
+
+
+class ExtractEntitiesRequest(Schema):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    entity_types: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=50)] | None = None
+    """Types to look for; default: person, organization, location, date, time, duration, goal, ..."""
+
+
+class EntitiesResponse(msgspec.Struct, kw_only=True):
+    entities: list[Entity]
+    """Offsets are Unicode code points into ``text``, checked (and fixed) against it."""
+    model: str
+    fallback_used: bool
+    usage: Usage
+    request_id: str | None
+
+
+class TaskInfo(msgspec.Struct, kw_only=True):
+    name: str
+    description: str
+    primary_model: str
+    fallback_models: list[str]
+    output: Literal["text", "json"]
+    temperature: float
+    max_tokens: int
+    streamable: bool
+
+
+class TasksResponse(msgspec.Struct, kw_only=True):
+    configured: bool
+    """False when OPENROUTER_API_KEY is unset: the other LLM routes then answer 503 llm_not_configured."""
+    tasks: list[TaskInfo]
+
+
+def _request_id(request: Request[Any, Any, Any]) -> str | None:
+    value = request.scope["state"].get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def _options(options: LLMOptions | None) -> Options | None:
+    return (
+        None if options is None else Options(temperature=options.temperature, max_tokens=options.max_tokens)
+    )
+
+
+def _messages(data: CompleteRequest) -> list[Message] | None:
+    return None if data.messages is None else [Message(m.role, m.content) for m in data.messages]
+
+
+async def _sse(start: bytes, events: AsyncGenerator[StreamEvent, None]) -> AsyncIterator[bytes]:
+    """The router's events as SSE; a failure, before or after text, ends the stream with ``error``."""
+    yield start
+    try:
+        async for item in events:
+            yield event("delta" if type(item) is Delta else "done", _encode(item))
+    except XeniosError as exc:
+        body = {"code": exc.code, "message": exc.detail, "status": exc.status, **exc.extra}
+        yield event("error", _encode(body))
+    except Exception:
+        logger.exception("LLM stream failed")
+        body = {"code": "internal_error", "message": "an unexpected error occurred", "status": 500}
+        yield event("error", _encode(body))
+    finally:
+        await events.aclose()
+
+
+class LLMController(Controller):
+    path = "/llm"
+    tags = ["llm"]
+
+    @get("/tasks", summary="The task catalogue: models (primary, fallbacks), output kind, limits")
+    async def tasks(self, services: ServicesDep) -> TasksResponse:
+        tasks = [
+            TaskInfo(
+                name=t.name,
+                description=t.description,
+                primary_model=t.primary_model,
+                fallback_models=list(t.fallback_models),
+                output=t.output,
+                temperature=t.temperature,
+                max_tokens=t.max_tokens,
+                streamable=t.output == "text",
+            )
+            for t in services.llm.tasks.values()
+        ]
+        return TasksResponse(configured=services.llm.configured, tasks=tasks)
+
+    @post("/complete", guards=[require_user], status_code=200, summary="Run a task to completion")
+    async def complete(
+        self,
+        data: JSONBody[CompleteRequest],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        request: Request[Any, Any, Any],
+    ) -> CompleteResponse:
+        completion: Completion = await services.llm.complete(
+            data.task,
+            _messages(data),
+            input=data.input,
+            owner=principal.user_id,
+            request_id=_request_id(request),
+            options=_options(data.options),
+        )
+        return CompleteResponse(
+            content=None if completion.data is not None else completion.content,
+            data=completion.data,
+            model=completion.model,
+            fallback_used=completion.fallback_used,
+            finish_reason=completion.finish_reason,
+            usage=completion.usage,
+            attempts=completion.attempts,
+            latency_ms=completion.latency_ms,
+            request_id=completion.request_id,
+        )
+
+    @post(
+        "/stream",
+        guards=[require_user],
+        status_code=200,
+        summary="Stream a text task as server-sent events: start, delta*, done | error",
+    )
+    async def stream(
+        self,
+        data: JSONBody[CompleteRequest],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        request: Request[Any, Any, Any],
+    ) -> EventStream:
+        request_id = _request_id(request)
+        events = services.llm.stream(
+            data.task,
+            _messages(data),
+            input=data.input,
+            owner=principal.user_id,
+            request_id=request_id,
+            options=_options(data.options),
+        )
+        start = event("start", _encode({"request_id": request_id, "task": data.task}))
+        return EventStream(_sse(start, events), heartbeat_seconds=services.settings.llm_heartbeat_seconds)
+
+    @post("/classify-intent", guards=[require_user], status_code=200, summary="Intent of a message")
+    async def classify_intent(
+        self,
+        data: JSONBody[ClassifyIntentRequest],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        request: Request[Any, Any, Any],
+    ) -> IntentResponse:
+        result, completion = await classify_intent(
+            services.llm,
+            data.text,
+            data.labels,
+            data.context,
+            owner=principal.user_id,
+            request_id=_request_id(request),
+        )
+        return IntentResponse(
+            intent=result.intent,
+            confidence=result.confidence,
+            alternatives=result.alternatives,
+            model=completion.model,
+            fallback_used=completion.fallback_used,
+            usage=completion.usage,
+            request_id=completion.request_id,
+        )
+
+    @post("/extract-entities", guards=[require_user], status_code=200, summary="Entities with offsets")
+    async def extract_entities(
+        self,
+        data: JSONBody[ExtractEntitiesRequest],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        request: Request[Any, Any, Any],
+    ) -> EntitiesResponse:
+        result, completion = await extract_entities(
+            services.llm,
+            data.text,
+            data.entity_types,
+            owner=principal.user_id,
+            request_id=_request_id(request),
+        )
+        return EntitiesResponse(
+            entities=result.entities,
+            model=completion.model,
+            fallback_used=completion.fallback_used,
+            usage=completion.usage,
+            request_id=completion.request_id,
+        )
