@@ -18,6 +18,7 @@ import redis
 from litestar.testing import AsyncTestClient
 from psycopg.conninfo import make_conninfo
 
+from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import tokens
 from tests.support.processes import ApiServer
 from xenios_ai.api.app import create_app
@@ -75,8 +76,19 @@ def redis_namespace(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def fake_openrouter() -> Iterator[FakeOpenRouter]:
+    """The fake OpenRouter every test service talks to (its key is a secret that must never leak)."""
+    with FakeOpenRouter(api_key=f"sk-or-v1-test-{uuid.uuid4().hex}") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
 def test_env(
-    database_url: str, redis_url: str, redis_namespace: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    redis_url: str,
+    redis_namespace: str,
+    fake_openrouter: FakeOpenRouter,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """The environment of the service under test, for Settings and for subprocesses."""
     return {
@@ -91,6 +103,8 @@ def test_env(
         "STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
         "DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "HF_HUB_OFFLINE": "1",
+        "OPENROUTER_BASE_URL": fake_openrouter.base_url,
+        "OPENROUTER_API_KEY": fake_openrouter.api_key or "",
     }
 
 
