@@ -130,6 +130,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     webhook_allow_private: bool = False
     """Allow webhooks to loopback/private addresses (tests, local setups)."""
     webhook_max_attempts: int = 5
+    webhook_timeout_seconds: float = 10.0
+    """Whole-request limit of one webhook delivery attempt."""
+    broker_maintenance_chance: int = 1_000_000
+    """Dramatiq: per million broker calls, how many also requeue dead workers' messages (all of them: a
+    killed worker's job comes back within broker_heartbeat_timeout_ms of the next poll)."""
+    job_progress_interval_seconds: float = 0.5
+    """Least time between two progress writes (row and pub/sub) of one job; completion always lands."""
+    job_sweep_interval_seconds: float = 5.0
+    """How often one worker (a Redis lock picks it) re-sends lost and due jobs and re-queues stale ones."""
+    job_retention_sweep_seconds: float = 600.0
+    """How often one worker deletes finished jobs (and their blobs) older than job_retention_days."""
 
     # --- extraction
     docling_pipeline: Literal["native", "layout"] = "native"
