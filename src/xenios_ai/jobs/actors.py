@@ -1,0 +1,69 @@
+"""One thin actor per job kind, on its kind's queue; the runner does the bookkeeping. Workers only.
+
+A handler is ``async def`` (runs on the worker's event loop: I/O, the LLM router) or ``def`` (runs on
+the actor's thread: blocking engines, reporting progress with ``ctx.progress_sync``)::
+
+    @job_actor(EXTRACTION)
+    def extraction(ctx: JobContext, options: ExtractionOptions) -> ExtractionResult:
+        with ctx.upload_file() as path:
+            return extractor().extract(path, options, progress=ctx.progress_sync)
+
+Retry policy as data: job actors never retry through Dramatiq (``max_retries=0``); the runner applies
+the kind's `RetryPolicy` and keeps the row in step. The webhook actor retries transient delivery failures
+with Dramatiq's backoff, WEBHOOK_MAX_ATTEMPTS times in all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+from uuid import UUID
+
+import dramatiq
+
+from xenios_ai.analysis import AnalysisInput, AnalysisResult, run_analysis
+from xenios_ai.jobs.kinds import ANALYSIS
+from xenios_ai.jobs.models import JobKind
+from xenios_ai.jobs.runner import Handler, JobContext, execute
+from xenios_ai.jobs.runtime import WorkerRuntime
+from xenios_ai.jobs.service import WEBHOOK_ACTOR
+from xenios_ai.jobs.webhooks import WebhookRetry, deliver_for_job
+
+H = TypeVar("H", bound=Handler)
+
+
+def job_actor(kind: JobKind) -> Callable[[H], H]:
+    """Register ``handler`` as the handler of ``kind``: a Dramatiq actor named ``job_<kind>`` on its queue."""
+
+    def register(handler: H) -> H:
+        def run(job_id: str) -> None:
+            execute(kind, handler, job_id)
+
+        run.__name__ = run.__qualname__ = kind.actor_name
+        dramatiq.actor(actor_name=kind.actor_name, queue_name=kind.queue, max_retries=0)(run)
+        return handler
+
+    return register
+
+
+@job_actor(ANALYSIS)
+async def analysis(ctx: JobContext, request: AnalysisInput) -> AnalysisResult:
+    return await run_analysis(ctx, request)
+
+
+def _retry_webhook(retries: int, exc: BaseException) -> bool:
+    attempts = WorkerRuntime.current().settings.webhook_max_attempts
+    return isinstance(exc, WebhookRetry) and retries + 1 < attempts
+
+
+@dramatiq.actor(
+    actor_name=WEBHOOK_ACTOR,
+    queue_name="default",
+    retry_when=_retry_webhook,
+    min_backoff=1_000,
+    max_backoff=300_000,
+)
+def deliver_webhook(job_id: str) -> None:
+    runtime = WorkerRuntime.current()
+    services = runtime.services
+    runtime.call(deliver_for_job(services.db, services.webhooks, runtime.settings, UUID(job_id)))

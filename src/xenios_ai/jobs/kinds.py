@@ -1,0 +1,45 @@
+"""Every job kind, declared once: the API submits by these declarations, the workers run by them.
+
+Adding a kind (see `jobs.models.JobKind`)::
+
+    EXTRACTION = declare(JobKind(
+        name="extraction", queue="extraction", input_type=ExtractionOptions,
+        upload=UploadSpec(sniff=sniff_document_format, sniff_bytes=8192, formats_hint="PDF, DOCX, ..."),
+        text_of=lambda result: result.get("markdown"), release_on_shutdown=True,
+    ))
+
+then its handler in `jobs.actors` (``@job_actor(EXTRACTION)``) and its route in `api.jobs`.
+"""
+
+from __future__ import annotations
+
+from xenios_ai.analysis import AnalysisInput, analysis_text
+from xenios_ai.errors import NotFound
+from xenios_ai.jobs.models import JobKind, RetryPolicy
+
+KINDS: dict[str, JobKind] = {}
+
+
+def declare(kind: JobKind) -> JobKind:
+    if kind.name in KINDS:
+        raise ValueError(f"job kind {kind.name!r} is declared twice")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def kind_named(name: str) -> JobKind:
+    kind = KINDS.get(name)
+    if kind is None:
+        raise NotFound(f"unknown job kind {name!r}", code="unknown_job_kind")
+    return kind
+
+
+ANALYSIS = declare(
+    JobKind(
+        name="analysis",
+        queue="llm",
+        input_type=AnalysisInput,
+        retry=RetryPolicy(max_attempts=3, backoff_seconds=5.0, max_backoff_seconds=120.0),
+        text_of=analysis_text,
+    )
+)

@@ -1,0 +1,80 @@
+"""The periodic sweep and the retention cleanup, run by one worker at a time (a Redis lock decides).
+
+The sweep is the second net under Dramatiq's own redelivery:
+
+1. ``running`` jobs whose heartbeat is older than STALE_JOB_SECONDS (their worker died) go back to the
+   queue, or end ``cancelled`` (a cancel was asked) or ``failed``/``worker_lost`` (no attempts left).
+2. ``queued`` jobs whose message is no longer in Redis (Redis lost it, or a worker failed before it could
+   claim the job) are marked unsent.
+3. Unsent jobs (Redis was down at submit, re-queued by 1 or 2, or a retry whose backoff is over) are sent.
+
+Retention deletes finished jobs older than JOB_RETENTION_DAYS, their blobs first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loguru import logger
+
+from xenios_ai.jobs import store
+from xenios_ai.jobs.queues import broker_namespace
+from xenios_ai.jobs.service import JobService
+
+
+def actor_name(kind: str) -> str:
+    """The actor of a job kind (see JobKind.actor_name)."""
+    return f"job_{kind}"
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    ended: int = 0
+    requeued: int = 0
+    lost_messages: int = 0
+    sent: int = 0
+
+
+async def sweep(jobs: JobService) -> SweepReport:
+    settings = jobs.settings
+    ended, requeued = await store.sweep_stale(jobs.db, settings.stale_job_seconds)
+    for job in ended:
+        logger.warning("job {} ended {} by the sweep ({})", job.id, job.status, job.error)
+        await jobs.after_terminal(job)
+    if requeued:
+        logger.warning("{} job(s) whose worker stopped were put back in the queue", requeued)
+
+    lost = 0
+    candidates = await store.queued_sent_before(jobs.db, settings.stale_job_seconds)
+    if candidates:
+        namespace = broker_namespace(settings.redis_namespace)
+        async with jobs.redis.pipeline(transaction=False) as pipe:
+            for _, queue, message_id in candidates:
+                pipe.hexists(f"{namespace}:{queue}.msgs", message_id)
+            present = await pipe.execute()
+        for (job_id, _, message_id), exists in zip(candidates, present, strict=True):
+            if not exists:
+                lost += 1
+                await store.mark_unsent(jobs.db, job_id, message_id)
+        if lost:
+            logger.warning("{} queued job(s) had lost their message; sending them again", lost)
+
+    sent = 0
+    for job_id, kind, queue, message_id in await store.take_due(jobs.db):
+        await jobs.enqueuer.send(queue, actor_name(kind), (str(job_id),), message_id=message_id)
+        sent += 1
+    return SweepReport(len(ended), requeued, lost, sent)
+
+
+async def expire(jobs: JobService) -> int:
+    """Delete finished jobs past retention and their blobs; returns how many jobs went."""
+    total = 0
+    while True:
+        batch = await store.expired(jobs.db, jobs.settings.job_retention_days)
+        if not batch:
+            return total
+        for _, blobs in batch:
+            for key in blobs:
+                await jobs.storage.delete(key)
+        total += await store.delete(jobs.db, [job_id for job_id, _ in batch])
+        logger.info("retention: deleted {} finished job(s) and their files", len(batch))

@@ -1,0 +1,149 @@
+"""What a job is: its row (`Job`), its states, and the declaration of a job kind (`JobKind`).
+
+A kind is data: its queue, input type, retry policy, time limit and, for kinds that take a file, how
+uploads are checked. The API (submit) and the workers (run) read the same declaration, so adding a kind
+is a declaration in `jobs.kinds`, a handler in `jobs.actors` and a route.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from xenios_ai.errors import XeniosError
+from xenios_ai.jobs.queues import Queue
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+#: Time limit of one attempt, by queue (a kind may set its own).
+QUEUE_TIME_LIMITS: dict[Queue, float] = {
+    "default": 120.0,
+    "llm": 600.0,
+    "extraction": 1800.0,
+    "transcription": 4 * 3600.0,
+}
+
+
+class JobError(msgspec.Struct, frozen=True):
+    """A failed job's error: the stable XeniosError code and a message safe to show the caller."""
+
+    code: str
+    message: str
+
+
+class Upload(msgspec.Struct, frozen=True):
+    """The file a job was submitted with, as stored."""
+
+    key: str
+    filename: str | None
+    format: str
+    size: int
+    sha256: str
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """One row of ``ai_backend.jobs``."""
+
+    id: UUID
+    kind: str
+    queue: str
+    status: JobStatus
+    owner: str
+    input: dict[str, Any]
+    upload: Upload | None = None
+    result: Any = None
+    error: JobError | None = None
+    progress: float = 0.0
+    progress_message: str | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    webhook_url: str | None = None
+    webhook_attempts: int = 0
+    webhook_delivered_at: datetime | None = None
+    webhook_error: str | None = None
+    source_job_id: UUID | None = None
+    blobs: list[str] = msgspec.field(default_factory=list)
+    message_id: str | None = None
+    worker_id: str | None = None
+    cancel_requested_at: datetime | None = None
+    run_after: datetime | None = None
+    created_at: datetime
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When an attempt that failed runs again. Attempts count claims: a crashed worker's attempt counts."""
+
+    max_attempts: int = 3
+    backoff_seconds: float = 2.0
+    """Delay before the first retry; doubled for each further one, with jitter."""
+    max_backoff_seconds: float = 300.0
+
+    def retries(self, exc: BaseException, attempt: int) -> bool:
+        """Only transient trouble (``XeniosError.retryable``: upstream unavailable or timed out) is retried."""
+        return isinstance(exc, XeniosError) and exc.retryable and attempt < self.max_attempts
+
+    def backoff(self, attempt: int) -> float:
+        base = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** max(0, attempt - 1))
+        return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not security
+
+
+Sniffer = Callable[[bytes, str | None], str | None]
+"""(first bytes, client's filename) -> the format's name, or None when the file is not accepted."""
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    """How a kind's uploaded file is checked while it streams in."""
+
+    sniff: Sniffer
+    sniff_bytes: int = 8192
+    """How many leading bytes `sniff` wants (fewer when the file is shorter)."""
+    max_bytes: int | None = None
+    """Largest file accepted; None: the MAX_UPLOAD_BYTES setting."""
+    formats_hint: str = ""
+    """Named in the 415 problem: what the kind accepts."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """The declaration of a job kind, shared by the API (submit) and the workers (run)."""
+
+    name: str
+    queue: Queue
+    input_type: type[msgspec.Struct]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    time_limit_seconds: float | None = None
+    """Per attempt; None: the queue's limit in QUEUE_TIME_LIMITS."""
+    upload: UploadSpec | None = None
+    """Set for kinds submitted with a file (multipart)."""
+    text_of: Callable[[Any], str | None] | None = None
+    """The text a follow-up analysis (``source_job_id``) reads from this kind's result."""
+    release_on_shutdown: bool = False
+    """A worker shutting down interrupts the attempt and puts the job back in the queue (long jobs);
+    otherwise the worker lets it finish first."""
+
+    @property
+    def actor_name(self) -> str:
+        return f"job_{self.name}"
+
+    @property
+    def time_limit(self) -> float:
+        return self.time_limit_seconds or QUEUE_TIME_LIMITS[self.queue]

@@ -1,0 +1,345 @@
+"""The worker process's runtime: one asyncio loop thread with the async services, as Dramatiq middleware.
+
+Dramatiq runs actors on plain threads; the services (psycopg pool, redis.asyncio, the LLM router) are
+async. Each worker process therefore gets one event loop in its own thread, started at worker boot and
+stopped after shutdown, and actors hand coroutines to it (`WorkerRuntime.call`). Blocking engines
+(Docling, faster-whisper) keep running on the actor's thread and only their progress reports hop over.
+
+The loop also runs the process's background duties:
+
+- heartbeat (every WORKER_HEARTBEAT_SECONDS): the worker's entry in ``<prefix>:workers`` and the
+  ``heartbeat_at`` of its running jobs, which also tells it about cancel requests and lost jobs;
+- a pub/sub subscriber: queue wake-ups (see `jobs.broker`) and cancel requests, acted on at once;
+- the sweep and the retention cleanup (`jobs.maintenance`), in one worker at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+import aiohttp
+import dramatiq
+import msgspec
+from loguru import logger
+from redis.exceptions import RedisError
+
+from xenios_ai.db.pool import Pool, open_pool
+from xenios_ai.db.redis import Redis, open_redis
+from xenios_ai.jobs import broker as job_broker
+from xenios_ai.jobs import events, maintenance, store
+from xenios_ai.jobs.models import Job, JobKind
+from xenios_ai.jobs.queues import WorkerInfo, workers_key
+from xenios_ai.jobs.service import JobService
+from xenios_ai.jobs.webhooks import webhook_session
+from xenios_ai.settings import Settings
+from xenios_ai.storage import BlobStorage, open_storage
+
+if TYPE_CHECKING:
+    from xenios_ai.llm.router import LLMRouter
+    from xenios_ai.llm.usage import UsageWriter
+
+T = TypeVar("T")
+_REGISTRY_MAX_AGE = 3600.0
+
+
+@dataclass
+class WorkerServices:
+    """What job handlers may use; one set per worker process, living on the runtime's loop."""
+
+    settings: Settings
+    db: Pool
+    redis: Redis
+    storage: BlobStorage
+    jobs: JobService
+    webhooks: aiohttp.ClientSession
+    _llm: LLMRouter | None = None
+    _usage: UsageWriter | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> WorkerServices:
+        db = await open_pool(settings)
+        redis = open_redis(settings, max_connections=32)
+        storage = open_storage(settings)
+        jobs = JobService(settings, db, redis, storage)
+        session = webhook_session(
+            allow_private=settings.webhook_allow_private, timeout=settings.webhook_timeout_seconds
+        )
+        return cls(settings, db, redis, storage, jobs, session)
+
+    def llm(self) -> LLMRouter:
+        """The LLM router, built on first use (call on the runtime's loop)."""
+        if self._llm is None:
+            from xenios_ai.llm.router import LLMRouter
+            from xenios_ai.llm.usage import UsageWriter
+
+            self._usage = UsageWriter(self.db, self.settings)
+            self._usage.start()
+            self._llm = LLMRouter(self.settings, self._usage)
+        return self._llm
+
+    async def aclose(self) -> None:
+        if self._llm is not None:
+            with contextlib.suppress(Exception):
+                await self._llm.aclose()
+        if self._usage is not None:
+            await self._usage.aclose()
+        await self.webhooks.close()
+        await self.redis.aclose()
+        await self.db.close()
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One running attempt of a job in this process; flags set by the loop, checked at checkpoints."""
+
+    job: Job
+    kind: JobKind
+    deadline: float
+    cancel: bool = False
+    lost: bool = False
+    release: bool = False
+    task: asyncio.Task[Any] | None = None
+    thread_id: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_write: float = 0.0
+    blobs: list[str] = field(default_factory=list)
+
+    @property
+    def token(self) -> int:
+        return self.job.attempts
+
+    def interrupt(self) -> None:
+        """Stop an async handler now (called on the loop); sync handlers stop at their next checkpoint."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class WorkerRuntime(dramatiq.Middleware):
+    """Dramatiq middleware owning the process's event loop, services and background duties."""
+
+    _current: WorkerRuntime | None = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.running: dict[UUID, Attempt] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._services: WorkerServices | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queues: list[str] = []
+        self._started_at = time.time()
+
+    @classmethod
+    def current(cls) -> WorkerRuntime:
+        if cls._current is None:
+            raise RuntimeError("no worker runtime: actors run inside `xenios-ai worker`")
+        return cls._current
+
+    @property
+    def services(self) -> WorkerServices:
+        assert self._services is not None, "the worker runtime is not started"
+        return self._services
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the worker runtime is not started"
+        return self._loop
+
+    # -- lifecycle (Dramatiq hooks, on the worker process's main thread) --------------------------------
+
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        if isinstance(broker, job_broker.RedisBroker):
+            broker.worker_threads = worker.worker_threads
+        self._queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        """Long jobs (``release_on_shutdown``) stop at their next checkpoint and go back to the queue."""
+        if self._loop is None:
+            return
+
+        def release() -> None:
+            for attempt in self.running.values():
+                if attempt.kind.release_on_shutdown:
+                    attempt.release = True
+                    attempt.interrupt()
+
+        self._loop.call_soon_threadsafe(release)
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the loop thread, open the services and the background duties (also used by tests)."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="job-runtime", daemon=True)
+        self._thread.start()
+        self._services = self.call(WorkerServices.open(self.settings))
+        WorkerRuntime._current = self
+        self.call(self._start_duties())
+        logger.info("worker {} ready for queues {}", self.worker_id, ", ".join(self._queues))
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        try:
+            self.call(self._stop_duties(), timeout=15)
+        except Exception as exc:
+            logger.warning("worker runtime shutdown: {}", exc)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop.close()
+        self._loop = None
+        self._services = None
+        if WorkerRuntime._current is self:
+            WorkerRuntime._current = None
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the runtime's loop from another thread and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call_soon(self, callback: Any, *args: Any) -> None:
+        self.loop.call_soon_threadsafe(callback, *args)
+
+    # -- background duties (on the loop) ----------------------------------------------------------------
+
+    async def _start_duties(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._forever("heartbeat", self._heartbeat, self.settings.worker_heartbeat_seconds)),
+            asyncio.create_task(self._subscriber(), name="subscriber"),
+            asyncio.create_task(self._forever("sweep", self._sweep, self.settings.job_sweep_interval_seconds)),
+            asyncio.create_task(
+                self._forever("retention", self._retention, self.settings.job_retention_sweep_seconds)
+            ),
+        ]  # fmt: skip
+
+    async def _stop_duties(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        services = self.services
+        with contextlib.suppress(RedisError, OSError):
+            await services.redis.hdel(workers_key(self.settings.redis_namespace), self.worker_id)
+        await services.aclose()
+
+    async def _forever(self, name: str, duty: Any, interval: float) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await duty()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("worker {} failed: {}: {}", name, type(exc).__name__, exc)
+            await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+
+    async def _heartbeat(self) -> None:
+        services = self.services
+        now = time.time()
+        info = WorkerInfo(
+            worker_id=self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self._queues,
+            started_at=self._started_at,
+            seen_at=now,
+            current_jobs=[str(job_id) for job_id in self.running],
+        )
+        try:
+            await services.redis.hset(
+                workers_key(self.settings.redis_namespace), self.worker_id, msgspec.json.encode(info)
+            )
+        except (RedisError, OSError) as exc:
+            logger.debug("worker registry not updated: {}", type(exc).__name__)
+        attempts = dict(self.running)
+        if not attempts:
+            return
+        owned = await store.heartbeat(services.db, {job_id: a.token for job_id, a in attempts.items()})
+        for job_id, attempt in attempts.items():
+            if job_id not in owned:
+                attempt.lost = True
+                attempt.interrupt()
+            elif owned[job_id] and not attempt.cancel:
+                attempt.cancel = True
+                attempt.interrupt()
+
+    async def _subscriber(self) -> None:
+        prefix = self.settings.redis_namespace
+        wake, cancel = events.wake_channel(prefix), events.cancel_channel(prefix)
+        backoff = 0.1
+        while True:
+            pubsub = self.services.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(wake, cancel)
+                backoff = 0.1
+                for queue in self._queues:  # a wake-up may have been missed while disconnected
+                    job_broker.wake(queue)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if message is None or message["type"] != "message":
+                        continue
+                    channel, data = message["channel"].decode(), message["data"].decode()
+                    if channel == wake:
+                        job_broker.wake(data)
+                    elif channel == cancel:
+                        self._cancel(data)
+            except (RedisError, OSError) as exc:
+                logger.debug("worker subscriber: {}", type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _cancel(self, job_id: str) -> None:
+        try:
+            attempt = self.running.get(UUID(job_id))
+        except ValueError:
+            return
+        if attempt is not None and not attempt.cancel:
+            logger.info("job {} cancel requested", job_id)
+            attempt.cancel = True
+            attempt.interrupt()
+
+    async def _locked(self, name: str, ttl: float) -> bool:
+        """At most one worker per ``ttl`` seconds gets this lock (it expires, never released)."""
+        key = f"{self.settings.redis_namespace}:jobs:{name}-lock"
+        return bool(await self.services.redis.set(key, self.worker_id, nx=True, px=max(1, int(ttl * 1000))))
+
+    async def _sweep(self) -> None:
+        interval = self.settings.job_sweep_interval_seconds
+        if not await self._locked("sweep", interval * 0.9):
+            return
+        report = await maintenance.sweep(self.services.jobs)
+        if report != maintenance.SweepReport():
+            logger.info("sweep: {}", report)
+        await self._prune_registry()
+
+    async def _retention(self) -> None:
+        if await self._locked("retention", self.settings.job_retention_sweep_seconds * 0.9):
+            await maintenance.expire(self.services.jobs)
+
+    async def _prune_registry(self) -> None:
+        key = workers_key(self.settings.redis_namespace)
+        entries = await self.services.redis.hgetall(key)
+        now = time.time()
+        for worker_id, raw in entries.items():
+            try:
+                seen = msgspec.json.decode(raw, type=WorkerInfo).seen_at
+            except msgspec.DecodeError:
+                seen = 0.0
+            if now - seen > _REGISTRY_MAX_AGE:
+                await self.services.redis.hdel(key, worker_id)

@@ -1,0 +1,337 @@
+"""The job service: submit (with or without an uploaded file), get, list, cancel and follow a job.
+
+Used by the API and by workers (follow-up jobs). Submitting writes the row first, with the id of the
+message about to be sent, and then sends it: if Redis is down the job is still accepted (202) and the
+sweep sends it later, so an accepted job is never lost. Everything is scoped to the owner: another
+user's job is "not found", never "forbidden".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+from loguru import logger
+from redis.exceptions import RedisError
+
+from xenios_ai.db.pool import Pool
+from xenios_ai.db.redis import Redis
+from xenios_ai.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType, XeniosError
+from xenios_ai.jobs import events, store
+from xenios_ai.jobs.broker import Enqueuer
+from xenios_ai.jobs.events import EventHub, Progress, Resync, StateChanged
+from xenios_ai.jobs.models import Job, JobKind, JobStatus, Upload
+from xenios_ai.jobs.webhooks import check_url
+from xenios_ai.settings import Settings
+from xenios_ai.storage import BlobStorage
+
+WEBHOOK_ACTOR = "deliver_webhook"
+"""The actor (queue ``default``) that delivers a finished job's webhook."""
+
+_encoder = msgspec.json.Encoder(order="sorted")
+StreamItem = (
+    tuple[Literal["state"], Job] | tuple[Literal["progress"], Progress] | tuple[Literal["ping"], None]
+)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    replayed: bool
+    """True when an Idempotency-Key matched an earlier submit: ``job`` is that earlier job."""
+
+
+def upload_key(job_id: UUID) -> str:
+    return f"jobs/{job_id}/upload"
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), UUID(job_id)
+    except ValueError:
+        raise InvalidInput("cursor: not a cursor this API returned", code="invalid_cursor") from None
+
+
+async def _prepend(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if head:
+        yield head
+    async for chunk in rest:
+        yield chunk
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Pool,
+        redis: Redis,
+        storage: BlobStorage,
+        *,
+        enqueuer: Enqueuer | None = None,
+        hub: EventHub | None = None,
+        heartbeat_seconds: float = 15.0,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.redis = redis
+        self.storage = storage
+        self.enqueuer = enqueuer or Enqueuer(redis, settings)
+        self.hub = hub or EventHub(redis, settings.redis_namespace)
+        self.heartbeat_seconds = heartbeat_seconds
+        self._prefix = settings.redis_namespace
+
+    # -- submit --------------------------------------------------------------------------------------
+
+    async def check_webhook(self, url: str | None) -> str | None:
+        """422 unless the URL is acceptable and webhooks can be signed."""
+        if url is None:
+            return None
+        if self.settings.webhook_secret is None:
+            raise InvalidInput(
+                "webhook_url: webhooks are not configured on this service (WEBHOOK_SECRET)",
+                code="webhooks_not_configured",
+            )
+        return await check_url(url, allow_private=self.settings.webhook_allow_private)
+
+    async def submit(
+        self,
+        kind: JobKind,
+        owner: str,
+        input: msgspec.Struct,
+        *,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        source_job_id: UUID | None = None,
+        upload: Upload | None = None,
+        job_id: UUID | None = None,
+        blobs: Sequence[str] = (),
+    ) -> Submitted:
+        """Write the queued job, then send its message. ``webhook_url`` must have passed check_webhook;
+        ``upload`` (from store_upload, with the same ``job_id``) is removed again when the submit fails or
+        replays an earlier one."""
+        try:
+            submitted = await self._submit(
+                kind, owner, input, idempotency_key, webhook_url, source_job_id, upload, job_id, blobs
+            )
+        except BaseException:
+            if upload is not None:
+                await self.storage.delete(upload.key)
+            raise
+        if submitted.replayed and upload is not None:
+            await self.storage.delete(upload.key)
+        return submitted
+
+    async def _submit(
+        self,
+        kind: JobKind,
+        owner: str,
+        input: msgspec.Struct,
+        idempotency_key: str | None,
+        webhook_url: str | None,
+        source_job_id: UUID | None,
+        upload: Upload | None,
+        job_id: UUID | None,
+        blobs: Sequence[str],
+    ) -> Submitted:
+        job_id = job_id or uuid.uuid4()
+        input_json = _encoder.encode(input)
+        request_hash = None
+        if idempotency_key is not None:
+            digest = hashlib.sha256(f"{kind.name}\0{webhook_url or ''}\0{source_job_id or ''}\0".encode())
+            digest.update(input_json)
+            if upload is not None:
+                digest.update(f"\0{upload.sha256}\0{upload.filename or ''}".encode())
+            request_hash = digest.hexdigest()
+        message_id = str(uuid.uuid4())
+        job = await store.insert(
+            self.db,
+            id=job_id,
+            kind=kind.name,
+            queue=kind.queue,
+            owner=owner,
+            input_json=input_json,
+            upload_json=_encoder.encode(upload) if upload else None,
+            max_attempts=kind.retry.max_attempts,
+            message_id=message_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            webhook_url=webhook_url,
+            source_job_id=source_job_id,
+            blobs=[*blobs, *([upload.key] if upload else [])],
+        )
+        if job is None:
+            assert idempotency_key is not None
+            return await self._replay(owner, idempotency_key, request_hash)
+        try:
+            await self.enqueuer.send(kind.queue, kind.actor_name, (str(job_id),), message_id=message_id)
+        except (RedisError, OSError) as exc:
+            # Accepted all the same: the row is the truth and the sweep sends unsent jobs.
+            logger.warning("job {} accepted but not sent ({}); the sweep will send it", job_id, exc)
+            try:
+                await store.set_message(self.db, job_id, None)
+            except Exception as db_exc:  # the sweep finds the lost message by its id anyway
+                logger.warning("could not mark job {} unsent: {}", job_id, type(db_exc).__name__)
+        return Submitted(job, replayed=False)
+
+    async def _replay(self, owner: str, key: str, request_hash: str | None) -> Submitted:
+        existing = await store.get_by_idempotency_key(self.db, owner, key)
+        if existing is None:  # deleted by retention between the insert and this read
+            raise Conflict("the Idempotency-Key was just released; retry", code="idempotency_key_in_use")
+        if existing.request_hash != request_hash:
+            raise Conflict(
+                "this Idempotency-Key was used for a different request",
+                code="idempotency_key_reused",
+                extra={"job_id": str(existing.id)},
+            )
+        return Submitted(existing, replayed=True)
+
+    async def store_upload(
+        self, kind: JobKind, job_id: UUID, filename: str | None, chunks: AsyncIterator[bytes]
+    ) -> Upload:
+        """Stream an uploaded file into storage: sniffed from its first bytes (415 before reading on),
+        size limit enforced while streaming (413 without reading the rest)."""
+        spec = kind.upload
+        if spec is None:
+            raise XeniosError(f"job kind {kind.name} takes no upload")
+        head = b""
+        async for chunk in chunks:
+            head += chunk
+            if len(head) >= spec.sniff_bytes:
+                break
+        if not head:
+            raise InvalidInput("the uploaded file is empty", code="empty_file")
+        file_format = spec.sniff(head[: spec.sniff_bytes], filename)
+        if file_format is None:
+            hint = f"; send one of: {spec.formats_hint}" if spec.formats_hint else ""
+            raise UnsupportedMediaType(f"the file's type is not supported{hint}", code="unsupported_format")
+        limit = spec.max_bytes or self.settings.max_upload_bytes
+        blob = await self.storage.put(upload_key(job_id), _prepend(head, chunks), max_bytes=limit)
+        return Upload(blob.key, filename, file_format, blob.size, blob.sha256)
+
+    async def submit_upload(
+        self,
+        kind: JobKind,
+        owner: str,
+        filename: str | None,
+        chunks: AsyncIterable[bytes],
+        input: msgspec.Struct,
+        *,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+    ) -> Submitted:
+        """store_upload, then submit (the file first; `api.uploads` takes the fields in any order)."""
+        job_id = uuid.uuid4()
+        upload = await self.store_upload(kind, job_id, filename, aiter(chunks))
+        return await self.submit(
+            kind, owner, input, idempotency_key=idempotency_key, webhook_url=webhook_url,
+            upload=upload, job_id=job_id,
+        )  # fmt: skip
+
+    # -- read -----------------------------------------------------------------------------------------
+
+    async def get(self, job_id: UUID, owner: str) -> Job:
+        job = await store.get(self.db, job_id, owner)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", code="job_not_found")
+        return job
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        statuses: Sequence[JobStatus] = (),
+        kind: str | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Job], str | None]:
+        """A page of the owner's jobs, newest first, and the cursor of the next page (None: last page)."""
+        before = decode_cursor(cursor) if cursor else None
+        jobs = await store.list_jobs(
+            self.db, owner, statuses=statuses, kind=kind, before=before, limit=limit + 1
+        )
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return jobs, encode_cursor(jobs[-1]) if more and jobs else None
+
+    # -- cancel ---------------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: UUID, owner: str) -> Job:
+        """Queued: cancelled now, never runs. Running: the worker stops at its next checkpoint and the
+        job ends cancelled. Already cancelled: unchanged. Succeeded or failed: 409."""
+        changed = await store.cancel(self.db, job_id, owner)
+        if changed is None:
+            job = await self.get(job_id, owner)
+            if job.status == "cancelled":
+                return job
+            raise Conflict(f"the job already {job.status}", code="job_finished")
+        job, before = changed
+        if before == "queued":
+            await self.after_terminal(job)
+        else:
+            # Without Redis the worker still sees the request at its next progress write or heartbeat.
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.publish(events.cancel_channel(self._prefix), str(job.id))
+        return job
+
+    async def after_terminal(self, job: Job) -> None:
+        """Tell listeners, and have the webhook delivered if one was asked for."""
+        await events.publish(self.redis, self._prefix, job.id, StateChanged(job.status))
+        if job.webhook_url:
+            try:
+                await self.enqueuer.send("default", WEBHOOK_ACTOR, (str(job.id),))
+            except (RedisError, OSError) as exc:
+                logger.warning("webhook of job {} not sent: {}", job.id, type(exc).__name__)
+
+    # -- events ---------------------------------------------------------------------------------------
+
+    async def stream(self, job: Job) -> AsyncIterator[StreamItem]:
+        """The job's current state, then progress and state changes until a terminal state.
+
+        The row is re-read on every state change, on a pub/sub reconnect and at each heartbeat, so a lost
+        event (Redis blip) only delays what the stream shows.
+        """
+        yield ("state", job)
+        if job.terminal:
+            return
+        last = job
+        async with self.hub.listen(job.id) as queue:
+            check = True  # the job may have moved between the first read and the subscription
+            while True:
+                if check:
+                    current = await store.get(self.db, job.id)
+                    if current is None:
+                        return
+                    if (current.status, current.progress, current.cancel_requested_at) != (
+                        last.status, last.progress, last.cancel_requested_at,
+                    ):  # fmt: skip
+                        last = current
+                        yield ("state", current)
+                    if current.terminal:
+                        return
+                    check = False
+                try:
+                    item = await asyncio.wait_for(queue.get(), self.heartbeat_seconds)
+                except TimeoutError:
+                    yield ("ping", None)
+                    check = True
+                    continue
+                if isinstance(item, Progress):
+                    yield ("progress", item)
+                elif isinstance(item, StateChanged | Resync):
+                    check = True
