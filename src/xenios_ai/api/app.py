@@ -11,6 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from xenios_ai.api.auth import JWTVerifier, require_api_key
 from xenios_ai.api.deps import provide_principal, provide_services, services_lifespan
 from xenios_ai.api.health import HealthController
+from xenios_ai.api.jobs import JobsController
 from xenios_ai.api.llm import LLMController
 from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
@@ -24,7 +25,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     api_v1 = Router(
         path="/api/v1",
         guards=[require_api_key],
-        route_handlers=[StatusController, whoami, LLMController],
+        route_handlers=[StatusController, whoami, LLMController, JobsController],
         security=[{"apiKey": []}],
     )
     app = Litestar(

@@ -15,9 +15,11 @@ from litestar.di import NamedDependency
 from xenios_ai.api.auth import Principal
 from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import Redis, open_redis
+from xenios_ai.jobs.service import JobService
 from xenios_ai.llm.router import LLMRouter
 from xenios_ai.llm.usage import UsageWriter
 from xenios_ai.settings import Settings
+from xenios_ai.storage import BlobStorage, open_storage
 
 
 @dataclass
@@ -31,6 +33,10 @@ class Services:
     started_at: float
     llm: LLMRouter
     """LLM task routing; its usage rows go to the batched writer, flushed at shutdown."""
+    storage: BlobStorage
+    """Uploads and large results."""
+    jobs: JobService
+    """Submit, read, cancel and follow jobs; its event hub holds one Redis pub/sub connection."""
 
 
 ServicesDep = NamedDependency[Services]
@@ -46,11 +52,14 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     usage = UsageWriter(db, settings)
     usage.start()
     llm = LLMRouter(settings, usage)
-    app.state.services = Services(settings, db, redis, http, time.time(), llm)
+    storage = open_storage(settings)
+    jobs = JobService(settings, db, redis, storage)
+    app.state.services = Services(settings, db, redis, http, time.time(), llm, storage, jobs)
     app.state.jwt._http = http
     try:
         yield
     finally:
+        await jobs.hub.aclose()
         await llm.aclose()
         await usage.aclose()
         await redis.aclose()

@@ -1,0 +1,232 @@
+"""Job routes: submit (202 + links), get, list, cancel, and follow a job's events (SSE).
+
+Every route acts for the caller (the JWT's ``sub``): another user's job is 404, never 403.
+Routes for kinds submitted with a file are a few lines over `api.uploads.receive_upload`::
+
+    @post("/extraction", status_code=202, request_max_body_size=None)
+    async def submit_extraction(self, request: Request, services: ServicesDep, principal: PrincipalDep,
+                                idempotency_key: IdempotencyKey = None) -> Response[JobAccepted]:
+        return accepted(await receive_upload(request, services.jobs, EXTRACTION, principal.user_id,
+                                             ExtractionOptions, idempotency_key=idempotency_key))
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, delete, get, post
+from litestar.params import HeaderParameter, Parameter
+
+from xenios_ai.analysis import AnalysisInput, AnalysisTask, check_source
+from xenios_ai.api.auth import require_user
+from xenios_ai.api.deps import PrincipalDep, ServicesDep
+from xenios_ai.api.schemas import Schema
+from xenios_ai.api.sse import EventStream, event
+from xenios_ai.jobs.kinds import ANALYSIS
+from xenios_ai.jobs.models import Job, JobError, JobStatus
+from xenios_ai.jobs.service import StreamItem, Submitted
+from xenios_ai.llm.router import Options
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retrying a submit with the same key returns the same job (a different body: 409).",
+    ),
+]
+_encode = msgspec.json.Encoder().encode
+
+
+class JobLinks(msgspec.Struct):
+    self_: str = msgspec.field(name="self")
+    events: str
+
+
+class JobAccepted(msgspec.Struct, kw_only=True):
+    job_id: UUID
+    status: JobStatus
+    links: JobLinks
+
+
+class UploadInfo(msgspec.Struct, kw_only=True):
+    filename: str | None
+    format: str
+    size: int
+
+
+class WebhookInfo(msgspec.Struct, kw_only=True):
+    url: str
+    attempts: int
+    delivered_at: datetime | None
+    error: str | None
+
+
+class JobSummary(msgspec.Struct, kw_only=True):
+    id: UUID
+    kind: str
+    status: JobStatus
+    progress: float
+    progress_message: str | None
+    attempts: int
+    cancel_requested: bool
+    error: JobError | None
+    source_job_id: UUID | None
+    upload: UploadInfo | None
+    webhook: WebhookInfo | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: JobLinks
+
+
+class JobOut(JobSummary, kw_only=True):
+    result: Any
+    """The kind's result once succeeded (an analysis: task, content, model, fallback_used, usage)."""
+
+
+class JobPage(msgspec.Struct, kw_only=True):
+    items: list[JobSummary]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next (older) page; null on the last page."""
+
+
+class AnalysisRequest(Schema):
+    """An analysis job: a task over ``text``, or over a succeeded job's text (``source_job_id``)."""
+
+    task: AnalysisTask
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=400_000)] | None = None
+    source_job_id: UUID | None = None
+    options: Options | None = None
+    webhook_url: str | None = None
+    """Called (Standard Webhooks, signed) when the job reaches a terminal state."""
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.source_job_id is None):
+            raise ValueError("give exactly one of text and source_job_id")
+
+
+def links(job_id: UUID) -> JobLinks:
+    return JobLinks(f"/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}/events")
+
+
+def _summary_fields(job: Job) -> dict[str, Any]:
+    upload = job.upload
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "progress_message": job.progress_message,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested_at is not None,
+        "error": job.error,
+        "source_job_id": job.source_job_id,
+        "upload": UploadInfo(filename=upload.filename, format=upload.format, size=upload.size)
+        if upload
+        else None,
+        "webhook": WebhookInfo(
+            url=job.webhook_url,
+            attempts=job.webhook_attempts,
+            delivered_at=job.webhook_delivered_at,
+            error=job.webhook_error,
+        )
+        if job.webhook_url
+        else None,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "links": links(job.id),
+    }
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(**_summary_fields(job), result=job.result)
+
+
+def accepted(submitted: Submitted) -> Response[JobAccepted]:
+    """202 with the job's id, status and links (the same job again for an idempotent replay)."""
+    job = submitted.job
+    headers = {"Location": f"/api/v1/jobs/{job.id}"}
+    if submitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        JobAccepted(job_id=job.id, status=job.status, links=links(job.id)), status_code=202, headers=headers
+    )
+
+
+async def _sse(items: AsyncIterator[StreamItem]) -> AsyncIterator[bytes]:
+    async for name, value in items:
+        if name == "state":
+            assert isinstance(value, Job)
+            yield event("state", _encode(job_out(value)))
+        elif name == "progress":
+            yield event("progress", _encode(value))
+
+
+class JobsController(Controller):
+    path = "/jobs"
+    guards = [require_user]
+    tags = ["jobs"]
+    security = [{"apiKey": [], "supabaseJWT": []}]
+
+    @post("/analysis", status_code=202, summary="Submit an analysis job (session summary, insights)")
+    async def submit_analysis(
+        self,
+        data: AnalysisRequest,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[JobAccepted]:
+        jobs, owner = services.jobs, principal.user_id
+        if data.source_job_id is not None:
+            await check_source(jobs, owner, data.source_job_id)
+        job_input = AnalysisInput(
+            task=data.task, text=data.text, source_job_id=data.source_job_id, options=data.options
+        )
+        submitted = await jobs.submit(
+            ANALYSIS, owner, job_input, idempotency_key=idempotency_key, source_job_id=data.source_job_id,
+            webhook_url=await jobs.check_webhook(data.webhook_url),
+        )  # fmt: skip
+        return accepted(submitted)
+
+    @get("/{job_id:uuid}", summary="A job: status, progress, result or error")
+    async def get_job(self, job_id: UUID, services: ServicesDep, principal: PrincipalDep) -> JobOut:
+        return job_out(await services.jobs.get(job_id, principal.user_id))
+
+    @get("/", summary="The caller's jobs, newest first, cursor-paginated")
+    async def list_jobs(
+        self,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        status: Annotated[list[JobStatus] | None, Parameter(description="Only these states")] = None,
+        kind: Annotated[str | None, Parameter(max_length=64)] = None,
+        cursor: Annotated[str | None, Parameter(max_length=512)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    ) -> JobPage:
+        jobs, next_cursor = await services.jobs.list(
+            principal.user_id, statuses=status or (), kind=kind, cursor=cursor, limit=limit
+        )
+        return JobPage(items=[JobSummary(**_summary_fields(job)) for job in jobs], next_cursor=next_cursor)
+
+    @delete(
+        "/{job_id:uuid}", status_code=200, summary="Cancel a job (a running one stops at its next checkpoint)"
+    )
+    async def cancel_job(self, job_id: UUID, services: ServicesDep, principal: PrincipalDep) -> JobOut:
+        return job_out(await services.jobs.cancel(job_id, principal.user_id))
+
+    @get(
+        "/{job_id:uuid}/events",
+        summary="Server-sent events: the job's state, then progress, until a terminal state",
+        description="Events: `state` (the job, as GET returns it; first, and on every change) and "
+        "`progress` ({progress, message}); the stream ends after a terminal `state`. Heartbeat comments "
+        "keep idle connections open.",
+    )
+    async def job_events(self, job_id: UUID, services: ServicesDep, principal: PrincipalDep) -> EventStream:
+        job = await services.jobs.get(job_id, principal.user_id)
+        return EventStream(_sse(services.jobs.stream(job)))

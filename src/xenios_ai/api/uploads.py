@@ -1,0 +1,174 @@
+"""Multipart uploads streamed straight into blob storage, for job kinds submitted with a file.
+
+Litestar's own form parsing (``request.form()``, ``UploadFile``) spools every file into a temporary file
+(in memory up to 1 MiB, then on disk) and hands it over only once the whole body has arrived, under the
+app's ``request_max_body_size``. A 100 MB upload would be written twice and its type and size judged only
+at the end. Here the body is parsed as it arrives (``multipart.PushMultipartParser``, the parser Litestar
+itself uses) and the file part goes directly to `BlobStorage.put`:
+
+- a Content-Length above the limit is refused (413) before a byte is read;
+- the file's first bytes decide its type (415) before the rest is read;
+- the size limit is enforced while streaming (413 as soon as it is crossed; the rest is never read);
+- the other fields (``options`` as JSON, ``webhook_url``) may come before or after the file.
+
+Memory per upload is one network chunk plus the storage's write buffer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request
+from multipart import (  # type: ignore[import-untyped]
+    MultipartSegment,
+    ParserError,
+    ParserLimitReached,
+    PushMultipartParser,
+)
+
+from xenios_ai.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from xenios_ai.jobs.models import JobKind, Upload
+from xenios_ai.jobs.service import JobService, Submitted
+
+FILE_FIELD = "file"
+FORM_OVERHEAD_BYTES = 256 * 1024
+"""What a form may add to the file: boundaries, part headers and the small text fields."""
+_MAX_FIELD_BYTES = 64 * 1024
+_MAX_PARTS = 8
+_END = object()
+
+
+class Part:
+    """One part of the form; read its body once, with `chunks` or `text`."""
+
+    def __init__(self, segment: MultipartSegment, form: MultipartStream) -> None:
+        self.name: str = segment.name or ""
+        self.filename: str | None = segment.filename
+        self.content_type: str | None = segment.content_type
+        self._form = form
+        self.done = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while not self.done:
+            event = await self._form.next_event()
+            if event is None or event is _END:
+                self.done = True
+                return
+            yield bytes(event)
+
+    async def text(self, limit: int = _MAX_FIELD_BYTES) -> str:
+        data = bytearray()
+        async for chunk in self.chunks():
+            data += chunk
+            if len(data) > limit:
+                raise PayloadTooLarge(f"form field {self.name!r} is larger than {limit} bytes")
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput(f"form field {self.name!r} is not UTF-8", code="invalid_form") from None
+
+
+class MultipartStream:
+    """A multipart/form-data body read part by part as it arrives."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], boundary: str) -> None:
+        self._chunks = chunks
+        self._parser = PushMultipartParser(boundary, max_segment_count=_MAX_PARTS)
+        self._events: deque[Any] = deque()
+
+    async def next_event(self) -> Any:
+        while not self._events:
+            if self._parser.closed:
+                return _END
+            chunk = await anext(self._chunks, b"")
+            try:
+                self._events.extend(self._parser.parse(chunk))
+            except ParserLimitReached:
+                raise InvalidInput(
+                    f"a form may have at most {_MAX_PARTS} parts", code="invalid_form"
+                ) from None
+            except ParserError as exc:
+                raise InvalidInput(f"the multipart body is malformed: {exc}", code="invalid_form") from None
+        return self._events.popleft()
+
+    async def parts(self) -> AsyncIterator[Part]:
+        part: Part | None = None
+        while True:
+            if part is not None and not part.done:  # the caller skipped a part's body
+                async for _ in part.chunks():
+                    pass
+            event = await self.next_event()
+            if event is _END:
+                return
+            if isinstance(event, MultipartSegment):
+                part = Part(event, self)
+                yield part
+
+
+def _boundary(request: Request[Any, Any, Any]) -> str:
+    media_type, params = request.content_type
+    boundary = params.get("boundary")
+    if media_type != "multipart/form-data" or not boundary:
+        raise UnsupportedMediaType(
+            "send the file as multipart/form-data (field 'file')", code="multipart_required"
+        )
+    return boundary
+
+
+async def receive_upload(
+    request: Request[Any, Any, Any],
+    jobs: JobService,
+    kind: JobKind,
+    owner: str,
+    options_type: type[msgspec.Struct],
+    *,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Submit a ``kind`` job from a multipart request: the file in field ``file``, optional ``options``
+    (JSON for ``options_type``, which becomes the job's input) and ``webhook_url`` fields.
+
+    The route must set ``request_max_body_size=None`` (this function enforces the limits) and must not
+    declare a ``data`` parameter (Litestar would read the body first).
+    """
+    assert kind.upload is not None, f"job kind {kind.name} takes no upload"
+    limit = kind.upload.max_bytes or jobs.settings.max_upload_bytes
+    boundary = _boundary(request)
+    announced = request.content_length
+    if announced is not None and announced > limit + FORM_OVERHEAD_BYTES:
+        raise PayloadTooLarge(
+            f"the upload is larger than the limit of {limit} bytes", extra={"max_bytes": limit}
+        )
+    job_id = uuid.uuid4()
+    fields: dict[str, str] = {}
+    upload: Upload | None = None
+    try:
+        async for part in MultipartStream(request.stream(), boundary).parts():
+            if part.name == FILE_FIELD:
+                if upload is not None:
+                    raise InvalidInput("send exactly one file", code="invalid_form")
+                upload = await jobs.store_upload(kind, job_id, part.filename, part.chunks())
+            elif part.name in ("options", "webhook_url"):
+                fields[part.name] = await part.text()
+            else:
+                raise InvalidInput(
+                    f"unknown form field {part.name!r}; send file, options, webhook_url", code="invalid_form"
+                )
+        if upload is None:
+            raise InvalidInput("the form has no file (field 'file')", code="missing_file")
+        try:
+            options = msgspec.json.decode(fields.get("options") or "{}", type=options_type)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidInput(f"options: {exc}", code="invalid_options") from None
+        webhook_url = await jobs.check_webhook(fields.get("webhook_url") or None)
+    except BaseException:
+        if upload is not None:
+            await jobs.storage.delete(upload.key)
+        raise
+    return await jobs.submit(
+        kind, owner, options, idempotency_key=idempotency_key, webhook_url=webhook_url,
+        upload=upload, job_id=job_id,
+    )  # fmt: skip
