@@ -20,7 +20,8 @@ from psycopg.conninfo import make_conninfo
 
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import tokens
-from tests.support.processes import ApiServer
+from tests.support.jobs import ALL_QUEUES, JOB_TIMINGS
+from tests.support.processes import ApiServer, WorkerProcess, wait_until
 from xenios_ai.api.app import create_app
 from xenios_ai.db.migrate import migrate
 from xenios_ai.embedded import start_postgres, start_redis
@@ -105,6 +106,7 @@ def test_env(
         "HF_HUB_OFFLINE": "1",
         "OPENROUTER_BASE_URL": fake_openrouter.base_url,
         "OPENROUTER_API_KEY": fake_openrouter.api_key or "",
+        **JOB_TIMINGS,
     }
 
 
@@ -136,3 +138,77 @@ def api_server_url(test_env: dict[str, str], api_log: Path) -> Iterator[str]:
     server.start()
     yield server.url
     server.stop()
+
+
+def _worker_registered(redis_url: str, namespace: str, process: WorkerProcess) -> bool:
+    if process.process is not None and process.process.poll() is not None:
+        raise RuntimeError(f"the worker exited with {process.process.returncode}; log: {process.log_path}")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return bool(client.hlen(f"{namespace}:workers"))
+    finally:
+        client.close()
+
+
+def start_worker(
+    env: dict[str, str], log_path: Path, *, queues: str = ALL_QUEUES, threads: int = 4
+) -> WorkerProcess:
+    """`xenios-ai worker` against ``env``, returned once it has registered in Redis."""
+    worker = WorkerProcess(env, queues=queues, processes=1, threads=threads, log_path=log_path)
+    worker.start()
+    wait_until(
+        lambda: _worker_registered(env["REDIS_URL"], env["REDIS_NAMESPACE"], worker),
+        60,
+        "the worker to start",
+    )
+    return worker
+
+
+@pytest.fixture(scope="session")
+def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs") / "worker.log"
+
+
+@pytest.fixture(scope="session")
+def job_worker(test_env: dict[str, str], worker_log: Path) -> Iterator[WorkerProcess]:
+    """One `xenios-ai worker` for every queue against test_env, shared by the tests that run jobs.
+
+    It may deliver webhooks to loopback addresses (WEBHOOK_ALLOW_PRIVATE): the webhook tests' receiver
+    listens on 127.0.0.1.
+    """
+    worker = start_worker({**test_env, "WEBHOOK_ALLOW_PRIVATE": "true"}, worker_log)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def fresh_env(
+    test_env: dict[str, str],
+    postgres_server_url: str,
+    redis_namespace: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """A factory of isolated environments (own database, Redis namespace and storage) for tests whose
+    workers, sweeps or Redis must not meet the shared ones: ``env = fresh_env(REDIS_URL=...)``."""
+    databases: list[str] = []
+
+    def make(**overrides: str) -> dict[str, str]:
+        suffix = uuid.uuid4().hex[:8]
+        name = f"xenios_test_{RUN_ID}_{suffix}"
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        databases.append(name)
+        url = make_conninfo(postgres_server_url, dbname=name)
+        migrate(url)
+        env = {
+            **test_env,
+            "DATABASE_URL": url,
+            "REDIS_NAMESPACE": f"{redis_namespace}:{suffix}",
+            "STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
+        }
+        return env | overrides
+
+    yield make
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        for name in databases:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
