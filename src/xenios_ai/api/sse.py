@@ -120,12 +120,12 @@ class _Relay:
         self.timer = self.loop.call_later(heartbeat_seconds, self._on_timer)
 
     async def emit(self, body: bytes) -> None:
+        self.last_sent = self.loop.time()
         async with self.lock:
             try:
                 await self.send({"type": "http.response.body", "body": body, "more_body": True})
             except Exception:  # the server could not write: the client is gone
                 raise _ClientGone from None
-        self.last_sent = self.loop.time()
 
     async def watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":

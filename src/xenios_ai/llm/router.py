@@ -547,8 +547,10 @@ class LLMRouter:
                 payloads = lines.feed(data)
                 if not payloads:
                     continue  # a partial line, or comments (": OPENROUTER PROCESSING")
-                text, done = _read_chunks(call, payloads)
+                text, done, error = _read_chunks(call, payloads)
                 finished = finished or done
+                if error and not sent_text:
+                    raise _Failed("retry", "stream_error")  # nothing reached the client: try again
                 if sent_text or text:
                     deadline = loop.time() + self._idle_timeout
                 if text:
@@ -556,6 +558,8 @@ class LLMRouter:
                         sent_text = True
                         call.ttft_ms = call.elapsed_ms
                     yield text
+                if error:
+                    raise _Failed("retry", "stream_error")
             if not finished and call.finish_reason is None:
                 raise _Failed("retry", "incomplete_stream")
         except _Failed as failed:
@@ -654,8 +658,9 @@ class LLMRouter:
         )
 
 
-def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool]:
-    """The text of some stream chunks (usage, provider and finish reason noted); True once [DONE]."""
+def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool, bool]:
+    """The text of some stream chunks (usage, provider and finish reason noted), whether [DONE] came,
+    and whether an error chunk ended the stream (the text before it is returned)."""
     pieces: list[str] = []
     finished = False
     for payload in payloads:
@@ -664,7 +669,7 @@ def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool]:
             continue
         chunk = wire.decode_chunk(payload)
         if chunk.error is not None:
-            raise _Failed("retry", "stream_error")
+            return "".join(pieces), finished, True
         if chunk.usage is not None:
             call.add_usage(chunk.usage)
         if chunk.provider is not None:
@@ -674,7 +679,7 @@ def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool]:
                 pieces.append(choice.delta.content)
             if choice.finish_reason is not None:
                 call.finish_reason = choice.finish_reason
-    return "".join(pieces), finished
+    return "".join(pieces), finished, False
 
 
 def _interrupted(failed: _Failed, model: str, idle_timeout: float) -> None:

@@ -86,6 +86,7 @@ _INSERT = (
 )
 _encode = msgspec.json.Encoder().encode
 _MAX_BACKOFF = 5.0
+_WRITE_TIMEOUT = 5.0
 
 
 def _params(row: UsageRecord) -> tuple[Any, ...]:
@@ -134,12 +135,16 @@ class UsageWriter:
         if len(self._rows) >= self._batch_size:
             self._wake.set()
 
-    async def flush(self) -> None:
+    async def flush(self, timeout: float = _WRITE_TIMEOUT) -> None:
         """Write every waiting row now (raises when PostgreSQL fails; the rows stay queued)."""
         while self._rows:
             batch = [self._rows[i] for i in range(min(self._batch_size, len(self._rows)))]
             try:
-                async with self._pool.connection() as conn, conn.cursor() as cursor:
+                async with (
+                    asyncio.timeout(timeout),
+                    self._pool.connection(timeout=timeout) as conn,
+                    conn.cursor() as cursor,
+                ):
                     await cursor.executemany(_INSERT, [_params(row) for row in batch])
             except BaseException:
                 self.failures += 1
@@ -176,13 +181,13 @@ class UsageWriter:
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, timeout=max(timeout, self._flush_seconds) + 1)
+                await asyncio.wait_for(self._task, timeout=timeout)
             self._task = None
         deadline = time.monotonic() + timeout
         delay = 0.1
         while self._rows:
             try:
-                await self.flush()
+                await self.flush(timeout=max(0.1, deadline - time.monotonic()))
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
                     self._log_lost(list(self._rows), f"final flush failed ({type(exc).__name__})")
