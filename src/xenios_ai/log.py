@@ -93,6 +93,7 @@ def setup_logging(settings: Settings, *, stream: TextIO | None = None, component
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
     for noisy in (
         "httpx",
+        "httpx2",
         "httpcore",
         "openai",
         "urllib3",
