@@ -1,0 +1,293 @@
+"""POST /api/v1/llm/stream on the real stack (Granian in its own process) against the fake OpenRouter.
+
+Short deadlines: 0.6 s to the first token, 0.8 s of silence after it, a heartbeat every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, RecordedRequest, Reply
+from tests.support import tokens
+from tests.support.processes import ApiServer, wait_until
+
+OPUS = "anthropic/claude-opus-4.5"
+SONNET = "anthropic/claude-sonnet-4"
+WORDS = DEFAULT_CONTENT.split()
+
+
+@pytest.fixture(scope="module")
+def server(test_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = test_env | {
+        "LLM_FIRST_TOKEN_TIMEOUT_SECONDS": "0.6",
+        "LLM_STREAM_IDLE_TIMEOUT_SECONDS": "0.8",
+        "LLM_HEARTBEAT_SECONDS": "0.2",
+        "LLM_RETRY_BACKOFF_SECONDS": "0.01",
+        "LLM_USAGE_FLUSH_SECONDS": "0.05",
+    }
+    api = ApiServer(env, log_path=tmp_path_factory.mktemp("llm-stream") / "api.log")
+    api.start()
+    yield api.url
+    api.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fake_openrouter: FakeOpenRouter) -> None:
+    fake_openrouter.reset()
+
+
+@dataclass
+class Received:
+    status: int
+    headers: httpx.Headers
+    started: float
+    events: list[tuple[float, str, Any]] = field(default_factory=list)
+    """(monotonic time, event name, decoded data)"""
+    heartbeats: list[float] = field(default_factory=list)
+
+    def named(self, name: str) -> list[Any]:
+        return [data for _, event, data in self.events if event == name]
+
+    @property
+    def text(self) -> str:
+        return "".join(d["content"] for d in self.named("delta"))
+
+
+async def stream(
+    server: str,
+    body: dict[str, Any] | None = None,
+    *,
+    sub: str = "user-9",
+    headers: dict[str, str] | None = None,
+) -> Received:
+    body = body or {"task": "chat", "input": "Tell me about my progress"}
+    async with (
+        httpx.AsyncClient(base_url=server, timeout=10) as client,
+        client.stream(
+            "POST", "/api/v1/llm/stream", json=body, headers=tokens.headers(sub) | (headers or {})
+        ) as response,
+    ):
+        received = Received(response.status_code, response.headers, time.monotonic())
+        if response.status_code != 200:
+            await response.aread()
+            received.events.append((time.monotonic(), "problem", response.json()))
+            return received
+        name = None
+        async for line in response.aiter_lines():
+            if line.startswith(":"):
+                received.heartbeats.append(time.monotonic())
+            elif line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                received.events.append((time.monotonic(), name or "message", json.loads(line[6:])))
+    return received
+
+
+# -- the happy path --------------------------------------------------------------------------------
+
+
+async def test_a_stream_is_start_deltas_and_done_with_provider_usage(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(prompt_tokens=77, completion_tokens=9, cost=0.0042))
+
+    received = await stream(server, headers={"X-Request-ID": "req-stream-1"})
+
+    assert received.status == 200
+    assert received.headers["content-type"].startswith("text/event-stream")
+    assert received.headers["x-accel-buffering"] == "no"
+    assert received.headers["cache-control"] == "no-cache"
+    names = [name for _, name, _ in received.events]
+    assert names[0] == "start"
+    assert names[-1] == "done"
+    assert set(names[1:-1]) == {"delta"}
+    assert received.named("start") == [{"request_id": "req-stream-1", "task": "chat"}]
+    assert received.text == DEFAULT_CONTENT
+    [done] = received.named("done")
+    assert (done["model"], done["fallback_used"], done["finish_reason"]) == (OPUS, False, "stop")
+    assert done["usage"] == {"prompt_tokens": 77, "completion_tokens": 9, "cost_usd": 0.0042}
+    assert done["request_id"] == "req-stream-1"
+    assert 0 < done["ttft_ms"] <= done["latency_ms"]
+    [request] = fake_openrouter.requests
+    assert request.body["stream"] is True
+    assert request.body["stream_options"] == {"include_usage": True}
+
+
+async def test_the_first_delta_arrives_before_the_fake_finishes_a_slow_stream(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(token_delay=0.15))  # 9 words: ~1.2 s from first to last
+
+    received = await stream(server)
+
+    deltas = [at for at, name, _ in received.events if name == "delta"]
+    assert len(deltas) == len(WORDS)  # each upstream chunk relayed on its own
+    [request] = fake_openrouter.requests
+    assert deltas[0] - request.received_at < 0.3
+    assert deltas[-1] - deltas[0] > 1.0
+    gaps = [b - a for a, b in itertools.pairwise(deltas)]
+    assert min(gaps) > 0.08  # not buffered and released together
+    assert received.text == DEFAULT_CONTENT
+
+
+async def test_processing_comments_are_not_text_and_do_not_reach_the_client_as_deltas(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(processing_comments=3, comment_interval=0.1))
+
+    received = await stream(server)
+
+    assert received.text == DEFAULT_CONTENT
+    assert received.named("done")[0]["fallback_used"] is False
+
+
+async def test_heartbeat_comments_keep_a_silent_stream_alive(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(stall_after=2, stall_seconds=0.7))
+
+    received = await stream(server)
+
+    assert received.text == DEFAULT_CONTENT
+    assert len(received.heartbeats) >= 2
+    deltas = [at for at, name, _ in received.events if name == "delta"]
+    assert all(deltas[0] < beat < deltas[-1] for beat in received.heartbeats)  # during the silence
+
+
+# -- deadlines and fallback before the first token -------------------------------------------------
+
+
+async def test_no_first_token_in_time_falls_back_without_the_client_noticing(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(hang=5), model=OPUS)
+
+    received = await stream(server)
+
+    assert received.text == DEFAULT_CONTENT
+    assert received.named("error") == []
+    [done] = received.named("done")
+    assert (done["model"], done["fallback_used"]) == (SONNET, True)
+    assert done["attempts"][0]["error"] == "first_token_timeout"
+    requests = await fake_openrouter.wait_for_async(lambda rs: len(rs) == 2 and rs[0].client_disconnected)
+    assert [r.model for r in requests] == [OPUS, SONNET]
+
+
+async def test_processing_comments_do_not_count_as_a_first_token(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(processing_comments=20, comment_interval=0.1), model=OPUS)
+
+    received = await stream(server)
+
+    [done] = received.named("done")
+    assert (done["model"], done["attempts"][0]["error"]) == (SONNET, "first_token_timeout")
+
+
+async def test_an_error_before_any_text_is_retried_silently(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(mid_stream_error=0), model=OPUS)
+
+    received = await stream(server)
+
+    assert received.text == DEFAULT_CONTENT
+    [done] = received.named("done")
+    assert (done["model"], done["fallback_used"]) == (OPUS, False)
+    assert [a.get("error") for a in done["attempts"]] == ["stream_error", None]
+
+
+async def test_every_model_failing_before_text_ends_with_an_error_event_listing_attempts(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.default = Reply(status=503)
+
+    received = await stream(server)
+
+    assert received.status == 200
+    assert received.named("delta") == []
+    [error] = received.named("error")
+    assert (error["code"], error["status"]) == ("upstream_unavailable", 503)
+    assert [(a["model"], a["error"]) for a in error["attempts"]] == [
+        (OPUS, "http_503"),
+        (OPUS, "http_503"),
+        (SONNET, "http_503"),
+        (SONNET, "http_503"),
+    ]
+
+
+# -- failures after text: an error event, never a restart ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "status"),
+    [
+        (Reply(cut_after=3, token_delay=0.05), "upstream_disconnected", 502),
+        (Reply(stall_after=3, stall_seconds=5), "upstream_stalled", 504),
+        (Reply(mid_stream_error=3, token_delay=0.05), "upstream_stream_error", 502),
+    ],
+    ids=["cut", "stall", "error-chunk"],
+)
+async def test_a_failure_after_text_ends_the_stream_with_an_error_event(
+    server: str, fake_openrouter: FakeOpenRouter, reply: Reply, code: str, status: int
+) -> None:
+    fake_openrouter.enqueue(reply, model=OPUS)
+
+    received = await stream(server)
+
+    assert received.text == " ".join(WORDS[:3])
+    assert [name for _, name, _ in received.events][-1] == "error"
+    [error] = received.named("error")
+    assert (error["code"], error["status"]) == (code, status)
+    assert error["attempts"][-1]["model"] == OPUS
+    assert received.named("done") == []
+    assert [r.model for r in fake_openrouter.requests] == [OPUS]  # never restarted
+
+
+# -- the client leaving ----------------------------------------------------------------------------
+
+
+async def test_a_client_that_disconnects_cancels_the_upstream_request(
+    server: str, fake_openrouter: FakeOpenRouter, database_url: str
+) -> None:
+    fake_openrouter.enqueue(Reply(token_delay=0.3))
+    request_id = f"req-leave-{time.time_ns()}"
+
+    async with (
+        httpx.AsyncClient(base_url=server, timeout=10) as client,
+        client.stream(
+            "POST",
+            "/api/v1/llm/stream",
+            json={"task": "chat", "input": "long answer please"},
+            headers=tokens.headers("leaver") | {"X-Request-ID": request_id},
+        ) as response,
+    ):
+        async for line in response.aiter_lines():
+            if line.startswith("event: delta"):
+                break  # leave after the first delta
+
+    def gone(requests: list[RecordedRequest]) -> bool:
+        return bool(requests) and requests[-1].client_disconnected
+
+    [request] = await fake_openrouter.wait_for_async(gone, timeout=3)
+    assert not request.completed
+
+    def row() -> dict[str, Any] | None:
+        with psycopg.connect(database_url, row_factory=dict_row) as conn:
+            return conn.execute(
+                "SELECT status, error_code, owner FROM ai_backend.llm_requests WHERE request_id = %s",
+                (request_id,),
+            ).fetchone()
+
+    wait_until(lambda: row() is not None, 5, "the usage row of the cancelled stream")
+    assert row() == {"status": "cancelled", "error_code": "client_disconnected", "owner": "leaver"}

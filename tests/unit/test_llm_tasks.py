@@ -1,0 +1,45 @@
+"""The task catalogue: DESIGN.md's model table, prompts shipped as package data, overrides by setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from xenios_ai.llm.tasks import DEFAULT_TASKS, build_catalogue
+from xenios_ai.settings import SettingsError, load_settings
+
+
+def test_defaults_follow_the_design_model_table() -> None:
+    catalogue = build_catalogue()
+    assert {name: task.models for name, task in catalogue.items()} == {
+        "session_summary": ("anthropic/claude-opus-4.5", "anthropic/claude-sonnet-4"),
+        "insight_generation": ("anthropic/claude-opus-4.5", "anthropic/claude-sonnet-4"),
+        "chat": ("anthropic/claude-opus-4.5", "anthropic/claude-sonnet-4"),
+        "intent_classification": ("anthropic/claude-sonnet-4", "openai/gpt-4o-mini"),
+        "entity_extraction": ("anthropic/claude-sonnet-4", "openai/gpt-4o-mini"),
+    }
+    assert {t.name for t in DEFAULT_TASKS if t.output == "json"} == {
+        "intent_classification",
+        "entity_extraction",
+    }
+
+
+def test_every_task_has_its_prompt_loaded() -> None:
+    for task in build_catalogue().values():
+        assert len(task.system_prompt) > 100, task.name
+        assert task.system_prompt == task.system_prompt.strip()
+
+
+def test_the_llm_models_setting_overrides_chains() -> None:
+    settings = load_settings({"LLM_MODELS": '{"chat": "openai/gpt-4o , openai/gpt-4o-mini,"}'}, dotenv=False)
+    catalogue = build_catalogue(settings.llm_models)
+    assert catalogue["chat"].models == ("openai/gpt-4o", "openai/gpt-4o-mini")
+    assert catalogue["chat"].primary_model == "openai/gpt-4o"
+    assert catalogue["session_summary"].models[0] == "anthropic/claude-opus-4.5"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"), [({"poems": "x"}, "unknown task"), ({"chat": " , "}, "names no model")]
+)
+def test_bad_overrides_stop_start_up(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        build_catalogue(overrides)
