@@ -13,21 +13,23 @@ Service API (independent of HTTP; the API and the analysis jobs both use it)::
 
 ``messages`` are ``wire.Message`` (or ``{"role", "content"}`` dicts) following the task's system prompt;
 ``input`` is one user message (JSON tasks build theirs, see `xenios_ai.llm.structured`). Failures raise the
-service's errors (`xenios_ai.errors`) with ``extra["attempts"]`` = ``[{model, error, status?, ms}]``:
-`InvalidInput` for a bad call or a request the upstream refused (400/403/413/422: never retried, never
-another model), `UpstreamTimeout` (504), `UpstreamUnavailable` (503, with Retry-After when the upstream
-gave one) or `UpstreamError` (502) when every model failed, and ``llm_not_configured`` (503) without an
-OpenRouter key.
+service's errors (`xenios_ai.errors`) with ``extra["attempts"]`` = ``[{model, duration_ms, error, status}]``:
+`InvalidInput` for a bad call (``unknown_task``, ``invalid_llm_input``, ``task_not_streamable``) or a
+request the provider refused (``upstream_rejected``: never retried, never sent to another model),
+`UpstreamTimeout` (504), `UpstreamUnavailable` (503, Retry-After when the upstream gave one) or
+`UpstreamError` (502) when every model failed, and ``llm_not_configured`` (503) without an OpenRouter key.
 
-Rules (DESIGN.md section 4). Per model, transient failures (connection error, 408/409/429/5xx, a
-mid-stream error before any text) are retried ``llm_max_retries`` times after a jittered exponential
-backoff, or after the upstream's Retry-After when it is at most ``llm_max_retry_after_seconds`` (a longer
-one moves on to the next model at once). Timeouts, an unknown model (404, or 400 "not a valid model ID"),
-and JSON output failing validation move on to the next model without a retry. Deadlines: a completion
-attempt has ``llm_timeout_seconds``; a stream attempt has ``llm_first_token_timeout_seconds`` until its
-first text and then ``llm_stream_idle_timeout_seconds`` between data. Once a stream has yielded text it
-never restarts: a later failure raises ``upstream_stalled`` (504), ``upstream_disconnected`` or
-``upstream_stream_error`` (502). Closing the stream (client gone) closes the upstream connection.
+Rules (DESIGN.md section 4; the status policy is data in `xenios_ai.llm.failures`). Per model, transient
+failures (connection error, 408/409/429/5xx, a mid-stream error before any text reached the caller) are
+retried ``llm_max_retries`` times after a jittered exponential backoff, or after the upstream's
+Retry-After when it is at most ``llm_max_retry_after_seconds`` (a longer one moves on to the next model
+at once). Timeouts, an unknown model (404, or 400 "not a valid model ID") and JSON output failing
+validation move on to the next model without a retry. Deadlines: a completion attempt has
+``llm_timeout_seconds``; a stream attempt has ``llm_first_token_timeout_seconds`` until its first text
+(``: OPENROUTER PROCESSING`` comments do not count) and then ``llm_stream_idle_timeout_seconds`` between
+data. Once a stream has yielded text it never restarts: a later failure raises ``upstream_stalled`` (504),
+``upstream_disconnected`` or ``upstream_stream_error`` (502), after any text that came before it.
+Closing the stream (client gone) closes the upstream connection.
 
 Usage (tokens, OpenRouter's ``usage.cost``, summed over every attempt that reported it) goes to the
 `UsageSink` once per request, whatever the outcome, including cancellation.
@@ -41,35 +43,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import random
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
 import httpx2
 import msgspec
-import openai
 from loguru import logger
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
-from xenios_ai.errors import (
-    InvalidInput,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-    XeniosError,
-)
+from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.llm import wire
+from xenios_ai.llm.failures import Attempt, Failed, all_failed, classify, interrupted
 from xenios_ai.llm.structured import InvalidOutput, OutputSpec, default_request
 from xenios_ai.llm.tasks import Task, catalogue_from_settings
 from xenios_ai.llm.usage import NullSink, UsageRecord, UsageSink
 from xenios_ai.settings import Settings
 
 _CHAT = "/chat/completions"
-_TRANSPORT_ERRORS = (openai.APIConnectionError, httpx2.TransportError, aiohttp.ClientError, OSError)
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -83,15 +76,6 @@ class Usage(msgspec.Struct):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost_usd: float | None = None
-
-
-class Attempt(msgspec.Struct, omit_defaults=True):
-    """One upstream call: the model, and what went wrong (``error`` unset: it succeeded)."""
-
-    model: str
-    ms: float
-    error: str | None = None
-    status: int | None = None
 
 
 class Completion(msgspec.Struct, kw_only=True):
@@ -127,26 +111,6 @@ class Done(msgspec.Struct, kw_only=True):
 
 
 StreamEvent = Delta | Done
-
-
-class _Failed(Exception):
-    """An attempt failed. kind: retry (same model again, then the next), next (next model), fatal."""
-
-    def __init__(
-        self,
-        kind: Literal["retry", "next", "fatal"],
-        error: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        fatal: XeniosError | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.kind = kind
-        self.error = error
-        self.status = status
-        self.retry_after = retry_after
-        self.fatal = fatal
 
 
 @dataclass(slots=True)
@@ -268,7 +232,7 @@ class LLMRouter:
         except XeniosError as exc:
             error_code = exc.code
             raise
-        except (asyncio.CancelledError, GeneratorExit):
+        except asyncio.CancelledError:
             status, error_code = "cancelled", "cancelled"
             raise
         finally:
@@ -370,17 +334,17 @@ class LLMRouter:
                 started = time.perf_counter()
                 try:
                     completion = await self._complete_once(call, model)
-                except _Failed as failed:
+                except Failed as failed:
                     if not await self._after_failure(call, model, started, failed, retry):
                         break
                     continue
                 call.attempts.append(Attempt(model, _ms(started)))
                 completion.fallback_used = index > 0
                 return completion
-        raise self._all_failed(call)
+        raise all_failed(call.task.name, call.attempts, call.retry_after)
 
     async def _after_failure(
-        self, call: _Call, model: str, started: float, failed: _Failed, retry: int
+        self, call: _Call, model: str, started: float, failed: Failed, retry: int
     ) -> bool:
         """Note the failed attempt; raise when it ends the request; else wait and say whether to retry."""
         call.attempts.append(Attempt(model, _ms(started), failed.error, failed.status))
@@ -390,7 +354,7 @@ class LLMRouter:
             "LLM attempt failed: {}{}", failed.error, f" (HTTP {failed.status})" if failed.status else ""
         )
         if failed.kind == "fatal":
-            fatal = failed.fatal or UpstreamError(failed.error, code="upstream_error")
+            fatal = failed.final_error()
             fatal.extra.setdefault("attempts", _attempts(call))
             raise fatal
         if failed.kind == "next" or retry >= self._max_retries:
@@ -404,21 +368,6 @@ class LLMRouter:
         await asyncio.sleep(delay)
         return True
 
-    def _all_failed(self, call: _Call) -> XeniosError:
-        last = call.attempts[-1]
-        attempts = {"attempts": _attempts(call)}
-        detail = f"every model of {call.task.name} failed: " + ", ".join(
-            f"{a.model} ({a.error})" for a in call.attempts
-        )
-        if last.error in ("timeout", "first_token_timeout"):
-            return UpstreamTimeout(detail, code="upstream_timeout", extra=attempts)
-        if last.status in (408, 409, 429, 503) or last.error == "connection_error":
-            error = UpstreamUnavailable(detail, code="upstream_unavailable", extra=attempts)
-            if call.retry_after is not None:
-                error.headers["Retry-After"] = str(max(1, round(call.retry_after)))
-            return error
-        return UpstreamError(detail, code="upstream_error", extra=attempts)
-
     # -- one completion attempt ---------------------------------------------------------------------
 
     async def _complete_once(self, call: _Call, model: str) -> Completion:
@@ -429,14 +378,14 @@ class LLMRouter:
                     _CHAT, content=self._body(call, model, stream=False), cast_to=httpx2.Response
                 )
         except Exception as exc:
-            raise self._classify(exc) from None
+            raise classify(exc, self._key) from None
         try:
             answer = wire.decode_completion(response.content)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise _Failed("retry", "invalid_response") from None
+            raise Failed("retry", "invalid_response") from None
         call.add_usage(answer.usage)
         if answer.error is not None or not answer.choices:
-            raise _Failed("retry", "upstream_error")
+            raise Failed("retry", "upstream_error")
         choice = answer.choices[0]
         content = choice.message.content or ""
         call.provider, call.finish_reason = answer.provider, choice.finish_reason
@@ -446,7 +395,7 @@ class LLMRouter:
                 data = call.output.parse(content)
             except InvalidOutput as exc:
                 logger.bind(task=call.task.name, model=model).info("invalid output: {}", exc)
-                raise _Failed("next", "invalid_output") from None
+                raise Failed("next", "invalid_output") from None
         return Completion(
             content=content,
             data=data,
@@ -477,10 +426,10 @@ class LLMRouter:
                                 if text is not None:
                                     text.append(piece)
                                 yield Delta(piece)
-                    except _Failed as failed:
+                    except Failed as failed:
                         if call.ttft_ms is not None:  # text was sent: never restart, end with the error
                             call.attempts.append(Attempt(model, _ms(started), failed.error, failed.status))
-                            fatal = failed.fatal or UpstreamError(failed.error, code="upstream_error")
+                            fatal = failed.final_error()
                             fatal.extra.setdefault("attempts", _attempts(call))
                             raise fatal from None
                         if not await self._after_failure(call, model, started, failed, retry):
@@ -500,7 +449,7 @@ class LLMRouter:
                         request_id=call.request_id,
                     )
                     return
-            raise self._all_failed(call)
+            raise all_failed(call.task.name, call.attempts, call.retry_after)
         except XeniosError as exc:
             error_code = exc.code
             raise
@@ -523,15 +472,16 @@ class LLMRouter:
                     stream_cls=None,  # cast_to=Response: the raw, unread response
                 )
         except Exception as exc:
-            failed = self._classify(exc)
+            failed = classify(exc, self._key)
             if isinstance(exc, TimeoutError):
                 failed.error = "first_token_timeout"
             raise failed from None
 
     async def _stream_once(self, call: _Call, model: str) -> AsyncGenerator[str, None]:
-        """Yield the text of one upstream stream, read by read; raise `_Failed` on any failure."""
+        """Yield the text of one upstream stream, read by read; raise `Failed` on any failure."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._first_token_timeout
+        call.finish_reason = None  # of this attempt only
         response = await self._open_stream(call, model, deadline)
         sent_text = False
         try:
@@ -550,7 +500,7 @@ class LLMRouter:
                 text, done, error = _read_chunks(call, payloads)
                 finished = finished or done
                 if error and not sent_text:
-                    raise _Failed("retry", "stream_error")  # nothing reached the client: try again
+                    raise Failed("retry", "stream_error")  # nothing reached the client: try again
                 if sent_text or text:
                     deadline = loop.time() + self._idle_timeout
                 if text:
@@ -559,70 +509,24 @@ class LLMRouter:
                         call.ttft_ms = call.elapsed_ms
                     yield text
                 if error:
-                    raise _Failed("retry", "stream_error")
+                    raise Failed("retry", "stream_error")
             if not finished and call.finish_reason is None:
-                raise _Failed("retry", "incomplete_stream")
-        except _Failed as failed:
+                raise Failed("retry", "incomplete_stream")
+        except Failed as failed:
             if sent_text:
-                _interrupted(failed, model, self._idle_timeout)
+                interrupted(failed, model, self._idle_timeout)
             raise
         except Exception as exc:
-            failure = self._classify(exc)
+            failure = classify(exc, self._key)
             if isinstance(exc, TimeoutError):
                 failure.error = "stream_stalled" if sent_text else "first_token_timeout"
             if sent_text:
-                _interrupted(failure, model, self._idle_timeout)
+                interrupted(failure, model, self._idle_timeout)
             raise failure from None
         finally:
             await response.aclose()
 
-    # -- failures and usage -------------------------------------------------------------------------
-
-    def _classify(self, exc: BaseException) -> _Failed:
-        if isinstance(exc, openai.APIStatusError):
-            return self._classify_status(exc.status_code, exc.response)
-        if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx2.TimeoutException):
-            return _Failed("next", "timeout")
-        if isinstance(exc, _TRANSPORT_ERRORS):
-            return _Failed("retry", "connection_error")
-        if isinstance(exc, msgspec.DecodeError | msgspec.ValidationError):
-            return _Failed("retry", "invalid_response")
-        raise exc
-
-    def _classify_status(self, status: int, response: httpx2.Response) -> _Failed:
-        message = self._upstream_message(response)
-        error = f"http_{status}"
-        if status in (408, 409, 429) or status >= 500:
-            return _Failed("retry", error, status=status, retry_after=_retry_after(response.headers))
-        if status == 404 or (status == 400 and "not a valid model" in message.lower()):
-            return _Failed("next", "model_unavailable", status=status)
-        fatal: XeniosError
-        if status in (400, 403, 413, 422):
-            fatal = InvalidInput(
-                f"the model provider refused the request: {message}", code="upstream_rejected"
-            )
-        elif status == 401:
-            logger.error("the LLM provider rejected the API key (401): check OPENROUTER_API_KEY")
-            fatal = UpstreamError(
-                "the LLM provider rejected the service's credentials", code="upstream_auth_failed"
-            )
-        elif status == 402:
-            logger.error("the LLM provider says the account is out of credits (402)")
-            fatal = UpstreamUnavailable(
-                "the LLM provider account is out of credits", code="upstream_payment_required"
-            )
-        else:
-            fatal = UpstreamError(f"the model provider answered {status}: {message}", code="upstream_error")
-        return _Failed("fatal", error, status=status, fatal=fatal)
-
-    def _upstream_message(self, response: httpx2.Response) -> str:
-        try:
-            body = wire.decode_error_body(response.content)
-            message = body.error.message if body.error is not None else ""
-        except (msgspec.DecodeError, msgspec.ValidationError, httpx2.HTTPError):
-            message = ""
-        message = message[:300]
-        return message.replace(self._key, "***") if self._key else message
+    # -- usage ---------------------------------------------------------------------------------------
 
     def _record(
         self,
@@ -682,48 +586,9 @@ def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool, bool]:
     return "".join(pieces), finished, False
 
 
-def _interrupted(failed: _Failed, model: str, idle_timeout: float) -> None:
-    """Turn a failure after text was streamed into the error that ends the stream."""
-    failed.kind = "fatal"
-    if failed.error == "stream_stalled":
-        failed.fatal = UpstreamTimeout(
-            f"{model} sent nothing for {idle_timeout:g}s; the answer is incomplete", code="upstream_stalled"
-        )
-    elif failed.error in ("stream_error", "invalid_response"):
-        failed.fatal = UpstreamError(
-            f"{model} reported an error mid-stream; the answer is incomplete", code="upstream_stream_error"
-        )
-    else:
-        failed.fatal = UpstreamError(
-            f"{model} disconnected mid-stream; the answer is incomplete", code="upstream_disconnected"
-        )
-
-
 def _attempts(call: _Call) -> list[dict[str, Any]]:
     return [msgspec.to_builtins(a) for a in call.attempts]
 
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-def _retry_after(headers: httpx2.Headers) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -1,8 +1,10 @@
 """Usage of every LLM request, written to ``ai_backend.llm_requests`` in batches, off the request path.
 
 The router hands each finished request to a `UsageSink` (``record`` is synchronous and O(1)). The
-`UsageWriter` sink keeps the rows in memory and writes them with one ``executemany`` (pipelined by psycopg)
-every ``llm_usage_flush_seconds``, as soon as ``llm_usage_batch_size`` rows wait, and at shutdown. When
+`UsageWriter` sink keeps the rows in memory and writes a batch as ONE statement whose one parameter is
+the batch encoded by msgspec (``jsonb_to_recordset``): the per-row cost in this process is a few
+microseconds, where psycopg's per-parameter adaptation cost ~80 us per row (measured under load). Batches
+go out every ``llm_usage_flush_seconds``, as soon as ``llm_usage_batch_size`` rows wait, and at shutdown. When
 PostgreSQL is unreachable it keeps the rows and retries with backoff; rows are never dropped silently:
 a row recorded while ``llm_usage_max_buffered`` rows wait, and the rows a failed final flush at shutdown
 leaves, are logged at ERROR level as JSON (``llm_usage_rows``) so they can be replayed from the logs.
@@ -15,10 +17,10 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import msgspec
+import psycopg
 from loguru import logger
 
 from xenios_ai.db.pool import Pool
@@ -30,7 +32,6 @@ Status = Literal["succeeded", "failed", "cancelled"]
 class UsageRecord(msgspec.Struct, kw_only=True):
     """One LLM request as stored (``llm_requests`` row)."""
 
-    id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
     created_at: float
     """Unix time the request started."""
     request_id: str | None
@@ -54,6 +55,8 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     """The messages sent, only with LLM_STORE_CONTENT."""
     response: str | None = None
     """The answer text, only with LLM_STORE_CONTENT."""
+    id: uuid.UUID | None = None
+    """Given by the writer at the first attempt to store the row (so a retried batch cannot insert twice)."""
 
 
 class UsageSink(Protocol):
@@ -79,28 +82,36 @@ class MemorySink:
         self.records.append(usage)
 
 
+_SQL_TYPES = {
+    "created_at": "double precision",
+    "fallback_used": "boolean",
+    "attempts": "jsonb",
+    "prompt": "jsonb",
+    "prompt_tokens": "integer",
+    "completion_tokens": "integer",
+    "cost_usd": "numeric",
+    "latency_ms": "double precision",
+    "ttft_ms": "double precision",
+    "id": "uuid",
+}
 _COLUMNS = tuple(f.name for f in msgspec.structs.fields(UsageRecord))
+_SELECT = {"created_at": "to_timestamp(r.created_at)", "attempts": "coalesce(r.attempts, '[]'::jsonb)"}
+_RECORD = ", ".join(f"{c} {_SQL_TYPES.get(c, 'text')}" for c in _COLUMNS)
 _INSERT = (
     f"INSERT INTO ai_backend.llm_requests ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names
-    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+    f"SELECT {', '.join(_SELECT.get(c, f'r.{c}') for c in _COLUMNS)} "
+    f"FROM jsonb_to_recordset(%s::jsonb) AS r({_RECORD}) ON CONFLICT (id) DO NOTHING"
 )
 _encode = msgspec.json.Encoder().encode
 _MAX_BACKOFF = 5.0
 _WRITE_TIMEOUT = 5.0
 
 
-def _params(row: UsageRecord) -> tuple[Any, ...]:
-    from psycopg.types.json import Jsonb
-
-    values: list[Any] = []
-    for name in _COLUMNS:
-        value = getattr(row, name)
-        if name == "created_at":
-            value = datetime.fromtimestamp(value, UTC)
-        elif name in ("attempts", "prompt") and value is not None:
-            value = Jsonb(value, dumps=_encode)
-        values.append(value)
-    return tuple(values)
+def _batch_json(rows: list[UsageRecord]) -> str:
+    for row in rows:
+        if row.id is None:  # fixed at the first attempt: a retried batch does not insert twice
+            row.id = uuid.uuid4()
+    return _encode(rows).decode()
 
 
 class UsageWriter:
@@ -145,7 +156,9 @@ class UsageWriter:
                     self._pool.connection(timeout=timeout) as conn,
                     conn.cursor() as cursor,
                 ):
-                    await cursor.executemany(_INSERT, [_params(row) for row in batch])
+                    await cursor.execute(_INSERT, (_batch_json(batch),))
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                self._log_lost(batch, f"PostgreSQL refused the rows ({type(exc).__name__}: {exc})")
             except BaseException:
                 self.failures += 1
                 raise
