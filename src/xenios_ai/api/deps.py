@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -56,6 +57,7 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     jobs = JobService(settings, db, redis, storage)
     app.state.services = Services(settings, db, redis, http, time.time(), llm, storage, jobs)
     app.state.jwt._http = http
+    _freeze_long_lived_objects()
     try:
         yield
     finally:
@@ -65,6 +67,15 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
         await redis.aclose()
         await db.close()
         await http.aclose()
+
+
+def _freeze_long_lived_objects() -> None:
+    """Once per process, after start-up: what exists now lives as long as the process, so keep it out of
+    the collector's full passes, which otherwise stall the loop 60-70 ms every few seconds under load
+    (measured: relayed LLM requests' p99 x4)."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 def provide_services(request: Request[Any, Any, Any]) -> Services:
