@@ -126,7 +126,7 @@ async def test_complete_answers_with_content_model_and_provider_usage(
         "fallback_used": False,
         "finish_reason": "stop",
         "usage": {"prompt_tokens": 321, "completion_tokens": 12, "cost_usd": 0.00123},
-        "attempts": [{"model": OPUS, "ms": response.json()["attempts"][0]["ms"]}],
+        "attempts": [{"model": OPUS, "duration_ms": response.json()["attempts"][0]["duration_ms"]}],
         "latency_ms": response.json()["latency_ms"],
         "request_id": "req-complete-1",
     }
@@ -309,7 +309,12 @@ async def test_a_request_the_provider_refuses_is_neither_retried_nor_sent_elsewh
     assert body["code"] == "upstream_rejected"
     assert "This prompt is too long for the model" in body["detail"]
     assert body["attempts"] == [
-        {"model": OPUS, "ms": body["attempts"][0]["ms"], "error": f"http_{status}", "status": status}
+        {
+            "model": OPUS,
+            "duration_ms": body["attempts"][0]["duration_ms"],
+            "error": f"http_{status}",
+            "status": status,
+        }
     ]
     assert models_called(fake_openrouter) == [OPUS]
 

@@ -9,7 +9,7 @@ import httpx2
 import msgspec
 import pytest
 
-from xenios_ai.llm.router import _retry_after
+from xenios_ai.llm.failures import retry_after as _retry_after
 from xenios_ai.llm.wire import Message, SSELines, decode_chunk, request_body
 
 
