@@ -1,0 +1,351 @@
+"""LLM routing overhead: the fake OpenRouter alone vs a bare relay vs the service, same run, one worker.
+
+    uv run python -m tests.benchmarks bench_llm          (or: just bench llm)
+
+Every party is its own process on loopback: the fake OpenRouter (``tests.fakes.openrouter``), two bare
+relays (``llm_relay``: raw ASGI on Granian, openai SDK on aiohttp, one per SDK call style), the service
+(``xenios-ai serve``, one Granian worker, production settings: API key and JWT guards, routing, JSON
+request logs, usage rows batched into PostgreSQL), and the aiohttp load generator (``llm_loadgen``).
+
+Measured, for /complete and /stream, at 1 and 16 connections: requests/s, p50/p99 latency and time to
+first token; "added" is the service's p50 minus the fake's p50 at 1 connection, "ratio" the service's
+requests/s over a relay's at 16. Then 1,000 concurrent slow streams (~5 s each) against the service: all
+must complete, and the worker's peak RSS (VmHWM) must stay within 300 MB. Finally the usage rows in
+PostgreSQL are counted against the requests sent to the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from tests.support import tokens
+from tests.support.processes import ApiServer, free_port, stop_process, wait_until
+from xenios_ai.db.migrate import migrate
+from xenios_ai.llm.tasks import build_catalogue
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "anthropic/claude-opus-4.5"
+KEY = f"sk-or-v1-bench-{uuid.uuid4().hex}"
+INPUT = "How did my week of training go?"
+SLOW = '[[fake:{"chunks": 20, "token_delay": 0.25}]]'  # 20 chunks over ~5 s
+TARGETS = ("fake", "relay_create", "relay_post", "service")
+RSS_LIMIT_MB = 300
+
+
+# -- the parties ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[tuple[str, str]]:
+    """A fresh, migrated PostgreSQL database and a Redis URL (the machine's, or embedded ones)."""
+    from xenios_ai.embedded import start_postgres, start_redis
+
+    keep: list[object] = []
+    server_url = os.environ.get("XENIOS_TEST_DATABASE_URL")
+    if not server_url:
+        embedded = start_postgres(ROOT / ".xenios" / "bench" / "postgres")
+        keep.append(embedded)
+        server_url = embedded.url
+    redis_url = os.environ.get("XENIOS_TEST_REDIS_URL")
+    if not redis_url:
+        redis = start_redis(ROOT / ".xenios" / "bench" / "redis")
+        keep.append(redis)
+        redis_url = redis.url
+    name = f"xenios_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_conninfo(server_url, dbname=name)
+    try:
+        migrate(url)
+        yield url, redis_url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _fake() -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openrouter", "--api-key", KEY, "--max-recorded", "100"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        stop_process(process)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _relay(upstream: str, call: str) -> Iterator[str]:
+    port = free_port()
+    env = os.environ | {"RELAY_UPSTREAM": upstream, "RELAY_KEY": KEY, "RELAY_CALL": call}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "--workers", "1", "--port", str(port),
+         "--no-ws", "--log-level", "warning", "tests.benchmarks.llm_relay:app"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.post(f"{url}/complete", json={"input": "hi"}, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, 30, f"the {call} relay")
+        yield url
+    finally:
+        stop_process(process)
+
+
+@contextlib.contextmanager
+def _service(upstream: str, database_url: str, redis_url: str, log: Path) -> Iterator[ApiServer]:
+    env = {
+        "ENVIRONMENT": "production",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "REDIS_NAMESPACE": f"bench{uuid.uuid4().hex[:6]}",
+        "XENIOS_BACKEND_API_KEY": tokens.API_KEY,
+        "SUPABASE_JWT_SECRET": tokens.TEST_JWT_SECRET,
+        "OPENROUTER_BASE_URL": upstream,
+        "OPENROUTER_API_KEY": KEY,
+        "DB_POOL_MAX": "4",
+    }
+    server = ApiServer(env, workers=1, log_path=log)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _worker_pid(server: ApiServer) -> int:
+    """The Granian worker process under `xenios-ai serve`."""
+    assert server.process is not None
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    if not children:
+        raise RuntimeError("no Granian worker process found")
+    return int(children[0])
+
+
+def _memory_mb(pid: int) -> dict[str, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = round(int(value.split()[0]) / 1024, 1)
+    return fields
+
+
+# -- measuring --------------------------------------------------------------------------------------
+
+
+def _load(
+    url: str, body: dict[str, Any], headers: dict[str, str], marker: str | None, **options: Any
+) -> dict[str, Any]:
+    command = [sys.executable, "-m", "tests.benchmarks.llm_loadgen", "--url", url, "--body", json.dumps(body)]
+    command += [arg for name, value in headers.items() for arg in ("--header", f"{name}: {value}")]
+    if marker:
+        command += ["--stream", marker]
+    for name, value in options.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _requests(urls: dict[str, str], service_headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per target and mode: (url, body, headers, first-token marker)."""
+    chat = build_catalogue()["chat"]
+    messages = [{"role": "system", "content": chat.system_prompt}, {"role": "user", "content": INPUT}]
+    upstream = {
+        "model": MODEL,
+        "messages": messages,
+        "temperature": chat.temperature,
+        "max_tokens": chat.max_tokens,
+    }
+    streamed = upstream | {"stream": True, "stream_options": {"include_usage": True}}
+    auth = {"Authorization": f"Bearer {KEY}"}
+    service_body = {"task": "chat", "input": INPUT}
+    return {
+        "fake": {
+            "complete": (f"{urls['fake']}/chat/completions", upstream, auth, None),
+            "stream": (f"{urls['fake']}/chat/completions", streamed, auth, '"content":"'),
+        },
+        **{
+            relay: {
+                "complete": (f"{urls[relay]}/complete", {"input": INPUT}, {}, None),
+                "stream": (f"{urls[relay]}/stream", {"input": INPUT}, {}, "event: delta"),
+            }
+            for relay in ("relay_create", "relay_post")
+        },
+        "service": {
+            "complete": (f"{urls['service']}/api/v1/llm/complete", service_body, service_headers, None),
+            "stream": (f"{urls['service']}/api/v1/llm/stream", service_body, service_headers, "event: delta"),
+        },
+    }
+
+
+def _burst(server: ApiServer, headers: dict[str, str], count: int) -> dict[str, Any]:
+    """``count`` slow streams at once; the worker's RSS sampled meanwhile."""
+    pid = _worker_pid(server)
+    before = _memory_mb(pid)
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            samples.append(_memory_mb(pid)["VmRSS"])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = _load(
+            f"{server.url}/api/v1/llm/stream",
+            {"task": "chat", "input": f"{INPUT} {SLOW}"},
+            headers,
+            "event: done",
+            burst=count,
+            timeout=60,
+        )
+    finally:
+        stop.set()
+        sampler.join()
+    after = _memory_mb(pid)
+    return {
+        "streams": count,
+        "completed": result["requests"],
+        "errors": result["errors"],
+        "error_kinds": result["error_kinds"],
+        "seconds": result["seconds"],
+        "stream_p50_s": round((result["p50_ms"] or 0) / 1000, 2),
+        "stream_max_s": round((result["max_ms"] or 0) / 1000, 2),
+        "rss_before_mb": before["VmRSS"],
+        "rss_max_sampled_mb": max(samples, default=after["VmRSS"]),
+        "rss_peak_mb": after["VmHWM"],
+    }
+
+
+def _count_rows(database_url: str, expected: int, timeout: float = 10) -> int:
+    def count() -> int:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM ai_backend.llm_requests").fetchone()
+            return int(row[0]) if row else 0
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: count() >= expected, timeout, "the usage rows")
+    return count()
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+
+def _table(results: dict[str, Any], summary: dict[str, Any], burst: dict[str, Any]) -> str:
+    lines = [
+        f"{'mode':9} {'conns':>5} {'target':13} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft p50':>9} {'errors':>6}",
+    ]
+    for mode in ("complete", "stream"):
+        for conns in ("1", "16"):
+            for target in TARGETS:
+                r = results[mode][conns][target]
+                ttft = f"{r['ttft_p50_ms']:.3f}" if r["ttft_p50_ms"] is not None else "-"
+                lines.append(
+                    f"{mode:9} {conns:>5} {target:13} {r['rps']:>8.1f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}"
+                    f" {ttft:>9} {r['errors']:>6}"
+                )
+    lines.append("")
+    for name, value in summary.items():
+        lines.append(f"{name:48} {value}")
+    lines.append("")
+    lines.append(
+        f"1,000 slow streams: {burst['completed']}/{burst['streams']} completed ({burst['errors']} errors) in "
+        f"{burst['seconds']:.1f} s; worker RSS {burst['rss_before_mb']} MB before, peak {burst['rss_peak_mb']} MB"
+        f" (limit {RSS_LIMIT_MB})"
+    )
+    return "\n".join(lines)
+
+
+def run(out_dir: Path, seconds: float = 4.0, warmup: float = 1.0, streams: int = 1000) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    service_headers = tokens.headers("bench-user", ttl=24 * 3600)
+    with (
+        _database() as (database_url, redis_url),
+        _fake() as fake,
+        _relay(fake, "create") as relay_create,
+        _relay(fake, "post") as relay_post,
+        _service(fake, database_url, redis_url, out_dir / "bench-llm-api.log") as service,
+    ):
+        urls = {"fake": fake, "relay_create": relay_create}
+        urls |= {"relay_post": relay_post, "service": service.url}
+        plan = _requests(urls, service_headers)
+        results: dict[str, Any] = {"complete": {"1": {}, "16": {}}, "stream": {"1": {}, "16": {}}}
+        sent_to_service = 0
+        for mode in ("complete", "stream"):
+            for conns in (1, 16):
+                for target in TARGETS:
+                    url, body, headers, marker = plan[target][mode]
+                    result = _load(
+                        url, body, headers, marker, connections=conns, seconds=seconds, warmup=warmup
+                    )
+                    results[mode][str(conns)][target] = result
+                    if target == "service":
+                        sent_to_service += result["sent"]
+        burst = _burst(service, service_headers, streams)
+        sent_to_service += streams
+        rows = _count_rows(database_url, sent_to_service)
+    summary = _summary(results, burst, rows, sent_to_service)
+    print(_table(results, summary, burst), flush=True)
+    return {"results": results, "summary": summary, "streams_1000": burst}
+
+
+def _summary(results: dict[str, Any], burst: dict[str, Any], rows: int, sent: int) -> dict[str, Any]:
+    one = {mode: results[mode]["1"] for mode in ("complete", "stream")}
+    sixteen = {mode: results[mode]["16"] for mode in ("complete", "stream")}
+    added_complete = one["complete"]["service"]["p50_ms"] - one["complete"]["fake"]["p50_ms"]
+    added_ttft = one["stream"]["service"]["ttft_p50_ms"] - one["stream"]["fake"]["ttft_p50_ms"]
+    added_stream_p99 = one["stream"]["service"]["p99_ms"] - one["stream"]["fake"]["p99_ms"]
+    summary: dict[str, Any] = {
+        "complete p50 added at 1 conn (ms, target <= 2)": round(added_complete, 3),
+        "complete p99 added at 1 conn (ms)": round(
+            one["complete"]["service"]["p99_ms"] - one["complete"]["fake"]["p99_ms"], 3
+        ),
+        "stream TTFT p50 added at 1 conn (ms, target <= 2)": round(added_ttft, 3),
+        "stream p99 added at 1 conn (ms)": round(added_stream_p99, 3),
+    }
+    for mode in ("complete", "stream"):
+        for relay in ("relay_create", "relay_post"):
+            ratio = sixteen[mode]["service"]["rps"] / sixteen[mode][relay]["rps"]
+            summary[f"{mode} req/s at 16: service / {relay} (target >= 0.7)"] = round(ratio, 3)
+    summary["usage rows stored / service requests sent"] = f"{rows} / {sent}"
+    summary["1,000 streams all completed"] = burst["completed"] == burst["streams"]
+    summary[f"worker peak RSS <= {RSS_LIMIT_MB} MB"] = burst["rss_peak_mb"] <= RSS_LIMIT_MB
+    return summary
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench_llm")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = parser.parse_args()
+    print(json.dumps(run(args.out, seconds=args.seconds, streams=args.streams), indent=2))
