@@ -19,7 +19,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
 from xenios_ai.analysis import AnalysisInput, AnalysisTask, check_source
 from xenios_ai.api.auth import require_user
@@ -178,7 +178,7 @@ class JobsController(Controller):
     @post("/analysis", status_code=202, summary="Submit an analysis job (session summary, insights)")
     async def submit_analysis(
         self,
-        data: AnalysisRequest,
+        data: JSONBody[AnalysisRequest],
         services: ServicesDep,
         principal: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
@@ -196,7 +196,7 @@ class JobsController(Controller):
         return accepted(submitted)
 
     @get("/{job_id:uuid}", summary="A job: status, progress, result or error")
-    async def get_job(self, job_id: UUID, services: ServicesDep, principal: PrincipalDep) -> JobOut:
+    async def get_job(self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep) -> JobOut:
         return job_out(await services.jobs.get(job_id, principal.user_id))
 
     @get("/", summary="The caller's jobs, newest first, cursor-paginated")
@@ -217,7 +217,9 @@ class JobsController(Controller):
     @delete(
         "/{job_id:uuid}", status_code=200, summary="Cancel a job (a running one stops at its next checkpoint)"
     )
-    async def cancel_job(self, job_id: UUID, services: ServicesDep, principal: PrincipalDep) -> JobOut:
+    async def cancel_job(
+        self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep
+    ) -> JobOut:
         return job_out(await services.jobs.cancel(job_id, principal.user_id))
 
     @get(
@@ -227,6 +229,8 @@ class JobsController(Controller):
         "`progress` ({progress, message}); the stream ends after a terminal `state`. Heartbeat comments "
         "keep idle connections open.",
     )
-    async def job_events(self, job_id: UUID, services: ServicesDep, principal: PrincipalDep) -> EventStream:
+    async def job_events(
+        self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep
+    ) -> EventStream:
         job = await services.jobs.get(job_id, principal.user_id)
         return EventStream(_sse(services.jobs.stream(job)))
