@@ -1,0 +1,179 @@
+"""Crash safety with real processes: a worker killed with SIGKILL mid-job, Redis restarted mid-run, and a
+cancelled job whose message is still queued. Each test has its own database, Redis namespace (or Redis),
+API and workers, so nothing shared can rescue or disturb its jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import start_worker
+from tests.fakes.openrouter import FakeOpenRouter, Reply
+from tests.support import tokens
+from tests.support.jobs import WebhookReceiver, sse_events, wait_for_job
+from tests.support.processes import ApiServer, RedisServer, WorkerProcess, wait_until
+
+FAKE_KEY = "sk-or-v1-crash-tests"
+
+
+@contextmanager
+def _api(env: dict[str, str], log: Path) -> Iterator[str]:
+    server = ApiServer(env, log_path=log)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _submit(api: str, text: str, **extra: Any) -> str:
+    response = httpx.post(
+        f"{api}/api/v1/jobs/analysis",
+        json={"task": "session_summary", "text": text, **extra},
+        headers=tokens.headers(),
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+def _requests_for(fake: FakeOpenRouter, marker: str) -> int:
+    return sum(marker in json.dumps(request.body) for request in fake.requests)
+
+
+def test_a_job_whose_worker_is_killed_succeeds_exactly_once_on_a_new_worker(
+    fresh_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    with FakeOpenRouter(api_key=FAKE_KEY) as fake, WebhookReceiver() as receiver:
+        fake.enqueue(Reply(hang=300))  # the first call never answers: the job is mid-call when killed
+        env = fresh_env(
+            OPENROUTER_BASE_URL=fake.base_url, OPENROUTER_API_KEY=FAKE_KEY, WEBHOOK_ALLOW_PRIVATE="true"
+        )
+        with _api(env, tmp_path / "api.log") as api:
+            first = start_worker(env, tmp_path / "worker-1.log")
+            second: WorkerProcess | None = None
+            try:
+                marker = uuid.uuid4().hex
+                job_id = _submit(api, f"session {marker}", webhook_url=receiver.url)
+                wait_for_job(api, job_id, statuses=("running",))
+                fake.wait_for(lambda requests: any(marker in json.dumps(r.body) for r in requests))
+
+                first.kill()
+                killed_at = time.monotonic()
+                second = start_worker(env, tmp_path / "worker-2.log")
+                job = wait_for_job(api, job_id, timeout=60)
+                recovered_in = time.monotonic() - killed_at
+            finally:
+                first.kill()
+                if second is not None:
+                    second.stop()
+
+        print(f"\nkill -9 mid-job -> succeeded on a new worker in {recovered_in:.1f} s")
+        assert recovered_in < 60
+        assert job["status"] == "succeeded"
+        assert job["attempts"] == 2
+        assert job["result"]["content"]
+        assert _requests_for(fake, marker) == 2
+        deliveries = receiver.wait_for(1)
+        time.sleep(1.0)  # a second "succeeded" would arrive by now
+        events = [json.loads(body)["type"] for _, body in receiver.deliveries]
+        assert events == ["job.succeeded"]
+        assert len(deliveries) == 1
+
+
+def _ready_status(api: str) -> int:
+    try:
+        return httpx.get(f"{api}/health/ready", timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_redis_restarted_mid_run_loses_no_job(
+    fresh_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    with FakeOpenRouter(api_key=FAKE_KEY, default=Reply(hang=0.3)) as fake:
+        env = fresh_env(
+            REDIS_URL=redis_server.url, OPENROUTER_BASE_URL=fake.base_url, OPENROUTER_API_KEY=FAKE_KEY
+        )
+        worker: WorkerProcess | None = None
+        try:
+            with _api(env, tmp_path / "api.log") as api:
+                worker = start_worker(env, tmp_path / "worker.log", threads=2)
+                markers: dict[str, str] = {}
+
+                def submit(text: str = "") -> None:
+                    marker = uuid.uuid4().hex
+                    markers[_submit(api, f"{text} {marker}")] = marker
+
+                for _ in range(6):
+                    submit()
+                slow = _submit(api, f"slow {uuid.uuid4().hex} [[fake:{json.dumps({'hang': 4})}]]")
+                stream: list[tuple[str, Any]] = []
+                follower = threading.Thread(target=_follow, args=(api, slow, stream), daemon=True)
+                follower.start()
+                wait_for_job(api, slow, statuses=("running",))
+
+                redis_server.stop()
+                wait_until(lambda: _ready_status(api) == 503, 10, "ready to report Redis down")
+                for _ in range(4):
+                    submit("sent while Redis is down")
+                time.sleep(1.0)
+                redis_server.start()
+                wait_until(lambda: _ready_status(api) == 200, 30, "ready to recover", interval=0.2)
+                for _ in range(2):
+                    submit()
+
+                jobs = {job_id: wait_for_job(api, job_id, timeout=60) for job_id in [*markers, slow]}
+                follower.join(30)
+        finally:
+            if worker is not None:
+                worker.stop()
+            redis_server.stop()
+
+    assert {job["status"] for job in jobs.values()} == {"succeeded"}
+    for job_id, marker in markers.items():
+        assert _requests_for(fake, marker) == 1, f"job {job_id} ran {_requests_for(fake, marker)} times"
+    assert not follower.is_alive()
+    assert stream[0][0] == "state"
+    assert stream[-1][0] == "state"
+    assert stream[-1][1]["status"] == "succeeded"
+
+
+def _follow(api: str, job_id: str, into: list[tuple[str, Any]]) -> None:
+    url = f"{api}/api/v1/jobs/{job_id}/events"
+    with httpx.stream("GET", url, headers=tokens.headers(), timeout=60) as response:
+        into.extend(sse_events(response))
+
+
+def test_a_job_cancelled_while_queued_never_runs_on_a_worker(
+    fresh_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    with FakeOpenRouter(api_key=FAKE_KEY) as fake:
+        env = fresh_env(OPENROUTER_BASE_URL=fake.base_url, OPENROUTER_API_KEY=FAKE_KEY)
+        with _api(env, tmp_path / "api.log") as api:
+            cancelled_marker, kept_marker = uuid.uuid4().hex, uuid.uuid4().hex
+            cancelled = _submit(api, f"cancel me {cancelled_marker}")
+            response = httpx.delete(f"{api}/api/v1/jobs/{cancelled}", headers=tokens.headers())
+            assert response.json()["status"] == "cancelled"
+            kept = _submit(api, f"keep me {kept_marker}")  # queued behind the cancelled one's message
+            worker = start_worker(env, tmp_path / "worker.log")
+            try:
+                assert wait_for_job(api, kept)["status"] == "succeeded"
+            finally:
+                worker.stop()
+            job = wait_for_job(api, cancelled)
+    assert (job["status"], job["attempts"], job["started_at"]) == ("cancelled", 0, None)
+    assert _requests_for(fake, cancelled_marker) == 0
+    assert _requests_for(fake, kept_marker) == 1
