@@ -23,7 +23,8 @@ from xenios_ai.api.deps import Services, ServicesDep
 from xenios_ai.api.schemas import Schema
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.errors import XeniosError
-from xenios_ai.llm.router import Attempt, Completion, Delta, LLMRouter, Options, StreamEvent, Usage
+from xenios_ai.llm.failures import Attempt
+from xenios_ai.llm.router import Completion, Delta, LLMRouter, Options, StreamEvent, Usage
 from xenios_ai.llm.structured import Alternative, Entity, classify_intent, extract_entities
 from xenios_ai.llm.wire import Message
 
