@@ -291,3 +291,33 @@ async def test_a_client_that_disconnects_cancels_the_upstream_request(
 
     wait_until(lambda: row() is not None, 5, "the usage row of the cancelled stream")
     assert row() == {"status": "cancelled", "error_code": "client_disconnected", "owner": "leaver"}
+
+
+async def test_a_client_leaving_a_completion_cancels_the_upstream_request(
+    server: str, fake_openrouter: FakeOpenRouter, database_url: str
+) -> None:
+    fake_openrouter.enqueue(Reply(hang=5))
+    request_id = f"req-leave-complete-{time.time_ns()}"
+
+    async with httpx.AsyncClient(base_url=server, timeout=0.5) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(
+                "/api/v1/llm/complete",
+                json={"task": "chat", "input": "take your time"},
+                headers=tokens.headers("impatient") | {"X-Request-ID": request_id},
+            )
+
+    def gone(requests: list[RecordedRequest]) -> bool:
+        return bool(requests) and requests[-1].client_disconnected
+
+    [request] = await fake_openrouter.wait_for_async(gone, timeout=3)
+    assert not request.completed
+
+    def row() -> dict[str, Any] | None:
+        with psycopg.connect(database_url, row_factory=dict_row) as conn:
+            return conn.execute(
+                "SELECT status, error_code FROM ai_backend.llm_requests WHERE request_id = %s", (request_id,)
+            ).fetchone()
+
+    wait_until(lambda: row() is not None, 5, "the usage row of the cancelled completion")
+    assert row() == {"status": "cancelled", "error_code": "cancelled"}

@@ -8,14 +8,16 @@ model. Errors before the stream starts (bad body, unknown task, LLM not configur
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
+from litestar.types import Receive
 from loguru import logger
 
 from xenios_ai.api.auth import Principal, require_user
@@ -29,6 +31,7 @@ from xenios_ai.llm.structured import Alternative, Entity, classify_intent, extra
 from xenios_ai.llm.wire import Message
 
 _encode = msgspec.json.Encoder().encode
+T = TypeVar("T")
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\- ]+$")]
@@ -120,6 +123,14 @@ class TasksResponse(msgspec.Struct, kw_only=True):
     tasks: list[TaskInfo]
 
 
+class ClientGone(XeniosError):
+    """The client closed the connection before the answer (nginx's 499); nobody reads this response."""
+
+    status = 499
+    default_code = "client_disconnected"
+    title = "Client closed request"
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """What a user LLM route needs, provided as ONE dependency: Litestar resolves two or more dependencies
@@ -129,6 +140,30 @@ class Caller:
     owner: str
     request_id: str | None
     heartbeat_seconds: float
+    receive: Receive
+
+    async def until_disconnect(self, work: Awaitable[T]) -> T:
+        """Await ``work``, cancelling it (and so the upstream request) if the client disconnects first."""
+        main = asyncio.current_task()
+        assert main is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await self.receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            main.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if gone and main.uncancel() == 0:
+                raise ClientGone("the client disconnected; the LLM request was cancelled") from None
+            raise
+        finally:
+            watcher.cancel()
 
 
 def provide_caller(request: Request[Any, Any, Any]) -> Caller:
@@ -141,6 +176,7 @@ def provide_caller(request: Request[Any, Any, Any]) -> Caller:
         principal.user_id,
         request_id if isinstance(request_id, str) else None,
         services.settings.llm_heartbeat_seconds,
+        request.receive,
     )
 
 
@@ -202,13 +238,15 @@ class LLMController(Controller):
         data: JSONBody[CompleteRequest],
         caller: CallerDep,
     ) -> CompleteResponse:
-        completion: Completion = await caller.llm.complete(
-            data.task,
-            _messages(data),
-            input=data.input,
-            owner=caller.owner,
-            request_id=caller.request_id,
-            options=_options(data.options),
+        completion: Completion = await caller.until_disconnect(
+            caller.llm.complete(
+                data.task,
+                _messages(data),
+                input=data.input,
+                owner=caller.owner,
+                request_id=caller.request_id,
+                options=_options(data.options),
+            )
         )
         return CompleteResponse(
             content=None if completion.data is not None else completion.content,
@@ -250,8 +288,15 @@ class LLMController(Controller):
         data: JSONBody[ClassifyIntentRequest],
         caller: CallerDep,
     ) -> IntentResponse:
-        result, completion = await classify_intent(
-            caller.llm, data.text, data.labels, data.context, owner=caller.owner, request_id=caller.request_id
+        result, completion = await caller.until_disconnect(
+            classify_intent(
+                caller.llm,
+                data.text,
+                data.labels,
+                data.context,
+                owner=caller.owner,
+                request_id=caller.request_id,
+            )
         )
         return IntentResponse(
             intent=result.intent,
@@ -269,8 +314,10 @@ class LLMController(Controller):
         data: JSONBody[ExtractEntitiesRequest],
         caller: CallerDep,
     ) -> EntitiesResponse:
-        result, completion = await extract_entities(
-            caller.llm, data.text, data.entity_types, owner=caller.owner, request_id=caller.request_id
+        result, completion = await caller.until_disconnect(
+            extract_entities(
+                caller.llm, data.text, data.entity_types, owner=caller.owner, request_id=caller.request_id
+            )
         )
         return EntitiesResponse(
             entities=result.entities,
