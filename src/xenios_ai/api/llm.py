@@ -264,7 +264,13 @@ class LLMController(Controller):
         "/stream",
         guards=[require_user],
         status_code=200,
+        media_type="text/event-stream",
         summary="Stream a text task as server-sent events: start, delta*, done | error",
+        response_description=(
+            "event: start {request_id, task}; event: delta {content} per piece of text; then event: done"
+            " {model, provider, fallback_used, finish_reason, usage, attempts, latency_ms, ttft_ms,"
+            " request_id} or event: error {code, message, status, attempts}; ': heartbeat' comments"
+        ),
     )
     async def stream(
         self,
