@@ -53,7 +53,7 @@ async def analysis(ctx: JobContext, request: AnalysisInput) -> AnalysisResult:
 
 def _retry_webhook(retries: int, exc: BaseException) -> bool:
     attempts = WorkerRuntime.current().settings.webhook_max_attempts
-    return isinstance(exc, WebhookRetry) and retries + 1 < attempts
+    return isinstance(exc, dramatiq.Retry) and retries + 1 < attempts
 
 
 @dramatiq.actor(
@@ -66,4 +66,7 @@ def _retry_webhook(retries: int, exc: BaseException) -> bool:
 def deliver_webhook(job_id: str) -> None:
     runtime = WorkerRuntime.current()
     services = runtime.services
-    runtime.call(deliver_for_job(services.db, services.webhooks, runtime.settings, UUID(job_id)))
+    try:
+        runtime.call(deliver_for_job(services.db, services.webhooks, runtime.settings, UUID(job_id)))
+    except WebhookRetry as exc:  # expected: retried with backoff, logged as a warning, not as a crash
+        raise dramatiq.Retry(exc.detail) from None

@@ -161,8 +161,9 @@ class JobContext:
         return blob.key
 
     def follow_up(self, kind: JobKind, input: msgspec.Struct) -> UUID:
-        """Submit ``kind`` with ``source_job_id`` = this job once it has succeeded (not if it fails);
-        returns the new job's id now, for this job's result."""
+        """Submit ``kind`` (same owner and webhook, ``source_job_id`` = this job) once this job has
+        succeeded, before its success is announced; nothing if it fails. Returns the new job's id now,
+        for this job's result."""
         job_id = uuid.uuid4()
         self._follow_ups.append((kind, input, job_id))
         return job_id
