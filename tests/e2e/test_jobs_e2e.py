@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -309,3 +310,18 @@ async def test_a_signed_webhook_reaches_the_receiver_and_is_retried(
     assert job["webhook"]["attempts"] == 2
     assert job["webhook"]["delivered_at"] is not None
     assert job["webhook"]["error"] is None
+
+
+def test_a_burst_of_jobs_keeps_every_worker_thread_busy(api_server_url: str) -> None:
+    """Four threads, twenty 0.5 s LLM calls: five rounds, each next job fetched as soon as a thread frees."""
+    ids = [
+        _submit(api_server_url, {"task": "session_summary", "text": _text({"hang": 0.5})}).json()["job_id"]
+        for _ in range(20)
+    ]
+    jobs = [wait_for_job(api_server_url, job_id) for job_id in ids]
+    assert {job["status"] for job in jobs} == {"succeeded"}
+    first = min(datetime.fromisoformat(job["created_at"]) for job in jobs)
+    last = max(datetime.fromisoformat(job["finished_at"]) for job in jobs)
+    elapsed = (last - first).total_seconds()
+    print(f"\n20 jobs of 0.5 s on 4 threads: {elapsed:.2f} s (2.5 s of LLM time per thread)")
+    assert elapsed < 3.5  # Dramatiq's stock 1 s busy sleep: ~3.6 s here

@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker as _DramatiqRedisBroker
 from dramatiq.brokers.redis import _RedisConsumer, _scripts  # the script Dramatiq itself runs
 from dramatiq.common import compute_backoff
@@ -38,6 +39,7 @@ from xenios_ai.jobs.queues import broker_namespace
 from xenios_ai.settings import Settings
 
 _DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
+_BUSY_POLL_MS = 50
 _wake_events: dict[str, threading.Event] = {}
 _wake_lock = threading.Lock()
 
@@ -60,7 +62,10 @@ class _WakeableConsumer(_RedisConsumer):
         self._wake = wake_event(queue_name)
 
     def __next__(self) -> Any:
-        # Dramatiq's _RedisConsumer.__next__, with time.sleep(backoff) replaced by a wait on the event.
+        # Dramatiq's _RedisConsumer.__next__ with its idle time.sleep(backoff) replaced by a wait on the
+        # wake event (cleared before looking, so no wake-up is lost and none makes it spin). While all
+        # its threads are busy it waits at most _BUSY_POLL_MS: this thread also acks finished messages
+        # and fetches the next one, and a finished job sets no event.
         try:
             while True:
                 try:
@@ -72,23 +77,21 @@ class _WakeableConsumer(_RedisConsumer):
                     self.queued_message_ids.add(message.message_id)
                     return dramatiq.MessageProxy(message)
                 except IndexError:
-                    messages = []
-                    if self.outstanding_message_count < self.prefetch:
-                        self._wake.clear()
-                        self.message_cache = messages = self.broker.do_fetch(
+                    self._wake.clear()
+                    busy = self.outstanding_message_count >= self.prefetch
+                    if not busy:
+                        self.message_cache = self.broker.do_fetch(
                             self.queue_name, self.prefetch - self.outstanding_message_count
                         )
-                    if not messages:
-                        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                        if self._wake.wait(backoff_ms / 1000):
-                            self.misses = 0
-                        return None
-        except Exception as exc:
-            import redis
-
-            if isinstance(exc, redis.ConnectionError):
-                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-            raise
+                        if self.message_cache:
+                            continue
+                    limit = min(self.timeout, _BUSY_POLL_MS) if busy else self.timeout
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=limit)
+                    if self._wake.wait(backoff_ms / 1000):
+                        self.misses = 0
+                    return None
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
 
 class RedisBroker(_DramatiqRedisBroker):

@@ -192,10 +192,9 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         _settle(runtime, attempt, "failed", error=error)
         return
     runtime.call(_announce(runtime, job))
-    logger.info("job {} attempt {}/{} started", job.id, job.attempts, job.max_attempts)
+    logger.debug("job {} attempt {}/{} started", job.id, job.attempts, job.max_attempts)
     runtime.running[job.id] = attempt
     context = JobContext(runtime, attempt)
-    started = time.perf_counter()
     try:
         try:
             input = msgspec.convert(job.input, kind.input_type)
@@ -229,9 +228,6 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         return
     finally:
         runtime.running.pop(job.id, None)
-        logger.info(
-            "job {} attempt {} ran {:.1f} ms", job.id, job.attempts, (time.perf_counter() - started) * 1000
-        )
     _settle(runtime, attempt, "succeeded", result_json=outcome, context=context)
 
 
@@ -304,7 +300,6 @@ def _fail(runtime: WorkerRuntime, attempt: Attempt, exc: XeniosError) -> None:
         else:
             _settle(runtime, attempt, "cancelled", error=JobError("cancelled", "the job was cancelled"))
     else:
-        logger.warning("job {} failed: {}: {}", job.id, exc.code, exc.detail)
         _settle(runtime, attempt, "failed", error=error)
 
 
@@ -341,7 +336,13 @@ async def _settle_async(
             "job {} attempt {} could not record {}: it no longer owns the job", job.id, job.attempts, status
         )
         return
-    logger.info("job {} {}", job.id, status)
+    ms = (time.perf_counter() - attempt.started) * 1000
+    outcome = f"{status} ({error.code}: {error.message})" if status == "failed" and error else status
+    logger.bind(status=status, attempt=job.attempts, duration_ms=round(ms, 2)).log(
+        "WARNING" if status == "failed" else "INFO",
+        "job {} {} after {:.1f} ms, attempt {}/{}",
+        job.id, outcome, ms, job.attempts, job.max_attempts,
+    )  # fmt: skip
     if status == "succeeded" and context is not None:
         await context._submit_follow_ups()
     await services.jobs.after_terminal(done)

@@ -112,6 +112,7 @@ class Attempt:
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_write: float = 0.0
     blobs: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def token(self) -> int:
