@@ -32,6 +32,8 @@ from xenios_ai.llm.wire import Message
 
 _encode = msgspec.json.Encoder().encode
 T = TypeVar("T")
+WATCH_AFTER = 0.25
+"""Seconds into a completion after which a client disconnect is watched for (see Caller.until_disconnect)."""
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\- ]+$")]
@@ -143,10 +145,16 @@ class Caller:
     receive: Receive
 
     async def until_disconnect(self, work: Awaitable[T]) -> T:
-        """Await ``work``, cancelling it (and so the upstream request) if the client disconnects first."""
+        """Await ``work``, cancelling it (and so the upstream request) if the client disconnects first.
+
+        The watch starts after `WATCH_AFTER` seconds (a timer, not a task, until then): quick answers pay
+        nothing, and an LLM call left by its client runs on for at most that long.
+        """
+        loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         assert main is not None
         gone = False
+        watcher: asyncio.Task[None] | None = None
 
         async def watch() -> None:
             nonlocal gone
@@ -155,7 +163,11 @@ class Caller:
             gone = True
             main.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        def arm() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(watch())
+
+        timer = loop.call_later(WATCH_AFTER, arm)
         try:
             return await work
         except asyncio.CancelledError:
@@ -163,7 +175,9 @@ class Caller:
                 raise ClientGone("the client disconnected; the LLM request was cancelled") from None
             raise
         finally:
-            watcher.cancel()
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
 
 def provide_caller(request: Request[Any, Any, Any]) -> Caller:
