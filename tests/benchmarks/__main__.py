@@ -19,7 +19,9 @@ import tests.benchmarks as package
 
 def main() -> int:
     suites = sorted(
-        m.name.removeprefix("bench_") for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_")
+        m.name.removeprefix("bench_")
+        for m in pkgutil.iter_modules(package.__path__)
+        if m.name.startswith("bench_")
     )
     parser = argparse.ArgumentParser(prog="just bench")
     parser.add_argument("names", nargs="*", help=f"suites to run (default: all): {', '.join(suites)}")
