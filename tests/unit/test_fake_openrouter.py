@@ -379,7 +379,8 @@ async def test_requests_are_recorded(fake: FakeOpenRouter, client: AsyncOpenAI) 
     stream = await client.chat.completions.create(model=MODEL, messages=user("Hi"), stream=True)
     await collect(stream, [])
 
-    first, second = fake.requests
+    # The fake marks a request completed just after its last write, which can trail the client's read.
+    first, second = await fake.wait_for_async(lambda rs: len(rs) == 2 and all(r.completed for r in rs))
     assert first.model == MODEL
     assert first.body["temperature"] == 0.2
     assert first.body["messages"][1] == {"role": "user", "content": "Hi"}
