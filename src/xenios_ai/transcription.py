@@ -9,6 +9,10 @@ window of ``window_seconds`` at a time, so memory depends on the window, not on 
 cut at a fixed sample: the cut goes to the quietest 100 ms in the window's last third (at most 30 s),
 which is a pause between words or sentences in speech, so words are rarely split. This costs one energy
 pass over that stretch; overlapping windows would need de-duplicating text and double the work there.
+
+For the job system: ``shared_transcriber(settings)`` is the worker process's one Transcriber (loaded at
+worker boot), ``TranscriptionJobOptions`` adds ``then`` (analyses to run on the transcript) to the
+options, and ``TranscriptionJobResult`` adds the follow-up jobs to the result.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from __future__ import annotations
 import gc
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, cast
+from typing import TYPE_CHECKING, Annotated, Any, Final, cast, get_args
+from uuid import UUID
 
 import msgspec
 from loguru import logger
@@ -31,19 +37,26 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from xenios_ai.settings import Settings
+
     Samples = npt.NDArray[np.float32]
 
 __all__ = [
     "SNIFF_BYTES",
     "SUPPORTED_FORMATS",
+    "FollowUp",
     "ProgressCallback",
     "Segment",
     "Transcriber",
+    "TranscriptionJobOptions",
+    "TranscriptionJobResult",
     "TranscriptionOptions",
     "TranscriptionResult",
     "Word",
     "require_audio_format",
+    "shared_transcriber",
     "sniff_audio_format",
+    "transcript_text",
 ]
 
 #: How many leading bytes ``sniff_audio_format`` needs to decide.
@@ -168,6 +181,49 @@ class TranscriptionResult(msgspec.Struct):
     processing_seconds: float
 
 
+class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
+    """A transcription job's input: the options, plus analyses to run on the transcript afterwards."""
+
+    then: Annotated[list[str], msgspec.Meta(max_length=4)] = msgspec.field(default_factory=list)
+    """Analysis tasks (``session_summary``, ``insight_generation``) submitted as follow-up jobs on the
+    transcript once it has succeeded, each with ``source_job_id`` = this job."""
+
+    def __post_init__(self) -> None:
+        if not self.then:
+            return
+        # Imported here: the analysis module brings the LLM client, which the engine alone does not need.
+        from xenios_ai.analysis import AnalysisTask
+
+        known = get_args(AnalysisTask)
+        unknown = [task for task in self.then if task not in known]
+        if unknown:
+            raise ValueError(
+                f"then: unknown analysis task(s) {', '.join(unknown)}; known: {', '.join(known)}"
+            )
+        if len(set(self.then)) != len(self.then):
+            raise ValueError("then: name each task at most once")
+
+
+class FollowUp(msgspec.Struct, omit_defaults=True):
+    """An analysis job started on the transcript (``then``), or why none was."""
+
+    task: str
+    job_id: UUID | None
+    skipped: str | None = None
+    """Set (and ``job_id`` null) when the job was not created: an empty transcript has nothing to analyse."""
+
+
+class TranscriptionJobResult(TranscriptionResult, kw_only=True):
+    """A transcription job's result: the transcript and the follow-up jobs it started."""
+
+    follow_ups: list[FollowUp] = msgspec.field(default_factory=list)
+
+
+def transcript_text(result: object) -> str | None:
+    """A stored transcription result's text, for a follow-up analysis (``JobKind.text_of``)."""
+    return result.get("text") if isinstance(result, dict) else None
+
+
 # --- the transcriber ----------------------------------------------------------------------------------
 
 
@@ -183,6 +239,10 @@ class Transcriber:
     greedy sometimes drops the tail of a 30 s chunk; it costs ~1.8x the compute, still ~9-15x real time.
     ``window_seconds=300`` bounds memory: faster-whisper's features take ~0.7 MB per second of window, so
     60 minutes peak at ~690 MB with 300 s windows against ~1 GB with 600 s and ~3.7 GB unwindowed.
+
+    ``transcribe`` runs one file at a time per Transcriber, so memory stays bounded however many threads
+    call it; a waiting call reports progress 0 every second (where a cancel can stop it). For parallel
+    transcriptions, run more worker processes: each loads its own model.
     """
 
     def __init__(
@@ -203,6 +263,7 @@ class Transcriber:
         path, self.model_name = _resolve_model(model)
         from faster_whisper import WhisperModel
 
+        started = time.perf_counter()
         try:
             self._model: Any = WhisperModel(
                 str(path),
@@ -217,6 +278,11 @@ class Transcriber:
         self.window_seconds = float(window_seconds)
         self.max_duration_seconds = max_duration_seconds
         self.supported_languages: list[str] = list(self._model.supported_languages)
+        self._busy = threading.Lock()
+        logger.info(
+            "loaded whisper model {} in {:.2f} s ({}, {} threads, beam {})",
+            self.model_name, time.perf_counter() - started, compute_type, cpu_threads, beam_size,
+        )  # fmt: skip
 
     def transcribe(
         self,
@@ -233,17 +299,32 @@ class Transcriber:
         """
         options = options or TranscriptionOptions()
         language = self._language(options.language)
+        while not self._busy.acquire(timeout=1.0):
+            if progress is not None:
+                progress(0.0, "waiting for another transcription to finish")
+        try:
+            return self._transcribe(Path(path), options, language, progress)
+        finally:
+            self._busy.release()
+
+    def _transcribe(
+        self,
+        path: Path,
+        options: TranscriptionOptions,
+        language: str | None,
+        progress: ProgressCallback | None,
+    ) -> TranscriptionResult:
         started = time.perf_counter()
         tracker = _Progress(progress)
         segments: list[Segment] = []
         language_probability = 0.0 if language is None else 1.0
-        with _AudioReader(Path(path), self.window_seconds, self.max_duration_seconds) as reader:
+        with _AudioReader(path, self.window_seconds, self.max_duration_seconds) as reader:
             tracker.total = reader.expected_seconds
             for offset, samples in reader.windows():
                 window_start = offset / SAMPLE_RATE
                 window_end = window_start + len(samples) / SAMPLE_RATE
                 tracker.total = tracker.total or reader.decoded_seconds
-                tracker.report(window_start, "transcribing")
+                tracker.report(window_start)
                 found, info = self._model.transcribe(
                     samples,
                     language=language,
@@ -262,7 +343,7 @@ class Transcriber:
                     if segment is None:
                         continue
                     segments.append(segment)
-                    tracker.report(segment.end, "transcribing")
+                    tracker.report(segment.end)
                 if language is None and segments:
                     # Detect once, on the first window with speech, and keep it for the rest of the file.
                     language, language_probability = info.language, float(info.language_probability)
@@ -282,7 +363,7 @@ class Transcriber:
         )
         logger.info(
             "transcribed {} ({:.1f} s of audio) in {:.2f} s, rtf {:.3f}, {} segments",
-            Path(path).name,
+            path.name,
             duration,
             elapsed,
             result.real_time_factor,
@@ -326,24 +407,60 @@ def _segment(
 
 
 class _Progress:
-    """Publishes monotonic fractions of ``total`` seconds; the last call is always (1.0, "done")."""
+    """Publishes monotonic fractions of ``total`` seconds ("transcribed 12 of 34 s"); the last call is
+    always (1.0, "done")."""
 
     def __init__(self, callback: ProgressCallback | None) -> None:
         self.callback = callback
         self.total: float | None = None
         self.last = 0.0
 
-    def report(self, position: float, message: str) -> None:
+    def report(self, position: float) -> None:
         if self.callback is None:
             return
         fraction = min(1.0, max(self.last, position / self.total if self.total else 0.0))
         self.last = fraction
-        self.callback(fraction, message)
+        total = f" of {self.total:.0f}" if self.total else ""
+        self.callback(fraction, f"transcribed {position:.0f}{total} s")
 
     def finish(self) -> None:
         if self.callback is not None:
             self.last = 1.0
             self.callback(1.0, "done")
+
+
+# --- one per worker process ---------------------------------------------------------------------------
+
+_shared: dict[tuple[Any, ...], Transcriber] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_transcriber(settings: Settings) -> Transcriber:
+    """This process's Transcriber for the WHISPER_* and TRANSCRIPTION_* settings, loaded on first call.
+
+    Workers serving the ``transcription`` queue call it at boot (``JobKind.prepare``), so the model is
+    loaded once per process and a missing model stops the worker before it takes a job.
+    """
+    key = (
+        settings.whisper_model,
+        settings.whisper_compute_type,
+        settings.whisper_threads,
+        settings.whisper_beam_size,
+        settings.transcription_window_seconds,
+        settings.transcription_max_seconds,
+    )
+    with _shared_lock:
+        transcriber = _shared.get(key)
+        if transcriber is None:
+            transcriber = _shared[key] = Transcriber(
+                settings.whisper_model,
+                compute_type=settings.whisper_compute_type,
+                cpu_threads=settings.whisper_threads,
+                beam_size=settings.whisper_beam_size,
+                window_seconds=settings.transcription_window_seconds,
+                max_duration_seconds=settings.transcription_max_seconds,
+            )
+        return transcriber
 
 
 # --- model resolution ---------------------------------------------------------------------------------

@@ -324,8 +324,8 @@ def test_small_windows_keep_text_and_absolute_times(settings_restored: Transcrib
     assert result.segments[-1].start > 25  # later windows were shifted to absolute time
     spans = {}
     for line in META["lines"]:
-        for word in normalise(line["text"]):
-            spans[word] = (line["start"], line["end"])
+        for said in normalise(line["text"]):
+            spans[said] = (line["start"], line["end"])
     found = 0
     for segment in result.segments:
         for word in segment.words or []:
