@@ -156,6 +156,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     whisper_beam_size: int = 5
     """Beam search width; 5 measured 4-11% WER on the dialogue fixtures vs 8-11% greedy, ~1.6x the compute."""
     transcription_max_seconds: float = 4 * 3600.0
+    """Longest audio transcribed; longer files fail with ``audio_too_long``."""
+    transcription_max_upload_bytes: int = 500 * 1024 * 1024
+    """Largest audio upload (413 past it): 90 minutes of 16 kHz mono WAV are ~170 MB, of 48 kHz stereo ~1 GB."""
     transcription_window_seconds: float = 300.0
     """Audio decoded and transcribed per window; 300 s keeps 60 min of audio at ~670 MB peak RSS (600 s: ~1 GB)."""
 

@@ -135,7 +135,7 @@ async def receive_upload(
     declare a ``data`` parameter (Litestar would read the body first).
     """
     assert kind.upload is not None, f"job kind {kind.name} takes no upload"
-    limit = kind.upload.max_bytes or jobs.settings.max_upload_bytes
+    limit = kind.upload.limit(jobs.settings)
     boundary = _boundary(request)
     announced = request.content_length
     if announced is not None and announced > limit + FORM_OVERHEAD_BYTES:

@@ -11,13 +11,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import msgspec
 
 from xenios_ai.errors import XeniosError
 from xenios_ai.jobs.queues import Queue
+
+if TYPE_CHECKING:
+    from xenios_ai.settings import Settings
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -116,10 +119,17 @@ class UploadSpec:
     sniff: Sniffer
     sniff_bytes: int = 8192
     """How many leading bytes `sniff` wants (fewer when the file is shorter)."""
-    max_bytes: int | None = None
-    """Largest file accepted; None: the MAX_UPLOAD_BYTES setting."""
+    max_bytes: int | Callable[[Settings], int] | None = None
+    """Largest file accepted, or a setting holding it (``lambda s: s.transcription_max_upload_bytes``);
+    None: the MAX_UPLOAD_BYTES setting."""
     formats_hint: str = ""
     """Named in the 415 problem: what the kind accepts."""
+
+    def limit(self, settings: Settings) -> int:
+        """The largest file accepted under ``settings``."""
+        if self.max_bytes is None:
+            return settings.max_upload_bytes
+        return self.max_bytes(settings) if callable(self.max_bytes) else self.max_bytes
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,9 @@ class JobKind:
     release_on_shutdown: bool = False
     """A worker shutting down interrupts the attempt and puts the job back in the queue (long jobs);
     otherwise the worker lets it finish first."""
+    prepare: Callable[[Settings], object] | None = None
+    """Called once per worker process at boot, before it takes a job, when it serves the kind's queue
+    (load an engine once); a XeniosError it raises stops the worker with its message."""
 
     @property
     def actor_name(self) -> str:

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import Redis, open_redis
+from xenios_ai.errors import XeniosError
 from xenios_ai.jobs import broker as job_broker
 from xenios_ai.jobs import events, maintenance, store
 from xenios_ai.jobs.models import Job, JobKind
@@ -163,7 +164,25 @@ class WorkerRuntime(dramatiq.Middleware):
             broker.worker_threads = worker.worker_threads
         self._queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.prepare_kinds()
         self.start()
+
+    def prepare_kinds(self) -> None:
+        """Run ``JobKind.prepare`` of the kinds this process serves, before it takes a job (engines load
+        once per process). A failure ends the process (exit 3), and Dramatiq then stops the whole worker."""
+        from xenios_ai.jobs.kinds import KINDS
+
+        for kind in KINDS.values():
+            if kind.prepare is None or kind.queue not in self._queues:
+                continue
+            try:
+                kind.prepare(self.settings)
+            except Exception as exc:
+                detail = exc.detail if isinstance(exc, XeniosError) else f"{type(exc).__name__}: {exc}"
+                logger.opt(exception=not isinstance(exc, XeniosError)).critical(
+                    "worker cannot serve the {} queue: {}", kind.queue, detail
+                )
+                raise SystemExit(3) from None
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         """Long jobs (``release_on_shutdown``) stop at their next checkpoint and go back to the queue."""

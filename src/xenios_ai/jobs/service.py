@@ -220,7 +220,7 @@ class JobService:
         if file_format is None:
             hint = f"; send one of: {spec.formats_hint}" if spec.formats_hint else ""
             raise UnsupportedMediaType(f"the file's type is not supported{hint}", code="unsupported_format")
-        limit = spec.max_bytes or self.settings.max_upload_bytes
+        limit = spec.limit(self.settings)
         blob = await self.storage.put(upload_key(job_id), _prepend(head, chunks), max_bytes=limit)
         return Upload(blob.key, filename, file_format, blob.size, blob.sha256)
 
