@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
 from xenios_ai.analysis import AnalysisInput, AnalysisTask, check_source
@@ -26,10 +26,12 @@ from xenios_ai.api.auth import require_user
 from xenios_ai.api.deps import PrincipalDep, ServicesDep
 from xenios_ai.api.schemas import Schema
 from xenios_ai.api.sse import EventStream, event
-from xenios_ai.jobs.kinds import ANALYSIS
+from xenios_ai.api.uploads import receive_upload
+from xenios_ai.jobs.kinds import ANALYSIS, TRANSCRIPTION
 from xenios_ai.jobs.models import Job, JobError, JobStatus
 from xenios_ai.jobs.service import StreamItem, Submitted
 from xenios_ai.llm.router import Options
+from xenios_ai.transcription import TranscriptionJobOptions
 
 IdempotencyKey = Annotated[
     str | None,
@@ -192,6 +194,32 @@ class JobsController(Controller):
         submitted = await jobs.submit(
             ANALYSIS, owner, job_input, idempotency_key=idempotency_key, source_job_id=data.source_job_id,
             webhook_url=await jobs.check_webhook(data.webhook_url),
+        )  # fmt: skip
+        return accepted(submitted)
+
+    @post(
+        "/transcription",
+        status_code=202,
+        request_max_body_size=None,
+        summary="Submit a transcription job (multipart audio upload)",
+        description="multipart/form-data with `file` (WAV, MP3, M4A/AAC, OGG/Opus, WebM, FLAC or MP4; the "
+        "type is read from the bytes: 415 otherwise; 413 past TRANSCRIPTION_MAX_UPLOAD_BYTES), optional "
+        "`options` as JSON: `language` (ISO 639-1; null detects), `word_timestamps` (false), `vad` (true), "
+        "`initial_prompt`, `hotwords`, `then` (analysis tasks run on the transcript when it succeeds, e.g. "
+        '`["session_summary", "insight_generation"]`), and optional `webhook_url`. The result: `text`, '
+        "`segments` (start, end, text, words when asked), `language`, `duration`, `model`, "
+        "`real_time_factor`, `follow_ups` (task and job_id of each `then` job).",
+    )
+    async def submit_transcription(
+        self,
+        request: Request[Any, Any, Any],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[JobAccepted]:
+        submitted = await receive_upload(
+            request, services.jobs, TRANSCRIPTION, principal.user_id, TranscriptionJobOptions,
+            idempotency_key=idempotency_key,
         )  # fmt: skip
         return accepted(submitted)
 

@@ -16,18 +16,25 @@ with Dramatiq's backoff, WEBHOOK_MAX_ATTEMPTS times in all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 from uuid import UUID
 
 import dramatiq
+import msgspec
 
-from xenios_ai.analysis import AnalysisInput, AnalysisResult, run_analysis
-from xenios_ai.jobs.kinds import ANALYSIS
+from xenios_ai.analysis import AnalysisInput, AnalysisResult, AnalysisTask, run_analysis
+from xenios_ai.jobs.kinds import ANALYSIS, TRANSCRIPTION
 from xenios_ai.jobs.models import JobKind
 from xenios_ai.jobs.runner import Handler, JobContext, execute
 from xenios_ai.jobs.runtime import WorkerRuntime
 from xenios_ai.jobs.service import WEBHOOK_ACTOR
 from xenios_ai.jobs.webhooks import WebhookRetry, deliver_for_job
+from xenios_ai.transcription import (
+    FollowUp,
+    TranscriptionJobOptions,
+    TranscriptionJobResult,
+    shared_transcriber,
+)
 
 H = TypeVar("H", bound=Handler)
 
@@ -49,6 +56,22 @@ def job_actor(kind: JobKind) -> Callable[[H], H]:
 @job_actor(ANALYSIS)
 async def analysis(ctx: JobContext, request: AnalysisInput) -> AnalysisResult:
     return await run_analysis(ctx, request)
+
+
+@job_actor(TRANSCRIPTION)
+def transcription(ctx: JobContext, options: TranscriptionJobOptions) -> TranscriptionJobResult:
+    """Transcribe the upload; then submit the ``then`` analyses on the transcript (on success)."""
+    with ctx.upload_file() as path:
+        result = shared_transcriber(ctx.settings).transcribe(path, options, progress=ctx.progress_sync)
+    follow_ups = [_analyse_transcript(ctx, task, result.text) for task in options.then]
+    return TranscriptionJobResult(**msgspec.structs.asdict(result), follow_ups=follow_ups)
+
+
+def _analyse_transcript(ctx: JobContext, task: str, transcript: str) -> FollowUp:
+    if not transcript:
+        return FollowUp(task, None, skipped="the transcript is empty: nothing to analyse")
+    request = AnalysisInput(task=cast("AnalysisTask", task), source_job_id=ctx.job.id)
+    return FollowUp(task, ctx.follow_up(ANALYSIS, request))
 
 
 def _retry_webhook(retries: int, exc: BaseException) -> bool:

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from xenios_ai.analysis import AnalysisInput, analysis_text
 from xenios_ai.errors import NotFound
-from xenios_ai.jobs.models import JobKind, RetryPolicy
+from xenios_ai.jobs.models import JobKind, RetryPolicy, UploadSpec
+from xenios_ai.transcription import (
+    SNIFF_BYTES,
+    TranscriptionJobOptions,
+    shared_transcriber,
+    sniff_audio_format,
+    transcript_text,
+)
 
 KINDS: dict[str, JobKind] = {}
 
@@ -41,5 +48,22 @@ ANALYSIS = declare(
         input_type=AnalysisInput,
         retry=RetryPolicy(max_attempts=3, backoff_seconds=5.0, max_backoff_seconds=120.0),
         text_of=analysis_text,
+    )
+)
+
+TRANSCRIPTION = declare(
+    JobKind(
+        name="transcription",
+        queue="transcription",
+        input_type=TranscriptionJobOptions,
+        upload=UploadSpec(
+            sniff=lambda head, _filename: sniff_audio_format(head),
+            sniff_bytes=SNIFF_BYTES,
+            max_bytes=lambda settings: settings.transcription_max_upload_bytes,
+            formats_hint="WAV, MP3, M4A/AAC, OGG (Opus, Vorbis), WebM, FLAC, MP4 (its audio track)",
+        ),
+        text_of=transcript_text,
+        release_on_shutdown=True,
+        prepare=shared_transcriber,  # the model loads at worker boot; a missing one stops the worker
     )
 )
