@@ -1,286 +1,44 @@
-"""Document extraction: format sniffing for the API, Docling conversion for the workers.
+"""The `Extractor`: Docling conversion with limits, per-page progress, exports and chunks (workers only).
 
-The API process only sniffs uploads (`sniff_document_file`, `sniff_document_format`) and must not import
-docling: docling, docling-core and pypdfium2 are imported inside `Extractor`. A worker builds one `Extractor`
-(importing docling and building its converter costs seconds) and calls `Extractor.extract` once per job.
-
-Facts about docling-slim 2.142.1 this module relies on, measured here:
-
-- PDFs use the model-free `NativePdfPipeline` by default: exact text and positions, no headings or tables. The
-  layout pipeline (headings, tables) needs torch and the docling models; without them it raises
-  ModuleNotFoundError / FileNotFoundError / LocalEntryNotFoundError / RuntimeError, all outside
-  ``raises_on_error=False``. They become ``layout_models_unavailable`` when the `Extractor` is built.
-- ``DocumentConverter.convert(progress_callback=...)`` reports every page; its cost is within noise (a
-  50-page PDF through `Extractor.extract` with progress: +1 % over a bare whole-document convert). The
-  callback's exceptions are logged and swallowed by docling, so a cancellation is carried out of docling as
-  a `BaseException` (`_Abort`) and re-raised as the caller's own exception.
-- The native pipeline keeps every parsed page until the document is assembled: a 200-page PDF peaked at
-  1 GB RSS in one conversion (0.7 GB with the parser's read-ahead cut to 2 pages), 0.48 GB when converted
-  in 50-page ranges joined afterwards. Each range costs ~50 ms (opening the file again): +3 % on 200 pages,
-  nothing up to 50 pages, which convert in one go.
-- The PDF password reaches docling-parse through the backend options only, and docling-parse reports a
-  missing and a wrong password alike ("could not load document"). pypdfium2 tells them apart
-  (``PdfiumError.err_code == FPDF_ERR_PASSWORD``), so PDFs are opened with pypdfium2 first, which also gives
-  the page count for the page limit before any conversion.
-- A PDF cut in half: pypdfium2 refuses it ("Data format error") while docling-parse recovers the complete
-  pages and reports SUCCESS; the result here is marked partial, with the pages declared by the file but
-  missing listed as failed.
+Docling, docling-core and pypdfium2 are imported inside the functions that use them, so importing this
+module stays cheap; building an `Extractor` imports them (seconds).
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import csv
 import ctypes
 import functools
 import importlib
 import os
 import re
-import struct
 import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from xenios_ai.errors import InvalidInput, LimitExceeded, UnsupportedMediaType, XeniosError
+from xenios_ai.extraction.models import (
+    DEFAULT_CHUNK_MAX_TOKENS,
+    Chunk,
+    ExtractionOptions,
+    ExtractionResult,
+    PageStatus,
+    Pipeline,
+    ProgressCallback,
+    Timings,
+)
+from xenios_ai.extraction.sniff import OOXML_FORMATS, SUFFIXES, DocumentFormat, sniff_document_file
 
 if TYPE_CHECKING:
     from docling.datamodel.document import ConversionResult
     from docling.datamodel.progress import ConversionProgressEvent
     from docling.document_converter import DocumentConverter, FormatOption
     from docling_core.types.doc.document import DoclingDocument
-
-__all__ = [
-    "SNIFF_BYTES",
-    "Chunk",
-    "DocumentFormat",
-    "ExtractionOptions",
-    "ExtractionResult",
-    "Extractor",
-    "PageStatus",
-    "ProgressCallback",
-    "Timings",
-    "sniff_document_file",
-    "sniff_document_format",
-]
-
-
-class DocumentFormat(StrEnum):
-    PDF = "pdf"
-    DOCX = "docx"
-    PPTX = "pptx"
-    XLSX = "xlsx"
-    HTML = "html"
-    MARKDOWN = "markdown"
-    CSV = "csv"
-
-
-# --- Sniffing (no docling) ------------------------------------------------------------------------------
-
-#: How many leading bytes `sniff_document_format` wants; `sniff_document_file` reads this many.
-SNIFF_BYTES = 8192
-
-_ZIP_MAGIC = b"PK\x03\x04"
-_OOXML_DIRS = {"word/": DocumentFormat.DOCX, "ppt/": DocumentFormat.PPTX, "xl/": DocumentFormat.XLSX}
-_OOXML_SUFFIXES = {".docx": DocumentFormat.DOCX, ".pptx": DocumentFormat.PPTX, ".xlsx": DocumentFormat.XLSX}
-_SUFFIXES = {
-    DocumentFormat.PDF: (".pdf",),
-    DocumentFormat.DOCX: (".docx",),
-    DocumentFormat.PPTX: (".pptx",),
-    DocumentFormat.XLSX: (".xlsx",),
-    DocumentFormat.HTML: (".html", ".htm", ".xhtml"),
-    DocumentFormat.MARKDOWN: (".md", ".markdown"),
-    DocumentFormat.CSV: (".csv",),
-}
-_HTML_START = re.compile(
-    r"\A\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*"
-    r"<(?:!doctype\s+html|html|head|body|meta|title|h[1-6]|p|div|table|section|article|main)\b",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-def sniff_document_format(head: bytes, filename: str | None = None) -> DocumentFormat | None:
-    """Tell the format of a document from its first bytes (`SNIFF_BYTES` of them is enough), or None.
-
-    Binary formats are decided by their bytes only: PDF by its ``%PDF-`` header, OOXML by the ZIP members
-    seen in ``head`` (Office writes ``[Content_Types].xml`` and the ``word/``, ``ppt/`` or ``xl/`` parts
-    first; use `sniff_document_file` when the whole file is at hand). UTF-8 text is HTML when it starts
-    with markup, CSV when every line splits into the same number (>= 2) of fields, and Markdown otherwise
-    (plain text converts as Markdown). The filename only breaks ties: ``.csv`` and ``.md`` text is taken at
-    its word, and an OOXML package whose parts lie beyond ``head`` is recognised by its extension.
-    Anything else (images, legacy Office, archives, binary data) is None.
-    """
-    suffix = Path(filename).suffix.lower() if filename else ""
-    if b"%PDF-" in head[:1024]:  # pdfium accepts the header anywhere in the first KiB
-        return DocumentFormat.PDF
-    if head.startswith(_ZIP_MAGIC):
-        names = _zip_names_in_prefix(head)
-        found = _ooxml_format(names)
-        if found is None and "[Content_Types].xml" in names:
-            found = _OOXML_SUFFIXES.get(suffix)
-        return found
-    text = _decode_text(head)
-    if text is None or not text.strip():
-        return None
-    if suffix in _SUFFIXES[DocumentFormat.CSV]:
-        return DocumentFormat.CSV
-    if suffix in _SUFFIXES[DocumentFormat.MARKDOWN]:
-        return DocumentFormat.MARKDOWN
-    if _HTML_START.match(text) or (suffix in _SUFFIXES[DocumentFormat.HTML] and "<" in text):
-        return DocumentFormat.HTML
-    if _looks_like_csv(text, complete=len(head) < SNIFF_BYTES):
-        return DocumentFormat.CSV
-    return DocumentFormat.MARKDOWN
-
-
-def sniff_document_file(path: str | os.PathLike[str], filename: str | None = None) -> DocumentFormat | None:
-    """`sniff_document_format` for a file; ZIP packages are judged by their whole member list.
-
-    ``filename`` is the name the user gave the upload (it defaults to the file's own name).
-    """
-    path = Path(path)
-    with path.open("rb") as handle:
-        head = handle.read(SNIFF_BYTES)
-    if head.startswith(_ZIP_MAGIC):
-        try:
-            with zipfile.ZipFile(path) as package:
-                return _ooxml_format(package.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return None
-    return sniff_document_format(head, filename or path.name)
-
-
-def _zip_names_in_prefix(head: bytes) -> list[str]:
-    """Member names of the ZIP local file headers that start inside ``head``."""
-    names: list[str] = []
-    position = head.find(_ZIP_MAGIC)
-    while position != -1 and position + 30 <= len(head):
-        (name_length,) = struct.unpack_from("<H", head, position + 26)
-        names.append(head[position + 30 : position + 30 + name_length].decode("utf-8", "replace"))
-        position = head.find(_ZIP_MAGIC, position + 30 + name_length)
-    return names
-
-
-def _ooxml_format(names: list[str]) -> DocumentFormat | None:
-    if "[Content_Types].xml" not in names:
-        return None
-    for name in names:
-        for directory, fmt in _OOXML_DIRS.items():
-            if name.startswith(directory):
-                return fmt
-    return None
-
-
-def _decode_text(head: bytes) -> str | None:
-    """UTF-8 text (a cut multi-byte character at the end is fine), or None for binary data."""
-    try:
-        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
-    except UnicodeDecodeError:
-        return None
-    controls = sum(1 for char in text if ord(char) < 32 and char not in "\t\n\r\f")
-    if "\x00" in text or controls > len(text) // 100:
-        return None
-    return text
-
-
-def _looks_like_csv(text: str, *, complete: bool) -> bool:
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not complete and len(lines) > 2:
-        lines = lines[:-1]  # the last line may be cut off
-    if len(lines) < 2:
-        return False
-    for delimiter in (",", ";", "\t"):
-        widths = {len(row) for row in csv.reader(lines[:50], delimiter=delimiter)}
-        if len(widths) == 1 and widths.pop() >= 2:
-            return True
-    return False
-
-
-# --- Options and results ----------------------------------------------------------------------------------
-
-OutputFormat = Literal["markdown", "json", "text"]
-Pipeline = Literal["native", "layout"]
-ProgressCallback = Callable[[float, str], None]
-
-#: Chunk size when `ExtractionOptions.chunk_max_tokens` is not set.
-DEFAULT_CHUNK_MAX_TOKENS = 512
-
-
-class ExtractionOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """What to extract. Decoded from the job request, so invalid values fail as msgspec validation errors."""
-
-    output_formats: tuple[OutputFormat, ...] = ("markdown", "json")
-    chunking: bool = True
-    #: Approximate tokens per chunk (words and punctuation marks; see `_ApproxTokenizer`). None: 512.
-    chunk_max_tokens: Annotated[int, msgspec.Meta(ge=16, le=8192)] | None = None
-    #: First and last page, 1-based and inclusive. Pages past the end are ignored.
-    page_range: tuple[Annotated[int, msgspec.Meta(ge=1)], Annotated[int, msgspec.Meta(ge=1)]] | None = None
-    #: Password of an encrypted PDF.
-    password: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.page_range is not None and self.page_range[0] > self.page_range[1]:
-            raise ValueError("page_range must be (first, last) with first <= last")
-        if len(set(self.output_formats)) != len(self.output_formats):
-            raise ValueError("output_formats has duplicates")
-
-    def __repr__(self) -> str:
-        mask = "***"
-        shown = msgspec.structs.replace(self, password=mask) if self.password is not None else self
-        return msgspec.Struct.__repr__(shown)
-
-
-class PageStatus(msgspec.Struct, frozen=True):
-    page: int
-    status: Literal["ok", "failed"]
-    error: str | None = None
-
-
-class Chunk(msgspec.Struct, frozen=True):
-    text: str
-    #: Section headings from the outermost to the innermost one (empty for PDFs in native mode).
-    headings: list[str]
-    pages: list[int]
-
-
-class Timings(msgspec.Struct):
-    """Seconds spent in each step."""
-
-    convert: float
-    export: float
-    chunking: float
-    total: float
-
-
-class ExtractionResult(msgspec.Struct, kw_only=True):
-    format: DocumentFormat
-    status: Literal["success", "partial_success"]
-    pipeline: Pipeline
-    #: Pages (PDF), slides (PPTX) or sheets (XLSX) in the document; 0 for formats without pages.
-    page_count: int
-    #: One entry per page of the requested range, for formats with pages.
-    pages: list[PageStatus]
-    failed_pages: list[int]
-    markdown: str | None = None
-    text: str | None = None
-    #: The Docling JSON document (``DoclingDocument.export_to_dict()``).
-    document: dict[str, Any] | None = None
-    chunks: list[Chunk] = []
-    #: Things the caller should know that did not fail the extraction, e.g. a damaged PDF.
-    warnings: list[str] = []
-    timings: Timings
-
-
-# --- Extractor ----------------------------------------------------------------------------------------
 
 _LAYOUT_HINT = (
     "Layout mode needs torch (CPU) and the docling layout models. Install them with "
@@ -390,7 +148,7 @@ class Extractor:
 
     def _extract(self, source: Path, run: _Run) -> ExtractionResult:
         run.report(0.0, "converting")
-        binary = run.fmt in (DocumentFormat.PDF, *_OOXML_DIRS.values())
+        binary = run.fmt in (DocumentFormat.PDF, *OOXML_FORMATS.values())
         if binary and sniff_document_file(source) is not run.fmt:
             raise UnsupportedMediaType(
                 f"The file is not a {run.fmt.value} document", code="unsupported_format"
@@ -808,11 +566,11 @@ def _force_hub_offline() -> None:
 @contextlib.contextmanager
 def _named_for(path: Path, fmt: DocumentFormat) -> Iterator[Path]:
     """``path``, or a symlink to it with ``fmt``'s suffix: docling guesses text formats from the name."""
-    if path.suffix.lower() in _SUFFIXES[fmt]:
+    if path.suffix.lower() in SUFFIXES[fmt]:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="xenios-extract-") as directory:
-        link = Path(directory) / f"document{_SUFFIXES[fmt][0]}"
+        link = Path(directory) / f"document{SUFFIXES[fmt][0]}"
         link.symlink_to(path.resolve())
         yield link
 

@@ -1,0 +1,82 @@
+"""What an extraction takes (`ExtractionOptions`) and gives (`ExtractionResult`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from xenios_ai.extraction.sniff import DocumentFormat
+
+OutputFormat = Literal["markdown", "json", "text"]
+Pipeline = Literal["native", "layout"]
+ProgressCallback = Callable[[float, str], None]
+
+#: Chunk size when `ExtractionOptions.chunk_max_tokens` is not set.
+DEFAULT_CHUNK_MAX_TOKENS = 512
+
+
+class ExtractionOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What to extract. Decoded from the job request, so invalid values fail as msgspec validation errors."""
+
+    output_formats: tuple[OutputFormat, ...] = ("markdown", "json")
+    chunking: bool = True
+    #: Approximate tokens per chunk (words and punctuation marks; see `_ApproxTokenizer`). None: 512.
+    chunk_max_tokens: Annotated[int, msgspec.Meta(ge=16, le=8192)] | None = None
+    #: First and last page, 1-based and inclusive. Pages past the end are ignored.
+    page_range: tuple[Annotated[int, msgspec.Meta(ge=1)], Annotated[int, msgspec.Meta(ge=1)]] | None = None
+    #: Password of an encrypted PDF.
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.page_range is not None and self.page_range[0] > self.page_range[1]:
+            raise ValueError("page_range must be (first, last) with first <= last")
+        if len(set(self.output_formats)) != len(self.output_formats):
+            raise ValueError("output_formats has duplicates")
+
+    def __repr__(self) -> str:
+        mask = "***"
+        shown = msgspec.structs.replace(self, password=mask) if self.password is not None else self
+        return msgspec.Struct.__repr__(shown)
+
+
+class PageStatus(msgspec.Struct, frozen=True):
+    page: int
+    status: Literal["ok", "failed"]
+    error: str | None = None
+
+
+class Chunk(msgspec.Struct, frozen=True):
+    text: str
+    #: Section headings from the outermost to the innermost one (empty for PDFs in native mode).
+    headings: list[str]
+    pages: list[int]
+
+
+class Timings(msgspec.Struct):
+    """Seconds spent in each step."""
+
+    convert: float
+    export: float
+    chunking: float
+    total: float
+
+
+class ExtractionResult(msgspec.Struct, kw_only=True):
+    format: DocumentFormat
+    status: Literal["success", "partial_success"]
+    pipeline: Pipeline
+    #: Pages (PDF), slides (PPTX) or sheets (XLSX) in the document; 0 for formats without pages.
+    page_count: int
+    #: One entry per page of the requested range, for formats with pages.
+    pages: list[PageStatus]
+    failed_pages: list[int]
+    markdown: str | None = None
+    text: str | None = None
+    #: The Docling JSON document (``DoclingDocument.export_to_dict()``).
+    document: dict[str, Any] | None = None
+    chunks: list[Chunk] = []
+    #: Things the caller should know that did not fail the extraction, e.g. a damaged PDF.
+    warnings: list[str] = []
+    timings: Timings
