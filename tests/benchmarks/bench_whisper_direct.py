@@ -47,8 +47,8 @@ def make_long_wav(path: Path, minutes: float) -> Path:
 
 
 def _audio_seconds(path: Path) -> float:
-    with wave.open(str(path)) as w:
-        return w.getnframes() / w.getframerate()
+    with wave.open(str(path), "rb") as w:
+        return float(w.getnframes() / w.getframerate())
 
 
 def _direct(model: Any, path: Path, beam_size: int) -> int:
@@ -110,7 +110,7 @@ def measure_memory(path: Path, mode: str) -> dict[str, Any]:
     """Run one transcription of ``path`` in a fresh process; ``mode`` is "transcriber" or "direct"."""
     command = [sys.executable, "-m", "tests.benchmarks.bench_whisper_direct", "--child", str(path), mode]
     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    child = json.loads(out.strip().splitlines()[-1])
+    child: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     child["case"] = f"{mode} {child['audio_seconds'] / 60:.0f} min"
     return child
 

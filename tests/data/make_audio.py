@@ -77,8 +77,8 @@ def speak(text: str, voice: str, out: Path) -> None:
 
 
 def wav_seconds(path: Path) -> float:
-    with wave.open(str(path)) as w:
-        return w.getnframes() / w.getframerate()
+    with wave.open(str(path), "rb") as w:
+        return float(w.getnframes() / w.getframerate())
 
 
 def silence(seconds: float, out: Path) -> None:

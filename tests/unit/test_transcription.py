@@ -184,9 +184,11 @@ def test_require_audio_format_answers_415() -> None:
     assert caught.value.status == 415
 
 
-def test_importing_the_module_loads_no_engine() -> None:
+@pytest.mark.parametrize("module", ["xenios_ai.transcription", "xenios_ai.api.app"])
+def test_importing_loads_no_engine(module: str) -> None:
+    """The API process (which sniffs uploads and declares the transcription kind) never loads the engine."""
     code = (
-        "import sys, xenios_ai.transcription; "
+        f"import sys, {module}; "
         "loaded = {'faster_whisper', 'ctranslate2', 'av', 'onnxruntime'} & set(sys.modules); "
         "assert not loaded, loaded"
     )
@@ -384,3 +386,49 @@ def test_cancel_from_progress_propagates(transcriber: Transcriber, first_line: P
     with pytest.raises(JobCancelled):
         transcriber.transcribe(AUDIO / "dialogue.wav", progress=cancel)
     assert "training" in normalise(transcriber.transcribe(first_line).text)
+
+
+# --- one per worker process ----------------------------------------------------------------------------
+
+
+def test_shared_transcriber_is_one_per_process_and_settings() -> None:
+    from xenios_ai.settings import load_settings
+    from xenios_ai.transcription import shared_transcriber
+
+    settings = load_settings({}, dotenv=False)
+    first = shared_transcriber(settings)
+    assert shared_transcriber(load_settings({}, dotenv=False)) is first
+    assert (first.beam_size, first.window_seconds) == (settings.whisper_beam_size, 300.0)
+    other = shared_transcriber(load_settings({"WHISPER_BEAM_SIZE": "1"}, dotenv=False))
+    assert other is not first
+    assert other.beam_size == 1
+
+
+def test_calls_run_one_at_a_time_and_a_waiting_one_can_be_cancelled(
+    transcriber: Transcriber, first_line: Path
+) -> None:
+    import threading
+
+    started = threading.Event()
+    results: list[TranscriptionResult] = []
+
+    def first(fraction: float, message: str) -> None:
+        started.set()
+
+    worker = threading.Thread(
+        target=lambda: results.append(transcriber.transcribe(AUDIO / "dialogue.wav", progress=first))
+    )
+    worker.start()
+    assert started.wait(10)
+    seen: list[str] = []
+
+    def cancel_while_waiting(fraction: float, message: str) -> None:
+        seen.append(message)
+        raise JobCancelled(code="cancelled")
+
+    with pytest.raises(JobCancelled):
+        transcriber.transcribe(first_line, progress=cancel_while_waiting)
+    assert seen == ["waiting for another transcription to finish"]
+    assert worker.is_alive()  # the first call was still running: the second one waited
+    worker.join(30)
+    assert wer(REFERENCE, results[0].text) <= 0.15
