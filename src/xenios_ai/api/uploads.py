@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -127,9 +127,12 @@ async def receive_upload(
     options_type: type[msgspec.Struct],
     *,
     idempotency_key: str | None = None,
+    split_secret: Callable[[Any], tuple[msgspec.Struct, bytes | None]] | None = None,
 ) -> Submitted:
     """Submit a ``kind`` job from a multipart request: the file in field ``file``, optional ``options``
     (JSON for ``options_type``, which becomes the job's input) and ``webhook_url`` fields.
+    ``split_secret(options)`` -> (job input, secret) keeps a secret (a PDF's password) out of the job's
+    row (see `JobService.submit`).
 
     The route must set ``request_max_body_size=None`` (this function enforces the limits) and must not
     declare a ``data`` parameter (Litestar would read the body first).
@@ -163,6 +166,9 @@ async def receive_upload(
             options = msgspec.json.decode(fields.get("options") or "{}", type=options_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidInput(f"options: {exc}", code="invalid_options") from None
+        secret = None
+        if split_secret is not None:
+            options, secret = split_secret(options)
         webhook_url = await jobs.check_webhook(fields.get("webhook_url") or None)
     except BaseException:
         if upload is not None:
@@ -170,5 +176,5 @@ async def receive_upload(
         raise
     return await jobs.submit(
         kind, owner, options, idempotency_key=idempotency_key, webhook_url=webhook_url,
-        upload=upload, job_id=job_id,
+        upload=upload, job_id=job_id, secret=secret,
     )  # fmt: skip

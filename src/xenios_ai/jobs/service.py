@@ -54,6 +54,11 @@ def upload_key(job_id: UUID) -> str:
     return f"jobs/{job_id}/upload"
 
 
+def secret_key(job_id: UUID) -> str:
+    """Where a job's secret (see `JobService.submit`) is kept."""
+    return f"jobs/{job_id}/secret"
+
+
 def encode_cursor(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -121,20 +126,29 @@ class JobService:
         upload: Upload | None = None,
         job_id: UUID | None = None,
         blobs: Sequence[str] = (),
+        secret: bytes | None = None,
     ) -> Submitted:
         """Write the queued job, then send its message. ``webhook_url`` must have passed check_webhook;
         ``upload`` (from store_upload, with the same ``job_id``) is removed again when the submit fails or
-        replays an earlier one."""
+        replays an earlier one. ``secret`` (a PDF's password) never enters the row: it is stored as the
+        blob `secret_key` before the message is sent, listed in the job's blobs (so it goes with the job
+        at the latest), and removed like the upload."""
+        job_id = job_id or uuid.uuid4()
+        own = [upload.key] if upload is not None else []
         try:
+            if secret is not None:
+                own.append((await self.storage.put_bytes(secret_key(job_id), secret)).key)
+                blobs = [*blobs, own[-1]]
             submitted = await self._submit(
                 kind, owner, input, idempotency_key, webhook_url, source_job_id, upload, job_id, blobs
             )
         except BaseException:
-            if upload is not None:
-                await self.storage.delete(upload.key)
+            for key in own:
+                await self.storage.delete(key)
             raise
-        if submitted.replayed and upload is not None:
-            await self.storage.delete(upload.key)
+        if submitted.replayed:
+            for key in own:
+                await self.storage.delete(key)
         return submitted
 
     async def _submit(
