@@ -144,9 +144,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
     # --- extraction
     docling_pipeline: Literal["native", "layout"] = "native"
+    """PDF pipeline: native (model-free: text, no headings or tables) or layout (needs torch and the docling
+    models; without them extraction jobs fail with layout_models_unavailable, and the worker says how to fix
+    it at start-up)."""
     docling_artifacts_path: str | None = None
+    """Folder of the docling models for the layout pipeline (default: DOCLING_ARTIFACTS_PATH)."""
+    extraction_max_upload_bytes: int = 100 * 1024 * 1024
+    """Largest document upload (413 payload_too_large past it, while streaming)."""
     extraction_max_pages: int = 500
+    """Longer documents fail with too_many_pages (PDF pages, PPTX slides, XLSX sheets), before converting."""
     extraction_timeout_seconds: float = 600.0
+    """Per-document conversion limit; past it the job fails with document_timeout."""
+    extraction_inline_document_bytes: int = 256 * 1024
+    """A Docling JSON document larger than this (encoded) is kept in blob storage, not in the job row; the
+    result links to it (50 PDF pages make about 1 MB)."""
 
     # --- transcription
     whisper_model: str | None = None

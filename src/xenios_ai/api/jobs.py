@@ -27,9 +27,11 @@ from xenios_ai.api.deps import PrincipalDep, ServicesDep
 from xenios_ai.api.schemas import Schema
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
-from xenios_ai.jobs.kinds import ANALYSIS, TRANSCRIPTION
+from xenios_ai.errors import NotFound
+from xenios_ai.extraction.job import ExtractionRequest, split_password
+from xenios_ai.jobs.kinds import ANALYSIS, EXTRACTION, TRANSCRIPTION
 from xenios_ai.jobs.models import Job, JobError, JobStatus
-from xenios_ai.jobs.service import StreamItem, Submitted
+from xenios_ai.jobs.service import StreamItem, Submitted, secret_key, upload_key
 from xenios_ai.llm.router import Options
 from xenios_ai.transcription import TranscriptionJobOptions
 
@@ -223,6 +225,35 @@ class JobsController(Controller):
         )  # fmt: skip
         return accepted(submitted)
 
+    @post(
+        "/extraction",
+        status_code=202,
+        request_max_body_size=None,
+        summary="Submit a document extraction job (multipart upload)",
+        description="multipart/form-data with `file` (PDF, DOCX, PPTX, XLSX, HTML, Markdown or CSV; the type "
+        "is read from the bytes: 415 otherwise; 413 past EXTRACTION_MAX_UPLOAD_BYTES), optional `options` as "
+        'JSON: `output_formats` (`["markdown", "json"]`; also `text`), `chunking` (true), `chunk_max_tokens` '
+        "(512), `page_range` ([first, last], 1-based), `password` (encrypted PDFs; never stored in the job), "
+        '`then` (analysis tasks run on the markdown when it succeeds, e.g. `["session_summary"]`), and '
+        "optional `webhook_url`. The result: `markdown`, `text`, `document` (Docling JSON; when large, "
+        "`document_file.url` instead), `page_count`, `pages` (status per page), `failed_pages`, `chunks` "
+        "(text, headings, pages), `warnings`, `follow_ups` (task and job_id of each `then` job). Failures: "
+        "password_required, password_invalid, unreadable_document, unsupported_format, invalid_page_range, "
+        "too_many_pages, document_timeout, layout_models_unavailable.",
+    )
+    async def submit_extraction(
+        self,
+        request: Request[Any, Any, Any],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[JobAccepted]:
+        submitted = await receive_upload(
+            request, services.jobs, EXTRACTION, principal.user_id, ExtractionRequest,
+            idempotency_key=idempotency_key, split_secret=split_password,
+        )  # fmt: skip
+        return accepted(submitted)
+
     @get("/{job_id:uuid}", summary="A job: status, progress, result or error")
     async def get_job(self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep) -> JobOut:
         return job_out(await services.jobs.get(job_id, principal.user_id))
@@ -262,3 +293,20 @@ class JobsController(Controller):
     ) -> EventStream:
         job = await services.jobs.get(job_id, principal.user_id)
         return EventStream(_sse(services.jobs.stream(job)))
+
+    @get(
+        "/{job_id:uuid}/result/{name:str}",
+        summary="A part of a job's result kept in blob storage because it is large",
+        description="The URLs come from the result (e.g. an extraction's `document_file.url`).",
+        media_type="application/json",
+    )
+    async def get_result_part(
+        self, job_id: FromPath[UUID], name: FromPath[str], services: ServicesDep, principal: PrincipalDep
+    ) -> Response[bytes]:
+        job = await services.jobs.get(job_id, principal.user_id)
+        key = f"jobs/{job.id}/{name}"
+        if key not in job.blobs or key in (upload_key(job.id), secret_key(job.id)):
+            raise NotFound(f"job {job_id} has no result part {name!r}", code="result_part_not_found")
+        data = await services.jobs.storage.read_bytes(key)
+        media_type = "application/json" if name.endswith(".json") else "application/octet-stream"
+        return Response(data, media_type=media_type)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
+
 from xenios_ai.errors import InvalidInput, LimitExceeded, UnsupportedMediaType, XeniosError
 from xenios_ai.extraction.models import (
     DEFAULT_CHUNK_MAX_TOKENS,
@@ -291,8 +293,13 @@ class Extractor:
                     code="invalid_page_range",
                 )
             if not conv_res.input.valid or run.fmt is not DocumentFormat.PDF:
+                # Docling's messages name temporary paths and hashes: they go to the log, not to the caller.
                 detail = "; ".join(error.error_message for error in conv_res.errors) or "conversion failed"
-                raise InvalidInput(f"The document could not be read: {detail}", code="unreadable_document")
+                logger.info("docling could not read the {} document: {}", run.fmt.value, detail)
+                raise InvalidInput(
+                    f"The {run.fmt.value} document could not be read: it is damaged or not a {run.fmt.value}",
+                    code="unreadable_document",
+                )
             # A valid PDF whose pages all failed: the pages say so, and `_extract` decides.
         return conv_res
 
@@ -556,8 +563,10 @@ def _approx_tokenizer_class() -> Any:
 
 
 def _force_hub_offline() -> None:
-    """No model lookup may wait on the Hugging Face hub: set HF_HUB_OFFLINE, also if the hub is imported."""
+    """No model lookup may wait on the Hugging Face hub: set HF_HUB_OFFLINE, also if the hub is imported.
+    Also silence transformers' advice that torch is missing (normal here), which it prints to stderr."""
     os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import huggingface_hub.constants
 
     huggingface_hub.constants.HF_HUB_OFFLINE = True  # in case it was imported before; read at download time

@@ -23,7 +23,8 @@ import dramatiq
 import msgspec
 
 from xenios_ai.analysis import AnalysisInput, AnalysisResult, AnalysisTask, run_analysis
-from xenios_ai.jobs.kinds import ANALYSIS, TRANSCRIPTION
+from xenios_ai.extraction.job import ExtractionJobResult, ExtractionRequest, run_extraction
+from xenios_ai.jobs.kinds import ANALYSIS, EXTRACTION, TRANSCRIPTION
 from xenios_ai.jobs.models import JobKind
 from xenios_ai.jobs.runner import Handler, JobContext, execute
 from xenios_ai.jobs.runtime import WorkerRuntime
@@ -72,6 +73,12 @@ def _analyse_transcript(ctx: JobContext, task: str, transcript: str) -> FollowUp
         return FollowUp(task, None, skipped="the transcript is empty: nothing to analyse")
     request = AnalysisInput(task=cast("AnalysisTask", task), source_job_id=ctx.job.id)
     return FollowUp(task, ctx.follow_up(ANALYSIS, request))
+
+
+@job_actor(EXTRACTION)
+def extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJobResult:
+    """Convert the uploaded document; then submit the ``then`` analyses on its text (on success)."""
+    return run_extraction(ctx, request)
 
 
 def _retry_webhook(retries: int, exc: BaseException) -> bool:

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from xenios_ai.analysis import AnalysisInput, analysis_text
 from xenios_ai.errors import NotFound
+from xenios_ai.extraction.job import ExtractionRequest, extraction_text, warm_up
+from xenios_ai.extraction.sniff import SNIFF_BYTES as DOCUMENT_SNIFF_BYTES
+from xenios_ai.extraction.sniff import sniff_document_format
 from xenios_ai.jobs.models import JobKind, RetryPolicy, UploadSpec
 from xenios_ai.transcription import (
     SNIFF_BYTES,
@@ -65,5 +68,23 @@ TRANSCRIPTION = declare(
         text_of=transcript_text,
         release_on_shutdown=True,
         prepare=shared_transcriber,  # the model loads at worker boot; a missing one stops the worker
+    )
+)
+
+EXTRACTION = declare(
+    JobKind(
+        name="extraction",
+        queue="extraction",
+        input_type=ExtractionRequest,
+        retry=RetryPolicy(max_attempts=2),  # a document killing its worker process: two tries, not three
+        upload=UploadSpec(
+            sniff=sniff_document_format,
+            sniff_bytes=DOCUMENT_SNIFF_BYTES,
+            max_bytes=lambda settings: settings.extraction_max_upload_bytes,
+            formats_hint="PDF, DOCX, PPTX, XLSX, HTML, Markdown (or plain text), CSV",
+        ),
+        text_of=extraction_text,
+        release_on_shutdown=True,
+        prepare=warm_up,  # builds the converter in the background at boot; a failed build fails the jobs
     )
 )

@@ -1,0 +1,204 @@
+"""The extraction job: its input, its result, its handler, and the worker process's one `Extractor`.
+
+Password of an encrypted PDF: it never reaches the job row or a log line. The API takes it out of the
+options (`split_password`) and the job service keeps it as the job's secret blob
+(``jobs/<id>/secret``, next to the upload; `jobs.service.JobService.submit`). The handler reads it at the
+start of every attempt and deletes it when the attempt ends with an outcome (succeeded, failed, cancelled).
+An attempt that ends without one (the worker hands the job back at shutdown, or dies) leaves it for the
+next attempt; the blob is one of the job's blobs, so retention removes it in any case. An
+Idempotency-Key replay with another password counts as the same request.
+
+Large results: the Docling JSON document goes to blob storage when it is larger than
+EXTRACTION_INLINE_DOCUMENT_BYTES; the result then carries ``document_file`` (its URL under the job) instead of
+``document``. Markdown, text and chunks stay in the row (a follow-up analysis reads the markdown).
+
+The `Extractor` is built once per worker process: at worker boot (`warm_up`, the kind's ``prepare``) when the
+process serves the ``extraction`` queue, in a background thread, so the worker takes jobs of other queues
+at once; the first extraction job waits for it. In layout mode without torch or the models the build fails:
+the worker logs the error with the fix at start-up, and every extraction job fails with
+``layout_models_unavailable`` until the worker is restarted with the models in place.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+import msgspec
+from loguru import logger
+
+from xenios_ai.analysis import AnalysisInput, AnalysisTask
+from xenios_ai.errors import NotFound, XeniosError
+from xenios_ai.extraction.engine import Extractor
+from xenios_ai.extraction.models import ExtractionOptions, ExtractionResult
+from xenios_ai.extraction.sniff import DocumentFormat
+
+if TYPE_CHECKING:
+    from xenios_ai.jobs.runner import JobContext
+    from xenios_ai.settings import Settings
+
+DOCUMENT_FILE = "document.json"
+
+
+class ExtractionRequest(ExtractionOptions, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The ``options`` form field of ``POST /api/v1/jobs/extraction``, and the job's input (without the
+    password, which is kept apart)."""
+
+    then: Annotated[list[AnalysisTask], msgspec.Meta(max_length=4)] = msgspec.field(default_factory=list)
+    """Analyses to run on the extracted markdown once the extraction succeeded: follow-up jobs whose
+    ``source_job_id`` is this job; their ids are in this job's result (``follow_ups``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(set(self.then)) != len(self.then):
+            raise ValueError("then: name each task at most once")
+        if self.then and not {"markdown", "text"} & set(self.output_formats):
+            raise ValueError("then needs markdown or text in output_formats")
+
+
+class ResultFile(msgspec.Struct, kw_only=True):
+    """A part of the result kept in blob storage: GET ``url`` with the job's credentials."""
+
+    url: str
+    size: int
+    media_type: str = "application/json"
+
+
+class FollowUp(msgspec.Struct, omit_defaults=True):
+    """An analysis job started on the extracted text (``then``), or why none was."""
+
+    task: str
+    job_id: UUID | None
+    skipped: str | None = None
+    """Set (and ``job_id`` null) when no job was created: a document without text has nothing to analyse."""
+
+
+class ExtractionJobResult(ExtractionResult, kw_only=True):
+    """An extraction job's result: the `ExtractionResult` plus what the job system adds."""
+
+    document_file: ResultFile | None = None
+    """Where the Docling JSON document is when it was too large for the row (``document`` is then null)."""
+    follow_ups: list[FollowUp] = msgspec.field(default_factory=list)
+
+
+def split_password(request: ExtractionRequest) -> tuple[ExtractionRequest, bytes | None]:
+    """The job's input without the password, and the password as the job's secret (API side)."""
+    if request.password is None:
+        return request, None
+    return msgspec.structs.replace(request, password=None), request.password.encode()
+
+
+def extraction_text(result: Any) -> str | None:
+    """The text a follow-up analysis reads from an extraction's result: the markdown, else the text."""
+    if not isinstance(result, dict):
+        return None
+    text = result.get("markdown") or result.get("text")
+    return text if isinstance(text, str) else None
+
+
+def run_extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJobResult:
+    """The extraction job's handler (on the worker's actor thread)."""
+    from xenios_ai.jobs.kinds import ANALYSIS
+    from xenios_ai.jobs.runtime import WorkerRuntime
+    from xenios_ai.jobs.service import secret_key
+
+    upload = ctx.job.upload
+    if upload is None:
+        raise XeniosError(f"extraction job {ctx.job.id} has no file")
+    runtime, storage = WorkerRuntime.current(), ctx.services.storage
+    extractor = process_extractor(ctx.settings)
+    secret = secret_key(ctx.job.id)
+    try:
+        password = runtime.call(storage.read_bytes(secret)).decode()
+    except NotFound:
+        password = None
+    try:
+        with ctx.upload_file() as path:
+            result = extractor.extract(
+                path,
+                DocumentFormat(upload.format),
+                msgspec.structs.replace(request, password=password),
+                progress=ctx.progress_sync,
+            )
+    except Exception:  # an outcome (failed, cancelled): the password has served
+        runtime.call(storage.delete(secret))
+        raise
+    runtime.call(storage.delete(secret))
+
+    fields = {name: getattr(result, name) for name in result.__struct_fields__}
+    if result.document is not None:
+        data = msgspec.json.encode(result.document)
+        if len(data) > ctx.settings.extraction_inline_document_bytes:
+            runtime.call(ctx.store_blob(DOCUMENT_FILE, data))
+            url = f"/api/v1/jobs/{ctx.job.id}/result/{DOCUMENT_FILE}"
+            fields |= {"document": None, "document_file": ResultFile(url=url, size=len(data))}
+    text = result.markdown or result.text
+    fields["follow_ups"] = [
+        FollowUp(task, ctx.follow_up(ANALYSIS, AnalysisInput(task=task, source_job_id=ctx.job.id)))
+        if text and text.strip()
+        else FollowUp(task, None, skipped="the document has no text: nothing to analyse")
+        for task in request.then
+    ]
+    return ExtractionJobResult(**fields)
+
+
+# --- One Extractor per worker process ------------------------------------------------------------------
+
+
+class _ProcessExtractor:
+    """The process's `Extractor`, built once in a background thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._future: Future[Extractor] | None = None
+
+    def start(self, settings: Settings) -> Future[Extractor]:
+        with self._lock:
+            if self._future is None:
+                self._future = Future()
+                threading.Thread(
+                    target=self._build, args=(settings, self._future), name="extractor-build", daemon=True
+                ).start()
+            return self._future
+
+    def _build(self, settings: Settings, future: Future[Extractor]) -> None:
+        started = time.monotonic()
+        try:
+            extractor = Extractor(
+                settings.docling_pipeline,
+                artifacts_path=settings.docling_artifacts_path,
+                max_pages=settings.extraction_max_pages,
+                document_timeout=settings.extraction_timeout_seconds,
+            )
+        except XeniosError as exc:  # a configuration problem: it stays until the worker restarts
+            logger.error("document extraction is unavailable ({}): {}", exc.code, exc.detail)
+            future.set_exception(exc)
+        except Exception as exc:
+            logger.opt(exception=exc).error("building the document extractor failed; the next job retries")
+            with self._lock:
+                self._future = None
+            future.set_exception(XeniosError("the document extractor could not be built; see the worker log"))
+        else:
+            seconds = time.monotonic() - started
+            logger.info("document extractor ready ({} pipeline) in {:.1f} s", extractor.pipeline, seconds)
+            future.set_result(extractor)
+
+
+_PROCESS_EXTRACTOR = _ProcessExtractor()
+
+
+def warm_up(settings: Settings) -> Future[Extractor]:
+    """Start building the process's `Extractor` in a background thread (once); its future. Never raises:
+    a failed build fails the extraction jobs, with the build's error code."""
+    return _PROCESS_EXTRACTOR.start(settings)
+
+
+def process_extractor(settings: Settings) -> Extractor:
+    """The process's `Extractor`, waiting for its build; raises the build's error (a fresh copy)."""
+    try:
+        return warm_up(settings).result()
+    except XeniosError as exc:
+        raise XeniosError(exc.detail, code=exc.code) from None
