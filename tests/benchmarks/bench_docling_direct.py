@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def make_pdf(path: Path, pages: int) -> Path:
     return path
 
 
-def _median_seconds(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+def _median_seconds(cases: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median seconds per case; the cases take turns in every round, so a busy machine skews them alike."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     for run in cases.values():

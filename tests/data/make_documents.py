@@ -29,7 +29,7 @@ from pathlib import Path
 import docx
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
-from openpyxl import Workbook
+from openpyxl import Workbook  # type: ignore[import-untyped]
 from PIL import Image
 from pptx import Presentation
 
@@ -82,7 +82,7 @@ PPTX_SLIDES = [
 ]
 
 # --- workbook.xlsx ------------------------------------------------------------------------------------
-XLSX_SHEETS = {
+XLSX_SHEETS: dict[str, list[list[str | int]]] = {
     "Clients": [["Name", "Goal", "Sessions"], ["Maria Lopez", "Marathon", 12], ["Tom Becker", "Strength", 8]],
     "Sessions": [
         ["Date", "Client", "Topic"],

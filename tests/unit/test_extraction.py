@@ -28,6 +28,7 @@ from xenios_ai.extraction import (
     sniff_document_file,
     sniff_document_format,
 )
+from xenios_ai.extraction.job import ExtractionRequest, extraction_text, split_password
 
 DOCUMENTS = docs.DOCUMENTS
 MULTIPAGE = DOCUMENTS / "multipage.pdf"
@@ -114,8 +115,13 @@ def test_sniffing_a_cut_ooxml_prefix_falls_back_to_the_extension() -> None:
     assert sniff_document_format(head, "report.bin") is None
 
 
-def test_importing_the_module_does_not_import_docling() -> None:
-    code = "import xenios_ai.extraction, sys; assert 'docling' not in sys.modules, 'docling imported'"
+@pytest.mark.parametrize("module", ["xenios_ai.extraction", "xenios_ai.api.app", "xenios_ai.jobs.kinds"])
+def test_importing_the_api_side_does_not_import_docling(module: str) -> None:
+    """The API process sniffs and submits; only workers pay for docling (seconds, hundreds of MB)."""
+    code = (
+        f"import sys, {module}; heavy = sorted({{'docling', 'docling_core', 'pypdfium2'}} & set(sys.modules)); "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -133,6 +139,41 @@ def test_invalid_options_fail_validation(body: bytes) -> None:
 
 def test_options_repr_hides_the_password() -> None:
     assert "s3cret" not in repr(ExtractionOptions(password="s3cret"))
+    assert "s3cret" not in repr(ExtractionRequest(password="s3cret", then=["session_summary"]))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"then": ["session_summary", "session_summary"]}',
+        b'{"then": ["world_domination"]}',
+        b'{"then": ["session_summary"], "output_formats": ["json"]}',
+        b'{"page_range": [2, 1], "then": []}',
+        b'{"unknown": 1}',
+    ],
+)
+def test_invalid_job_requests_fail_validation(body: bytes) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(body, type=ExtractionRequest)
+
+
+def test_the_password_is_split_from_the_job_input() -> None:
+    request = msgspec.json.decode(
+        b'{"password": "s3cret", "page_range": [1, 2], "then": ["insight_generation"]}',
+        type=ExtractionRequest,
+    )
+    job_input, secret = split_password(request)
+    assert secret == b"s3cret"
+    assert b"s3cret" not in msgspec.json.encode(job_input)
+    assert job_input == msgspec.structs.replace(request, password=None)
+    assert split_password(job_input) == (job_input, None)
+
+
+def test_a_follow_up_reads_the_markdown_or_else_the_text() -> None:
+    assert extraction_text({"markdown": "# Notes", "text": "Notes"}) == "# Notes"
+    assert extraction_text({"markdown": None, "text": "Notes"}) == "Notes"
+    assert extraction_text({"markdown": None, "text": None}) is None
+    assert extraction_text(None) is None
 
 
 def test_result_round_trips_through_json(extractor: Extractor) -> None:
