@@ -1,0 +1,282 @@
+"""Transcription through the job system vs the engine called directly, and worker memory on long audio.
+
+    uv run python -m tests.benchmarks bench_transcription       (or: just bench transcription)
+
+Every party is its own process on loopback: the API (``xenios-ai serve``, production settings: JSON logs,
+progress written every 0.5 s) and one worker (``xenios-ai worker --queues transcription --processes 1
+--threads 1``, as compose.yaml runs it). PostgreSQL and Redis are the machine's (XENIOS_TEST_DATABASE_URL /
+XENIOS_TEST_REDIS_URL) or embedded ones, with a fresh database. The audio repeats the test dialogue
+(tests/data/audio/dialogue.wav) and is written at bench time, never committed.
+
+1. Speed, 5 minutes of audio. The baseline is the same engine with the same settings (`Transcriber` with
+   the WHISPER_* / TRANSCRIPTION_* defaults: tiny.en int8, 2 threads, beam 5, 300 s windows) called in
+   this process on the same file: only the job system differs. Rounds alternate direct, job and raw
+   faster-whisper (best of each, so other load on the machine hurts all three alike). Job time is what a
+   client sees: multipart upload -> job succeeded (its events stream ends), including the upload,
+   queueing, the worker's claim, progress writes and storing the result. CPU seconds are compared too
+   (this process for the engine; the API's and the worker's processes for the job), which other load on
+   the machine hardly changes. Raw faster-whisper (``WhisperModel.transcribe`` on the file: no windows,
+   no word alignment) is context, not the baseline.
+2. Memory, 60 minutes of audio through the job system on a freshly started worker: the peak RSS (VmHWM) of
+   the worker process that ran the job, and its RSS when idle after boot (model loaded).
+
+Targets: job-system overhead <= 5% of the engine's own time; worker peak RSS for 60 minutes <= 1 GB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from tests.benchmarks.bench_llm import _database
+from tests.benchmarks.bench_whisper_direct import make_long_wav
+from tests.support import tokens
+from tests.support.jobs import sse_events
+from tests.support.processes import ApiServer, WorkerProcess, wait_until
+from xenios_ai.settings import load_settings
+from xenios_ai.transcription import shared_transcriber
+
+TARGET_OVERHEAD = 0.05
+TARGET_PEAK_RSS_MB = 1024.0
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+@contextlib.contextmanager
+def _worker(env: dict[str, str], log: Path) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(env, queues="transcription", processes=1, threads=1, log_path=log)
+    worker.start()
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    key = f"{env['REDIS_NAMESPACE']}:workers"
+    try:
+        client.delete(key)
+        wait_until(lambda: bool(client.hlen(key)), 120, "the worker to register")
+        yield worker
+    finally:
+        worker.stop()
+        client.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _child_pid(process: subprocess.Popen[bytes] | None) -> int:
+    """The process doing the work: Dramatiq's worker process, Granian's worker."""
+    assert process is not None
+    path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    wait_until(lambda: bool(path.read_text().split()), 30, "a child process")
+    return int(path.read_text().split()[0])
+
+
+def _through_jobs(api: str, path: Path, pids: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Upload ``path`` and follow the job's events until it ends: client-side seconds, the CPU seconds of
+    ``pids`` (the API's and the worker's processes) meanwhile, and the job."""
+    headers = tokens.headers("bench-user")
+    cpu = sum(_cpu_seconds(pid) for pid in pids)
+    started = time.perf_counter()
+    with path.open("rb") as audio:
+        response = httpx.post(
+            f"{api}/api/v1/jobs/transcription",
+            files={"file": (path.name, audio, "audio/wav")},
+            headers=headers,
+            timeout=600,
+        )
+    assert response.status_code == 202, response.text
+    uploaded = time.perf_counter() - started
+    job_id = response.json()["job_id"]
+    with httpx.stream(
+        "GET", f"{api}/api/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(30, read=None)
+    ) as stream:
+        final = list(sse_events(stream))[-1][1]
+    elapsed = time.perf_counter() - started
+    assert final["status"] == "succeeded", final
+    cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
+    return {"seconds": elapsed, "cpu_seconds": cpu, "upload_seconds": uploaded, "job": final}
+
+
+def _raw_faster_whisper(model: Any, path: Path, beam_size: int) -> float:
+    started = time.perf_counter()
+    segments, _ = model.transcribe(str(path), language="en", beam_size=beam_size, vad_filter=True)
+    for _ in segments:
+        pass
+    return time.perf_counter() - started
+
+
+def _speed(api: ApiServer, worker: WorkerProcess, path: Path, rounds: int) -> dict[str, Any]:
+    """Rounds of (Transcriber in-process, the job system, raw faster-whisper) on ``path``; best of each."""
+    transcriber = shared_transcriber(load_settings({}, dotenv=False))  # the worker's settings: defaults
+    transcriber.transcribe(path.with_name("warmup.wav"))
+    pids = (_child_pid(api.process), _child_pid(worker.process))
+    direct: list[tuple[float, float]] = []
+    jobs: list[dict[str, Any]] = []
+    raw: list[float] = []
+    audio = 0.0
+    for _ in range(rounds):
+        cpu = time.process_time()
+        result = transcriber.transcribe(path)
+        direct.append((result.processing_seconds, time.process_time() - cpu))
+        audio = result.duration
+        jobs.append(_through_jobs(api.url, path, pids))
+        raw.append(_raw_faster_whisper(transcriber._model, path, transcriber.beam_size))
+    best_job = min(jobs, key=lambda j: j["seconds"])
+    job_result = best_job["job"]["result"]
+    engine_direct, through_jobs = min(d[0] for d in direct), best_job["seconds"]
+    cpu_direct, cpu_jobs = min(d[1] for d in direct), min(j["cpu_seconds"] for j in jobs)
+    return {
+        "audio_seconds": round(audio, 1),
+        "rounds": rounds,
+        "raw_faster_whisper_seconds": round(min(raw), 2),
+        "raw_faster_whisper_all": [round(r, 2) for r in raw],
+        "engine_direct_seconds": round(engine_direct, 2),
+        "engine_direct_all": [round(d[0], 2) for d in direct],
+        "job_seconds": round(through_jobs, 2),
+        "job_all": [round(j["seconds"], 2) for j in jobs],
+        "job_upload_seconds": round(best_job["upload_seconds"], 3),
+        "engine_in_worker_seconds": round(job_result["processing_seconds"], 2),
+        "rtf_raw_faster_whisper": round(min(raw) / audio, 4),
+        "rtf_engine_direct": round(engine_direct / audio, 4),
+        "rtf_job": round(through_jobs / audio, 4),
+        "overhead_seconds": round(through_jobs - engine_direct, 3),
+        "overhead_ratio": round(through_jobs / engine_direct - 1, 4),
+        "overhead_outside_engine_seconds": round(through_jobs - job_result["processing_seconds"], 3),
+        "cpu_engine_direct_seconds": round(cpu_direct, 2),
+        "cpu_job_system_seconds": round(cpu_jobs, 2),
+        "cpu_overhead_ratio": round(cpu_jobs / cpu_direct - 1, 4),
+        "ratio_job_to_raw_faster_whisper": round(through_jobs / min(raw), 3),
+        "target_overhead_ratio": TARGET_OVERHEAD,
+        "segments": len(job_result["segments"]),
+    }
+
+
+def _memory(api: str, env: dict[str, str], path: Path, log: Path) -> dict[str, Any]:
+    with _worker(env, log) as worker:
+        pid = _child_pid(worker.process)
+        time.sleep(1)
+        idle_rss = _status_kb(pid, "VmRSS")
+        samples: list[int] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(1.0):
+                with contextlib.suppress(OSError, LookupError):
+                    samples.append(_status_kb(pid, "VmRSS"))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            run = _through_jobs(api, path)
+        finally:
+            done.set()
+            sampler.join()
+        peak = _status_kb(pid, "VmHWM")
+    result = run["job"]["result"]
+    return {
+        "audio_seconds": round(result["duration"], 1),
+        "job_seconds": round(run["seconds"], 1),
+        "rtf_job": round(run["seconds"] / result["duration"], 4),
+        "segments": len(result["segments"]),
+        "worker_idle_rss_mb": round(idle_rss / 1024),
+        "worker_peak_rss_mb": round(peak / 1024),
+        "worker_rss_max_sampled_mb": round(max(samples, default=0) / 1024),
+        "target_peak_rss_mb": TARGET_PEAK_RSS_MB,
+        "peak_ratio_to_target": round(peak / 1024 / TARGET_PEAK_RSS_MB, 3),
+    }
+
+
+def run(out_dir: Path, *, minutes: float = 5, long_minutes: float = 60, rounds: int = 3) -> dict[str, Any]:
+    with _database() as (database_url, redis_url), tempfile.TemporaryDirectory(prefix="bench-tr-") as tmp:
+        folder = Path(tmp)
+        env = {
+            "ENVIRONMENT": "production",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_NAMESPACE": f"xbench{uuid.uuid4().hex[:6]}",
+            "XENIOS_BACKEND_API_KEY": tokens.API_KEY,
+            "SUPABASE_JWT_SECRET": tokens.TEST_JWT_SECRET,
+            "OPENROUTER_API_KEY": "sk-or-v1-bench-unused",
+            "OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1",  # no LLM in this bench
+            "STORAGE_DIR": str(folder / "storage"),
+            "DATA_DIR": str(folder / "data"),
+        }
+        short = make_long_wav(folder / f"dialogue-{minutes:g}min.wav", minutes)
+        make_long_wav(folder / "warmup.wav", 0.5)
+        long = make_long_wav(folder / f"dialogue-{long_minutes:g}min.wav", long_minutes)
+        api = ApiServer(env, workers=1, log_path=out_dir / "bench-transcription-api.log")
+        api.start()
+        try:
+            with _worker(env, out_dir / "bench-transcription-worker.log") as worker:
+                _through_jobs(api.url, folder / "warmup.wav")
+                speed = _speed(api, worker, short, rounds)
+            memory = _memory(api.url, env, long, out_dir / "bench-transcription-worker-long.log")
+        finally:
+            api.stop()
+    result = {"speed": speed, "memory": memory}
+    _print(result)
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    s, m = result["speed"], result["memory"]
+    title = f"{s['audio_seconds'] / 60:g}-minute file ({s['audio_seconds']} s)"
+    print(f"{title:<44}{'seconds':>9}{'RTF':>8}{'x real time':>13}")
+    for name, seconds, rtf in (
+        (
+            "raw faster-whisper (no windows, no words)",
+            s["raw_faster_whisper_seconds"],
+            s["rtf_raw_faster_whisper"],
+        ),
+        ("Transcriber in-process (baseline)", s["engine_direct_seconds"], s["rtf_engine_direct"]),
+        ("job system: upload -> succeeded", s["job_seconds"], s["rtf_job"]),
+    ):
+        print(f"{name:<44}{seconds:>9}{rtf:>8}{round(1 / rtf, 1):>13}")
+    print(
+        f"  overhead {s['overhead_seconds']} s = {s['overhead_ratio']:.1%} of the engine's time "
+        f"(target <= {TARGET_OVERHEAD:.0%}); engine inside the worker {s['engine_in_worker_seconds']} s, "
+        f"outside it {s['overhead_outside_engine_seconds']} s (upload {s['job_upload_seconds']} s)"
+    )
+    print(
+        f"  CPU: engine in-process {s['cpu_engine_direct_seconds']} s, job system (API + worker processes) "
+        f"{s['cpu_job_system_seconds']} s: overhead {s['cpu_overhead_ratio']:.1%}"
+    )
+    title = f"{m['audio_seconds'] / 60:g}-minute file through the job system"
+    print(f"\n{title:<44}{'MB':>9}")
+    print(f"{'worker RSS idle (model loaded)':<44}{m['worker_idle_rss_mb']:>9}")
+    print(f"{'worker peak RSS (VmHWM)':<44}{m['worker_peak_rss_mb']:>9}")
+    print(
+        f"  peak {m['peak_ratio_to_target']:.0%} of the {TARGET_PEAK_RSS_MB:g} MB target; "
+        f"{m['audio_seconds']} s of audio in {m['job_seconds']} s (RTF {m['rtf_job']})"
+    )
+
+
+def main() -> None:
+    out = Path("bench-results")
+    out.mkdir(exist_ok=True)
+    minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 5
+    long_minutes = float(sys.argv[2]) if len(sys.argv) > 2 else 60
+    print(json.dumps(run(out, minutes=minutes, long_minutes=long_minutes), indent=2))
+
+
+if __name__ == "__main__":
+    main()
