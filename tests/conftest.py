@@ -103,6 +103,7 @@ def test_env(
         "SUPABASE_JWT_SECRET": tokens.TEST_JWT_SECRET,
         "STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
         "DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        "METRICS_DIR": str(tmp_path_factory.mktemp("metrics")),
         "HF_HUB_OFFLINE": "1",
         "OPENROUTER_BASE_URL": fake_openrouter.base_url,
         "OPENROUTER_API_KEY": fake_openrouter.api_key or "",

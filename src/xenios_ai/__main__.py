@@ -22,6 +22,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
 
+    from xenios_ai.observability.multiprocess import prepare_process_group
+
+    prepare_process_group(settings, "api")  # before Granian forks its workers
     server = Server(
         "xenios_ai.api.app:app_factory",
         factory=True,
@@ -56,6 +59,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:  # noqa: RET50
     ]  # fmt: skip
     if args.watch:
         command += ["--watch", str(Path(__file__).parent)]
+    from xenios_ai.observability.multiprocess import WORKER_METRICS_FORK, prepare_process_group
+
+    prepare_process_group(settings, "worker")  # kept by the exec, inherited by Dramatiq's processes
+    port = args.metrics_port or settings.worker_metrics_port
+    if port:
+        os.environ["WORKER_METRICS_PORT"] = str(port)
+        command += ["--fork-function", WORKER_METRICS_FORK]
     os.execv(sys.executable, command)  # noqa: S606 - the worker replaces this process
 
 
@@ -170,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--processes", type=int, default=1)
     worker.add_argument("--threads", type=int, default=4)
     worker.add_argument("--watch", action="store_true", help="restart on code changes (dev)")
+    worker.add_argument("--metrics-port", type=int, help="serve the workers' metrics (WORKER_METRICS_PORT)")
     worker.set_defaults(run=_worker)
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(run=_migrate)
     dev = sub.add_parser("dev", help="API + worker with hot reload; embedded services when unset")

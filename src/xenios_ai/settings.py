@@ -175,7 +175,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
     # --- operations
     metrics_api_key: Secret | None = None
-    """Key for /metrics (X-API-Key or bearer); unset: the service API key."""
+    """A key for scraping only: /metrics and the workers' metrics port accept it (X-API-Key or Bearer)
+    besides the service API keys."""
+    metrics_dir: str | None = None
+    """Prometheus multi-process files of this host's API and worker processes (default:
+    <tmp>/xenios-ai-metrics/<REDIS_NAMESPACE>); one per host or container, never shared between hosts."""
+    metrics_cache_seconds: float = 5.0
+    """/metrics reads job counts (PostgreSQL), queue depths and workers (Redis) at most this often."""
+    worker_metrics_port: int | None = None
+    """`xenios-ai worker` serves its processes' metrics on this port (same keys as /metrics); unset: off."""
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside; key-protected
+    """Address of the workers' metrics port."""
     ops_dashboard_enabled: bool = False
     ops_username: str = "ops"
     ops_password: Secret | None = None

@@ -13,6 +13,7 @@ from xenios_ai.api.deps import provide_principal, provide_services, services_lif
 from xenios_ai.api.health import HealthController
 from xenios_ai.api.jobs import JobsController
 from xenios_ai.api.llm import LLMController
+from xenios_ai.api.metrics import metrics
 from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
 from xenios_ai.api.status import StatusController, whoami
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         security=[{"apiKey": []}],
     )
     app = Litestar(
-        route_handlers=[HealthController, api_v1],
+        route_handlers=[HealthController, api_v1, metrics],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal, sync_to_thread=False),

@@ -1,4 +1,5 @@
-"""One log line per request (method, path, status, duration, request id); X-Request-ID in and out.
+"""One log line per request (method, path, status, duration, request id); X-Request-ID in and out; the
+request's duration in the HTTP metrics, by route template (``scope["path_template"]``, set by routing).
 
 It wraps Litestar's ASGI handler (outside routing), so 404s and 405s are logged too. Header values
 are never logged: neither X-API-Key nor Authorization can leak through it.
@@ -14,8 +15,10 @@ from typing import Any
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from loguru import logger
 
+from xenios_ai.observability.metrics import observe_http
+
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_QUIET_PREFIX = "/health"
+_QUIET_PREFIXES = ("/health", "/metrics", "/ops")  # probes, scrapes, dashboard refreshes
 
 
 class RequestLogMiddleware:
@@ -50,9 +53,11 @@ class RequestLogMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                ms = (time.perf_counter() - started) * 1000
+                seconds = time.perf_counter() - started
+                ms = seconds * 1000
                 path = scope["path"]
-                level = "DEBUG" if path.startswith(_QUIET_PREFIX) and status < 500 else "INFO"
+                observe_http(http["method"], http.get("path_template"), status, seconds)
+                level = "DEBUG" if path.startswith(_QUIET_PREFIXES) and status < 500 else "INFO"
                 logger.bind(
                     component="http",
                     method=http["method"],

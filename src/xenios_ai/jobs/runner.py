@@ -43,6 +43,7 @@ from xenios_ai.jobs import events, store
 from xenios_ai.jobs.events import Progress, StateChanged
 from xenios_ai.jobs.models import Job, JobError, JobKind
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime, WorkerServices
+from xenios_ai.observability.metrics import observe_job_attempt, observe_job_claimed
 
 if TYPE_CHECKING:
     from xenios_ai.llm.router import LLMRouter
@@ -187,6 +188,7 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         logger.info("job {} is not waiting to run (finished, cancelled or running elsewhere)", job_id)
         return
     attempt = Attempt(job=job, kind=kind, deadline=time.monotonic() + kind.time_limit)
+    observe_job_claimed(kind.name, kind.queue, time.time() - (job.enqueued_at or job.created_at).timestamp())
     if job.attempts > job.max_attempts:  # earlier attempts all died with their worker
         error = JobError("worker_lost", "the worker running the job stopped on every attempt")
         _settle(runtime, attempt, "failed", error=error)
@@ -209,6 +211,7 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         logger.warning(
             "job {} attempt {} lost the job to another worker; dropping its work", job.id, job.attempts
         )
+        _count(attempt, "lost")
         return
     except _Released:
         _release(runtime, attempt)
@@ -297,6 +300,7 @@ def _fail(runtime: WorkerRuntime, attempt: Attempt, exc: XeniosError) -> None:
                 "job {} attempt {} failed ({}); retrying in {:.1f} s", job.id, job.attempts, exc.code, delay
             )
             runtime.call(_publish_state(runtime, job.id, "queued"))
+            _count(attempt, "retried")
         else:
             _settle(runtime, attempt, "cancelled", error=JobError("cancelled", "the job was cancelled"))
     else:
@@ -343,6 +347,7 @@ async def _settle_async(
         "job {} {} after {:.1f} ms, attempt {}/{}",
         job.id, outcome, ms, job.attempts, job.max_attempts,
     )  # fmt: skip
+    _count(attempt, status)
     if status == "succeeded" and context is not None:
         await context._submit_follow_ups()
     await services.jobs.after_terminal(done)
@@ -365,5 +370,11 @@ def _release(runtime: WorkerRuntime, attempt: Attempt) -> None:
             )
             await _publish_state(runtime, job.id, "queued")
             logger.info("job {} handed back to the queue at shutdown", job.id)
+            _count(attempt, "released")
 
     runtime.call(release())
+
+
+def _count(attempt: Attempt, outcome: str) -> None:
+    """The attempt's outcome and duration in the job metrics (``xenios_job_attempts_total``)."""
+    observe_job_attempt(attempt.kind.name, attempt.kind.queue, outcome, time.perf_counter() - attempt.started)

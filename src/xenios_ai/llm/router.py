@@ -60,6 +60,7 @@ from xenios_ai.llm.failures import Attempt, Failed, all_failed, classify, interr
 from xenios_ai.llm.structured import InvalidOutput, OutputSpec, default_request
 from xenios_ai.llm.tasks import Task, catalogue_from_settings
 from xenios_ai.llm.usage import NullSink, UsageRecord, UsageSink
+from xenios_ai.observability.metrics import observe_llm
 from xenios_ai.settings import Settings
 
 _CHAT = "/chat/completions"
@@ -537,7 +538,7 @@ class LLMRouter:
     ) -> None:
         model = call.attempts[-1].model if call.attempts else None
         self._sink.record(
-            UsageRecord(
+            usage := UsageRecord(
                 created_at=call.created_at,
                 request_id=call.request_id,
                 job_id=call.job_id,
@@ -560,6 +561,7 @@ class LLMRouter:
                 response=content if self._store_content else None,
             )
         )
+        observe_llm(usage)
 
 
 def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool, bool]:
