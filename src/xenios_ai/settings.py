@@ -189,6 +189,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     ops_dashboard_enabled: bool = False
     ops_username: str = "ops"
     ops_password: Secret | None = None
+    job_log_lines: int = 200
+    """A job's last log lines (INFO and up) kept in Redis for the dashboard, expiring with the job."""
 
     @property
     def is_dev(self) -> bool:

@@ -1,4 +1,4 @@
-"""Metric names and recorders, multi-process files, the metrics key, and the
+"""Metric names and recorders, multi-process files, the metrics key, the job log's masking, and the
 Grafana dashboard (every metric it queries is one the service exports)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from xenios_ai.llm.usage import UsageRecord
 from xenios_ai.observability import metrics
 from xenios_ai.observability.exposition import key_matches, process_metrics
+from xenios_ai.observability.joblog import mask, secrets_of
 from xenios_ai.observability.multiprocess import ENV, prepare_process_group
 from xenios_ai.settings import load_settings
 
@@ -147,6 +148,22 @@ def test_process_groups_are_prepared_and_merged(tmp_path: Path, monkeypatch: pyt
     again = prepare_process_group(settings, "api")  # a restart of the same command starts empty
     assert again == group
     assert list(group.iterdir()) == []
+
+
+def test_job_log_lines_never_show_a_configured_secret() -> None:
+    settings = load_settings(
+        {
+            "XENIOS_BACKEND_API_KEY": "backend-key-1, backend-key-2",
+            "OPENROUTER_API_KEY": "sk-or-v1-abcdef",
+            "DATABASE_URL": "postgresql://u:pw-123456@db/x",
+            "OPS_PASSWORD": "abc",  # too short to mask without mangling ordinary words
+        },
+        dotenv=False,
+    )
+    secrets = secrets_of(settings)
+    text = "called with sk-or-v1-abcdef and backend-key-2 via postgresql://u:pw-123456@db/x abc"
+    assert mask(text, secrets) == "called with *** and *** via *** abc"
+    assert len(mask("x" * 5000, secrets)) == 2000
 
 
 def test_the_grafana_dashboard_queries_only_exported_metrics() -> None:
