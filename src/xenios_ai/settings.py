@@ -187,8 +187,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside; key-protected
     """Address of the workers' metrics port."""
     ops_dashboard_enabled: bool = False
+    """Serve the operator dashboard under /ops (HTTP basic: OPS_USERNAME/OPS_PASSWORD, or an API key)."""
     ops_username: str = "ops"
     ops_password: Secret | None = None
+    ops_refresh_seconds: float = 3.0
+    """How often the dashboard's pages refresh themselves."""
     job_log_lines: int = 200
     """A job's last log lines (INFO and up) kept in Redis for the dashboard, expiring with the job."""
 

@@ -14,6 +14,7 @@ from xenios_ai.api.health import HealthController
 from xenios_ai.api.jobs import JobsController
 from xenios_ai.api.llm import LLMController
 from xenios_ai.api.metrics import metrics
+from xenios_ai.api.ops import ops_router
 from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
 from xenios_ai.api.status import StatusController, whoami
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         security=[{"apiKey": []}],
     )
     app = Litestar(
-        route_handlers=[HealthController, api_v1, metrics],
+        route_handlers=[HealthController, api_v1, metrics, *ops_router(settings)],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal, sync_to_thread=False),
