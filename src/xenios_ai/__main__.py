@@ -1,4 +1,4 @@
-"""Command line: ``xenios-ai serve | worker | migrate | dev | token``."""
+"""Command line: ``xenios-ai serve | worker | migrate | dev | token | logs``."""
 
 from __future__ import annotations
 
@@ -191,6 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True)
     token.add_argument("--ttl", type=int, default=3600)
     token.set_defaults(run=_token)
+    from xenios_ai import logs
+
+    logs.add_arguments(sub.add_parser("logs", help="show the JSON log stream readable, filtered"))
     return parser
 
 
@@ -198,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     from xenios_ai.log import setup_logging
 
     args = _parser().parse_args(argv)
+    if args.command == "logs":  # needs no settings: it reads a stream
+        from xenios_ai import logs
+
+        return logs.run(args)
     try:
         settings = load_settings()
     except SettingsError as exc:
