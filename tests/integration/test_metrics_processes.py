@@ -140,6 +140,8 @@ async def test_a_job_s_worker_metrics_log_context_and_log_lines(
     assert "xenios_http_requests_total{" not in text, "a worker serves its own processes' metrics only"
     assert "xenios_jobs{" not in text
 
+    assert "imported before its multi-process directory" not in log.read_text()
+
     # every line a job actor wrote carries the job's id, kind and queue
     records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     actor_lines = [r for r in records if str(r.get("actor", "")).startswith("job_")]
