@@ -182,3 +182,14 @@ def test_the_grafana_dashboard_queries_only_exported_metrics() -> None:
     ):  # fmt: skip
         assert wanted in used, f"the dashboard does not show {wanted}"
     assert all(p["datasource"]["uid"] == "${datasource}" for p in panels if p["type"] != "row")
+
+
+def test_an_unusable_metrics_directory_costs_the_metrics_not_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV, "unchanged")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    settings = load_settings({"METRICS_DIR": str(blocker / "metrics")}, dotenv=False)
+    assert prepare_process_group(settings, "api") is None
+    assert os.environ[ENV] == "unchanged"

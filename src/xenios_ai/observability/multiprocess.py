@@ -46,18 +46,26 @@ def metrics_root(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / "xenios-ai-metrics" / settings.redis_namespace.replace(":", "_")
 
 
-def prepare_process_group(settings: Settings, role: str) -> Path:
-    """A fresh directory for this command's processes; stale groups removed; PROMETHEUS_MULTIPROC_DIR set."""
+def prepare_process_group(settings: Settings, role: str) -> Path | None:
+    """A fresh directory for this command's processes; stale groups removed; PROMETHEUS_MULTIPROC_DIR set.
+
+    A directory that cannot be written costs the metrics, not the service: a warning, and each process
+    keeps its values in memory (right for one process, partial for several).
+    """
     if "prometheus_client.values" in sys.modules:
         logger.warning("prometheus_client was imported before its multi-process directory was set")
     root = metrics_root(settings)
-    root.mkdir(parents=True, exist_ok=True)
-    for group in root.iterdir():
-        match = _GROUP.match(group.name)
-        if group.is_dir() and match and (int(match[1]) == os.getpid() or not _alive(int(match[1]))):
-            shutil.rmtree(group, ignore_errors=True)
     directory = root / f"{role}-{os.getpid()}"
-    directory.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for group in root.iterdir():
+            match = _GROUP.match(group.name)
+            if group.is_dir() and match and (int(match[1]) == os.getpid() or not _alive(int(match[1]))):
+                shutil.rmtree(group, ignore_errors=True)
+        directory.mkdir(exist_ok=True)
+    except OSError as exc:
+        logger.warning("metrics: {} is not usable ({}); each process reports only its own values", root, exc)
+        return None
     os.environ[ENV] = str(directory)
     return directory
 
