@@ -520,7 +520,7 @@ def _chunk(document: DoclingDocument, max_tokens: int | None) -> list[Chunk]:
     from docling_core.transforms.chunker.doc_chunk import DocMeta
     from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
 
-    tokenizer = _approx_tokenizer(max_tokens or DEFAULT_CHUNK_MAX_TOKENS)
+    tokenizer = approx_tokenizer(max_tokens or DEFAULT_CHUNK_MAX_TOKENS)
     chunks = []
     for chunk in HybridChunker(tokenizer=tokenizer).chunk(document):
         meta = chunk.meta
@@ -533,7 +533,8 @@ def _chunk(document: DoclingDocument, max_tokens: int | None) -> list[Chunk]:
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
-def _approx_tokenizer(max_tokens: int) -> Any:
+def approx_tokenizer(max_tokens: int) -> Any:
+    """A chunker tokenizer of `max_tokens` counting words and punctuation (see `_approx_tokenizer_class`)."""
     return _approx_tokenizer_class()(max_tokens=max_tokens)
 
 
