@@ -10,6 +10,7 @@ import importlib.util
 import io
 import json
 import random
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -360,9 +361,19 @@ def test_a_truncated_pdf_succeeds_with_its_missing_pages_listed(api_server_url: 
 def test_the_password_opens_the_pdf_and_is_stored_nowhere(
     api_server_url: str, test_env: dict[str, str], api_log: Path, worker_log: Path
 ) -> None:
-    job = run(api_server_url, "encrypted.pdf", {"password": docs.PDF_PASSWORD, "output_formats": ["text"]})
+    options = {"password": docs.PDF_PASSWORD, "output_formats": ["text"]}
+    key = {"Idempotency-Key": f"encrypted-{uuid.uuid4()}"}
+    form = {"options": json.dumps(options)}
+    file = {"file": ("report.pdf", (DOCUMENTS / "encrypted.pdf").read_bytes())}
+    url = f"{api_server_url}/api/v1/jobs/extraction"
+    first = httpx.post(url, files=file, data=form, headers=tokens.headers() | key, timeout=30)
+    assert first.status_code == 202, first.text
+    job = wait_for_job(api_server_url, first.json()["job_id"], timeout=60)
     assert job["status"] == "succeeded", job
     assert docs.PDF_PAGE_SENTENCES[1][0] in flat(job["result"]["text"])
+    again = httpx.post(url, files=file, data=form, headers=tokens.headers() | key, timeout=30)
+    assert (again.status_code, again.json()["job_id"]) == (202, job["id"])
+    assert again.headers["idempotent-replayed"] == "true"
 
     with psycopg.connect(test_env["DATABASE_URL"]) as conn:
         row = conn.execute(
@@ -377,6 +388,7 @@ def test_the_password_opens_the_pdf_and_is_stored_nowhere(
     assert secret in blobs
     assert not (Path(test_env["STORAGE_DIR"]) / secret).exists()
     assert (Path(test_env["STORAGE_DIR"]) / f"jobs/{job['id']}/upload").exists()
+    assert not list(Path(test_env["STORAGE_DIR"]).glob("jobs/*/secret"))  # the replay's was dropped at once
     assert job["id"] in worker_log.read_text()
     for log in (api_log, worker_log):
         assert docs.PDF_PASSWORD not in log.read_text()
