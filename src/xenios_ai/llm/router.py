@@ -47,7 +47,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx2
 import msgspec
@@ -79,10 +79,9 @@ class Usage(msgspec.Struct):
     cost_usd: float | None = None
 
 
-class Completion(msgspec.Struct, kw_only=True):
-    content: str
-    data: Any = None
-    """JSON tasks: the validated output (e.g. `structured.IntentResult`)."""
+class Outcome(msgspec.Struct, kw_only=True):
+    """How a request was served: what `Completion` and the stream's `Done` both report."""
+
     model: str
     provider: str | None
     fallback_used: bool
@@ -91,6 +90,12 @@ class Completion(msgspec.Struct, kw_only=True):
     attempts: list[Attempt]
     latency_ms: float
     request_id: str | None
+
+
+class Completion(Outcome, kw_only=True):
+    content: str
+    data: Any = None
+    """JSON tasks: the validated output (e.g. `structured.IntentResult`)."""
 
 
 class Delta(msgspec.Struct):
@@ -99,19 +104,12 @@ class Delta(msgspec.Struct):
     content: str
 
 
-class Done(msgspec.Struct, kw_only=True):
-    model: str
-    provider: str | None
-    fallback_used: bool
-    finish_reason: str | None
-    usage: Usage
-    attempts: list[Attempt]
-    latency_ms: float
+class Done(Outcome, kw_only=True):
     ttft_ms: float | None
-    request_id: str | None
 
 
 StreamEvent = Delta | Done
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
 
 
 @dataclass(slots=True)
@@ -157,6 +155,26 @@ class _Call:
     @property
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
+
+    def outcome(self, kind: type[OutcomeT], model: str, **fields: Any) -> OutcomeT:
+        """The request's `Completion` or `Done`, ``model`` having answered."""
+        return kind(
+            model=model,
+            provider=self.provider,
+            fallback_used=self.fallback_used,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            attempts=self.attempts,
+            latency_ms=self.elapsed_ms,
+            request_id=self.request_id,
+            **fields,
+        )
+
+    def final_error(self, failed: Failed) -> XeniosError:
+        """The error that ends the request, with every attempt so far."""
+        error = failed.final_error()
+        error.extra.setdefault("attempts", _attempts(self))
+        return error
 
 
 class LLMRouter:
@@ -340,7 +358,6 @@ class LLMRouter:
                         break
                     continue
                 call.attempts.append(Attempt(model, _ms(started)))
-                completion.fallback_used = index > 0
                 return completion
         raise all_failed(call.task.name, call.attempts, call.retry_after)
 
@@ -355,9 +372,7 @@ class LLMRouter:
             "LLM attempt failed: {}{}", failed.error, f" (HTTP {failed.status})" if failed.status else ""
         )
         if failed.kind == "fatal":
-            fatal = failed.final_error()
-            fatal.extra.setdefault("attempts", _attempts(call))
-            raise fatal
+            raise call.final_error(failed)
         if failed.kind == "next" or retry >= self._max_retries:
             return False
         if failed.retry_after is not None:
@@ -397,18 +412,7 @@ class LLMRouter:
             except InvalidOutput as exc:
                 logger.bind(task=call.task.name, model=model).info("invalid output: {}", exc)
                 raise Failed("next", "invalid_output") from None
-        return Completion(
-            content=content,
-            data=data,
-            model=model,
-            provider=answer.provider,
-            fallback_used=False,
-            finish_reason=choice.finish_reason,
-            usage=call.usage,
-            attempts=call.attempts,
-            latency_ms=call.elapsed_ms,
-            request_id=call.request_id,
-        )
+        return call.outcome(Completion, model, content=content, data=data)
 
     # -- streaming ----------------------------------------------------------------------------------
 
@@ -430,25 +434,13 @@ class LLMRouter:
                     except Failed as failed:
                         if call.ttft_ms is not None:  # text was sent: never restart, end with the error
                             call.attempts.append(Attempt(model, _ms(started), failed.error, failed.status))
-                            fatal = failed.final_error()
-                            fatal.extra.setdefault("attempts", _attempts(call))
-                            raise fatal from None
+                            raise call.final_error(failed) from None
                         if not await self._after_failure(call, model, started, failed, retry):
                             break
                         continue
                     call.attempts.append(Attempt(model, _ms(started)))
                     status = "succeeded"
-                    yield Done(
-                        model=model,
-                        provider=call.provider,
-                        fallback_used=index > 0,
-                        finish_reason=call.finish_reason,
-                        usage=call.usage,
-                        attempts=call.attempts,
-                        latency_ms=call.elapsed_ms,
-                        ttft_ms=call.ttft_ms,
-                        request_id=call.request_id,
-                    )
+                    yield call.outcome(Done, model, ttft_ms=call.ttft_ms)
                     return
             raise all_failed(call.task.name, call.attempts, call.retry_after)
         except XeniosError as exc:
