@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID
 
@@ -352,17 +351,6 @@ async def take_due(db: Pool, limit: int = 500) -> list[tuple[UUID, str, str, str
     return [
         (cast(UUID, row["id"]), str(row["kind"]), str(row["queue"]), str(row["message_id"])) for row in rows
     ]
-
-
-async def next_due_in(db: Pool) -> float | None:
-    """Seconds until the earliest waiting retry is due (None: none waiting)."""
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            """SELECT extract(epoch FROM min(run_after) - now()) AS wait FROM ai_backend.jobs
-               WHERE status = 'queued' AND enqueued_at IS NULL AND run_after IS NOT NULL"""
-        )
-        row = await cur.fetchone()
-    return float(cast(Decimal, row["wait"])) if row and row["wait"] is not None else None
 
 
 async def expired(db: Pool, retention_days: float, limit: int = 500) -> list[tuple[UUID, list[str]]]:

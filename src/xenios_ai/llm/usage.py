@@ -72,16 +72,6 @@ class NullSink:
         pass
 
 
-class MemorySink:
-    """Keeps usage in a list (tests, benchmarks)."""
-
-    def __init__(self) -> None:
-        self.records: list[UsageRecord] = []
-
-    def record(self, usage: UsageRecord) -> None:
-        self.records.append(usage)
-
-
 _SQL_TYPES = {
     "created_at": "double precision",
     "fallback_used": "boolean",
