@@ -43,10 +43,9 @@ async def submit_docs(
     principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[JobAccepted]:
-    submitted = await receive_upload(
-        request, services.jobs, DOCS, principal.user_id, DocOptions, idempotency_key=idempotency_key
+    return accepted(
+        await receive_upload(request, services.jobs, DOCS, principal.user_id, idempotency_key=idempotency_key)
     )
-    return accepted(submitted)
 
 
 def with_upload_route(app: Litestar) -> Litestar:

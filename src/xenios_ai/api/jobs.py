@@ -7,7 +7,7 @@ Routes for kinds submitted with a file are a few lines over `api.uploads.receive
     async def submit_extraction(self, request: Request, services: ServicesDep, principal: PrincipalDep,
                                 idempotency_key: IdempotencyKey = None) -> Response[JobAccepted]:
         return accepted(await receive_upload(request, services.jobs, EXTRACTION, principal.user_id,
-                                             ExtractionOptions, idempotency_key=idempotency_key))
+                                             idempotency_key=idempotency_key))
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ from xenios_ai.api.schemas import Schema
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
 from xenios_ai.errors import NotFound
-from xenios_ai.extraction.job import ExtractionRequest, split_password
 from xenios_ai.jobs.kinds import ANALYSIS, EXTRACTION, TRANSCRIPTION
 from xenios_ai.jobs.models import Job, JobError, JobStatus
 from xenios_ai.jobs.service import StreamItem, Submitted, secret_key, upload_key
 from xenios_ai.llm.router import Options
-from xenios_ai.transcription import TranscriptionJobOptions
 
 IdempotencyKey = Annotated[
     str | None,
@@ -219,11 +217,11 @@ class JobsController(Controller):
         principal: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[JobAccepted]:
-        submitted = await receive_upload(
-            request, services.jobs, TRANSCRIPTION, principal.user_id, TranscriptionJobOptions,
-            idempotency_key=idempotency_key,
-        )  # fmt: skip
-        return accepted(submitted)
+        return accepted(
+            await receive_upload(
+                request, services.jobs, TRANSCRIPTION, principal.user_id, idempotency_key=idempotency_key
+            )
+        )
 
     @post(
         "/extraction",
@@ -248,11 +246,11 @@ class JobsController(Controller):
         principal: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[JobAccepted]:
-        submitted = await receive_upload(
-            request, services.jobs, EXTRACTION, principal.user_id, ExtractionRequest,
-            idempotency_key=idempotency_key, split_secret=split_password,
-        )  # fmt: skip
-        return accepted(submitted)
+        return accepted(
+            await receive_upload(
+                request, services.jobs, EXTRACTION, principal.user_id, idempotency_key=idempotency_key
+            )
+        )
 
     @get("/{job_id:uuid}", summary="A job: status, progress, result or error")
     async def get_job(self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep) -> JobOut:

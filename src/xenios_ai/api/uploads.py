@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -124,21 +124,19 @@ async def receive_upload(
     jobs: JobService,
     kind: JobKind,
     owner: str,
-    options_type: type[msgspec.Struct],
     *,
     idempotency_key: str | None = None,
-    split_secret: Callable[[Any], tuple[msgspec.Struct, bytes | None]] | None = None,
 ) -> Submitted:
     """Submit a ``kind`` job from a multipart request: the file in field ``file``, optional ``options``
-    (JSON for ``options_type``, which becomes the job's input) and ``webhook_url`` fields.
-    ``split_secret(options)`` -> (job input, secret) keeps a secret (a PDF's password) out of the job's
-    row (see `JobService.submit`).
+    (JSON for the kind's ``input_type``, which becomes the job's input, less the secret its upload's
+    ``split_secret`` takes out) and ``webhook_url`` fields.
 
     The route must set ``request_max_body_size=None`` (this function enforces the limits) and must not
     declare a ``data`` parameter (Litestar would read the body first).
     """
-    assert kind.upload is not None, f"job kind {kind.name} takes no upload"
-    limit = kind.upload.limit(jobs.settings)
+    spec = kind.upload
+    assert spec is not None, f"job kind {kind.name} takes no upload"
+    limit = spec.limit(jobs.settings)
     boundary = _boundary(request)
     announced = request.content_length
     if announced is not None and announced > limit + FORM_OVERHEAD_BYTES:
@@ -163,12 +161,12 @@ async def receive_upload(
         if upload is None:
             raise InvalidInput("the form has no file (field 'file')", code="missing_file")
         try:
-            options = msgspec.json.decode(fields.get("options") or "{}", type=options_type)
+            options = msgspec.json.decode(fields.get("options") or "{}", type=kind.input_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidInput(f"options: {exc}", code="invalid_options") from None
         secret = None
-        if split_secret is not None:
-            options, secret = split_secret(options)
+        if spec.split_secret is not None:
+            options, secret = spec.split_secret(options)
         webhook_url = await jobs.check_webhook(fields.get("webhook_url") or None)
     except BaseException:
         if upload is not None:

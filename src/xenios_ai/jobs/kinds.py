@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from xenios_ai.analysis import AnalysisInput, analysis_text
 from xenios_ai.errors import NotFound
-from xenios_ai.extraction.job import ExtractionRequest, extraction_text, warm_up
+from xenios_ai.extraction.job import ExtractionRequest, extraction_text, split_password, warm_up
 from xenios_ai.extraction.sniff import SNIFF_BYTES as DOCUMENT_SNIFF_BYTES
 from xenios_ai.extraction.sniff import sniff_document_format
 from xenios_ai.jobs.models import JobKind, RetryPolicy, UploadSpec
@@ -82,6 +82,7 @@ EXTRACTION = declare(
             sniff_bytes=DOCUMENT_SNIFF_BYTES,
             max_bytes=lambda settings: settings.extraction_max_upload_bytes,
             formats_hint="PDF, DOCX, PPTX, XLSX, HTML, Markdown (or plain text), CSV",
+            split_secret=split_password,  # the PDF's password never reaches the job's row
         ),
         text_of=extraction_text,
         release_on_shutdown=True,

@@ -124,6 +124,9 @@ class UploadSpec:
     None: the MAX_UPLOAD_BYTES setting."""
     formats_hint: str = ""
     """Named in the 415 problem: what the kind accepts."""
+    split_secret: Callable[[Any], tuple[msgspec.Struct, bytes | None]] | None = None
+    """``split_secret(options)`` -> (the job's input, a secret): keeps a secret (a PDF's password) out of
+    the job's row (see `JobService.submit`)."""
 
     def limit(self, settings: Settings) -> int:
         """The largest file accepted under ``settings``."""
