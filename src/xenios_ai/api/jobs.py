@@ -21,17 +21,15 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
-from xenios_ai.analysis import AnalysisInput, AnalysisTask, check_source
+from xenios_ai.analysis import AnalysisInput, check_source
 from xenios_ai.api.auth import require_user
 from xenios_ai.api.deps import PrincipalDep, ServicesDep
-from xenios_ai.api.schemas import Schema
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
 from xenios_ai.errors import NotFound
 from xenios_ai.jobs.kinds import ANALYSIS, EXTRACTION, TRANSCRIPTION
 from xenios_ai.jobs.models import Job, JobError, JobStatus
 from xenios_ai.jobs.service import StreamItem, Submitted, secret_key, upload_key
-from xenios_ai.llm.router import Options
 
 IdempotencyKey = Annotated[
     str | None,
@@ -98,19 +96,11 @@ class JobPage(msgspec.Struct, kw_only=True):
     """Pass as ``cursor`` for the next (older) page; null on the last page."""
 
 
-class AnalysisRequest(Schema):
+class AnalysisRequest(AnalysisInput, kw_only=True):
     """An analysis job: a task over ``text``, or over a succeeded job's text (``source_job_id``)."""
 
-    task: AnalysisTask
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=400_000)] | None = None
-    source_job_id: UUID | None = None
-    options: Options | None = None
     webhook_url: str | None = None
     """Called (Standard Webhooks, signed) when the job reaches a terminal state."""
-
-    def __post_init__(self) -> None:
-        if (self.text is None) == (self.source_job_id is None):
-            raise ValueError("give exactly one of text and source_job_id")
 
 
 def links(job_id: UUID) -> JobLinks:
