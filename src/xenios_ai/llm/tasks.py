@@ -1,7 +1,7 @@
 """The task catalogue: what each LLM task is, as data.
 
-A task names its model chain (primary first, then fallbacks), sampling parameters, its prompt file under
-``llm/prompts/`` and its output kind. The chains are DESIGN.md section 4's defaults; the setting
+A task names its model chain (primary first, then fallbacks), sampling parameters and its output kind;
+its system prompt is ``llm/prompts/<name>.md``. The chains are DESIGN.md section 4's defaults; the setting
 ``LLM_MODELS`` (JSON, ``{"chat": "openai/gpt-4o,openai/gpt-4o-mini"}``) replaces the chain of any task.
 """
 
@@ -30,11 +30,15 @@ class Task:
     temperature: float
     max_tokens: int
     """Default and ceiling of a request's ``max_tokens``."""
-    prompt_file: str
     output: OutputKind
     """``json`` tasks ask for JSON-schema output and validate it (see `xenios_ai.llm.structured`)."""
     system_prompt: str = ""
     """The prompt file's text, loaded with the catalogue."""
+
+    @property
+    def prompt_file(self) -> str:
+        """Under ``llm/prompts/``, named for the task."""
+        return f"{self.name}.md"
 
     @property
     def primary_model(self) -> str:
@@ -52,7 +56,6 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         models=(OPUS, SONNET),
         temperature=0.3,
         max_tokens=2048,
-        prompt_file="session_summary.md",
         output="text",
     ),
     Task(
@@ -61,7 +64,6 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         models=(OPUS, SONNET),
         temperature=0.5,
         max_tokens=2048,
-        prompt_file="insight_generation.md",
         output="text",
     ),
     Task(
@@ -70,7 +72,6 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         models=(OPUS, SONNET),
         temperature=0.7,
         max_tokens=1024,
-        prompt_file="chat.md",
         output="text",
     ),
     Task(
@@ -79,7 +80,6 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         models=(SONNET, GPT_4O_MINI),
         temperature=0.0,
         max_tokens=256,
-        prompt_file="intent_classification.md",
         output="json",
     ),
     Task(
@@ -88,7 +88,6 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         models=(SONNET, GPT_4O_MINI),
         temperature=0.0,
         max_tokens=2048,
-        prompt_file="entity_extraction.md",
         output="json",
     ),
 )
