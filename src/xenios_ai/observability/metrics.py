@@ -133,9 +133,11 @@ class Children:
 
     def __init__(self, metric: Any) -> None:
         self._metric = metric
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[str | int, ...], Any] = {}
 
-    def __call__(self, *labels: str) -> Any:
+    def __call__(self, *labels: str | int) -> Any:
+        """The child for these label values (``labels()`` makes strings of them: an HTTP status may be
+        passed as the int it is, no ``str()`` per call)."""
         child = self._children.get(labels)
         if child is None:
             child = self._children[labels] = self._metric.labels(*labels)
@@ -143,18 +145,14 @@ class Children:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_http: dict[tuple[str, str, int], Any] = {}
+_http_duration = Children(HTTP_REQUEST_DURATION)
 
 
 def observe_http(method: str, route: str | None, status: int, seconds: float) -> None:
     """One finished HTTP request; ``route`` is the matched template (None: no route matched)."""
     if method not in _METHODS:
         method = "OTHER"
-    key = (method, route or "unmatched", status)
-    child = _http.get(key)
-    if child is None:
-        child = _http[key] = HTTP_REQUEST_DURATION.labels(method, key[1], str(status))
-    child.observe(seconds)
+    _http_duration(method, route or "unmatched", status).observe(seconds)
 
 
 _llm_requests = Children(LLM_REQUESTS)
