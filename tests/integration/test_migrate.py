@@ -10,20 +10,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
+from tests.support.databases import fresh_database
 from xenios_ai.db.migrate import load_migrations, migrate
 from xenios_ai.errors import XeniosError
 
 
 @pytest.fixture
 def empty_database(postgres_server_url: str) -> Iterator[str]:
-    name = f"xenios_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_conninfo(postgres_server_url, dbname=name)
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(postgres_server_url, f"xenios_mig_{uuid.uuid4().hex[:8]}", migrated=False) as url:
+        yield url
 
 
 def applied(url: str) -> list[int]:
