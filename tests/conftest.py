@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from litestar.testing import AsyncTestClient
 
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import databases, tokens
-from tests.support.jobs import ALL_QUEUES, JOB_TIMINGS
-from tests.support.processes import ApiServer, WorkerProcess, wait_until
+from tests.support.jobs import JOB_TIMINGS
+from tests.support.processes import ApiServer, WorkerProcess, start_worker
 from xenios_ai.api.app import create_app
 from xenios_ai.settings import Settings, load_settings
 
@@ -114,30 +113,6 @@ def api_server_url(test_env: dict[str, str], api_log: Path) -> Iterator[str]:
     server.start()
     yield server.url
     server.stop()
-
-
-def _worker_registered(redis_url: str, namespace: str, process: WorkerProcess) -> bool:
-    if process.process is not None and process.process.poll() is not None:
-        raise RuntimeError(f"the worker exited with {process.process.returncode}; log: {process.log_path}")
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return bool(client.hlen(f"{namespace}:workers"))
-    finally:
-        client.close()
-
-
-def start_worker(
-    env: dict[str, str], log_path: Path, *, queues: str = ALL_QUEUES, threads: int = 4
-) -> WorkerProcess:
-    """`xenios-ai worker` against ``env``, returned once it has registered in Redis."""
-    worker = WorkerProcess(env, queues=queues, processes=1, threads=threads, log_path=log_path)
-    worker.start()
-    wait_until(
-        lambda: _worker_registered(env["REDIS_URL"], env["REDIS_NAMESPACE"], worker),
-        60,
-        "the worker to start",
-    )
-    return worker
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,10 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import start_worker
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
 from tests.support.jobs import WebhookReceiver, sse_events, wait_for_job
-from tests.support.processes import ApiServer, RedisServer, WorkerProcess, wait_until
+from tests.support.processes import ApiServer, RedisServer, WorkerProcess, start_worker, wait_until
 
 FAKE_KEY = "sk-or-v1-crash-tests"
 

@@ -6,20 +6,16 @@ would never answer, so a response proves the rest was not read.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.data.make_documents import DOCUMENTS
 from tests.support import tokens
-from tests.support.processes import free_port, stop_process, wait_until
+from tests.support.processes import ApiServer, child_pid, status_kb
 
 LIMIT = 100 * 1024 * 1024
 CHUNK = 64 * 1024
@@ -31,30 +27,16 @@ def upload_server(
     fresh_env: Callable[..., dict[str, str]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, int]]:
     """Granian serving the API plus a test upload route; yields (base URL, worker pid)."""
-    env = {**os.environ, **fresh_env(MAX_UPLOAD_BYTES=str(LIMIT))}
-    port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "upload-api.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1", "tests.support.upload_app:app_factory"],
-            env=env, stdout=out, stderr=out, cwd=ROOT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def live() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return httpx.get(f"{url}/health/live", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    server = ApiServer(
+        fresh_env(MAX_UPLOAD_BYTES=str(LIMIT)),
+        log_path=tmp_path_factory.mktemp("logs") / "upload-api.log",
+        factory="tests.support.upload_app:app_factory",
+    )
+    server.start()
     try:
-        wait_until(live, 30, "the upload API", interval=0.1)
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        yield url, int(children[0])
+        yield server.url, child_pid(server.process)
     finally:
-        stop_process(process)
+        server.stop()
 
 
 def _head(port: int, *, chunked: bool, content_length: int | None = None) -> bytes:
@@ -117,7 +99,7 @@ def test_an_unsupported_file_is_refused_from_its_first_bytes(upload_server: tupl
     url, _ = upload_server
     port = _port(url)
     # A PNG named .pdf, padded past the 8 KiB the sniffer reads (it waits for them, or the file's end).
-    head = (ROOT / "tests" / "data" / "documents" / "image_renamed.pdf").read_bytes() + b"\0" * 8192
+    head = (DOCUMENTS / "image_renamed.pdf").read_bytes() + b"\0" * 8192
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(_head(port, chunked=True) + _chunk(_part_head("scan.pdf") + head))
         assert _status_after(sock) == 415  # while the client still "has" megabytes to send
@@ -129,13 +111,6 @@ def test_a_declared_length_over_the_limit_is_refused_before_any_body(upload_serv
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(_head(port, chunked=False, content_length=2 * LIMIT))
         assert _status_after(sock) == 413
-
-
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 def test_a_90_mb_upload_streams_through_in_flat_memory(upload_server: tuple[str, int]) -> None:
@@ -153,7 +128,7 @@ def test_a_90_mb_upload_streams_through_in_flat_memory(upload_server: tuple[str,
         yield b"\r\n--BOUNDARY--\r\n"
 
     httpx.get(f"{url}/health/live")
-    before = _peak_rss_kib(worker_pid)
+    before = status_kb(worker_pid, "VmHWM")
     started = time.monotonic()
     response = httpx.post(
         f"{url}{PATH}",
@@ -166,6 +141,6 @@ def test_a_90_mb_upload_streams_through_in_flat_memory(upload_server: tuple[str,
     job = httpx.get(f"{url}/api/v1/jobs/{response.json()['job_id']}", headers=tokens.headers()).json()
     assert job["upload"]["format"] == "markdown"
     assert job["upload"]["size"] > size
-    growth_mib = (_peak_rss_kib(worker_pid) - before) / 1024
+    growth_mib = (status_kb(worker_pid, "VmHWM") - before) / 1024
     print(f"90 MB upload: {elapsed:.2f} s, API peak RSS growth {growth_mib:.1f} MiB")
     assert growth_mib < 40

@@ -18,11 +18,18 @@ import numpy as np
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings, start_worker
+from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import tokens
 from tests.support.jobs import sse_events, wait_for_job
-from tests.support.processes import ApiServer, WorkerProcess, stop_process, wait_until
+from tests.support.processes import (
+    ApiServer,
+    WorkerProcess,
+    child_pid,
+    start_worker,
+    stop_process,
+    wait_until,
+)
 from tests.unit.test_transcription import AUDIO, META, REFERENCE, normalise, wer
 from xenios_ai.api.app import create_app
 
@@ -69,13 +76,6 @@ def assert_timeline(result: dict[str, Any]) -> None:
         previous = segment["start"]
         for word in segment.get("words", []):
             assert segment["start"] - 0.01 <= word["start"] <= word["end"] <= segment["end"] + 0.01
-
-
-def worker_child_pid(worker: WorkerProcess) -> int:
-    """The Dramatiq worker process (the child of `xenios-ai worker`) that runs the jobs."""
-    assert worker.process is not None
-    pid = worker.process.pid
-    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
 
 
 def quiet_room_wav(path: Path, seconds: float) -> Path:
@@ -191,7 +191,7 @@ def test_the_dialogue_transcribes_with_words_and_progress_events(
 def test_every_failure_has_its_code_and_the_worker_takes_the_next_job(
     api_server_url: str, job_worker: WorkerProcess, tmp_path: Path
 ) -> None:
-    pid = worker_child_pid(job_worker)
+    pid = child_pid(job_worker.process)
     failing = {
         submitted(api_server_url, "truncated.m4a"): "unreadable_audio",
         submitted(api_server_url, "broken_header.wav"): "unreadable_audio",
@@ -238,7 +238,7 @@ def test_every_failure_has_its_code_and_the_worker_takes_the_next_job(
     # The same worker process ran all of it and is still serving.
     assert job_worker.process is not None
     assert job_worker.process.poll() is None
-    assert worker_child_pid(job_worker) == pid
+    assert child_pid(job_worker.process) == pid
 
 
 def test_then_runs_the_analyses_on_the_transcript_linked_both_ways(

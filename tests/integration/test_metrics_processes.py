@@ -18,10 +18,10 @@ import httpx
 import redis
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings, start_worker
+from tests.conftest import make_settings
 from tests.integration.test_metrics import value
 from tests.support import tokens
-from tests.support.processes import ApiServer, free_port
+from tests.support.processes import ApiServer, free_port, start_worker
 from xenios_ai.api.app import create_app
 from xenios_ai.observability.joblog import log_key
 

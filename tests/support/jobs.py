@@ -15,7 +15,6 @@ import httpx
 from tests.support import tokens
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-0123456789abcdef").decode()
-ALL_QUEUES = "default,extraction,transcription,llm"
 
 JOB_TIMINGS = {
     "WORKER_HEARTBEAT_SECONDS": "0.5",

@@ -1,4 +1,5 @@
-"""Real server processes for tests: a Redis we may stop and restart, the API on Granian, workers."""
+"""Real server processes for tests and benchmarks: a Redis we may stop and restart, the API on Granian,
+workers, and what /proc tells about them (child processes, memory, CPU time)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL_QUEUES = "default,extraction,transcription,llm"
 
 
 def free_port() -> int:
@@ -71,13 +76,22 @@ class RedisServer:
 
 
 class ApiServer:
-    """`xenios-ai serve` in a subprocess: the real Granian stack."""
+    """`xenios-ai serve` in a subprocess: the real Granian stack; or, given ``factory`` ("module:function"
+    returning the app), Granian serving that app the same way."""
 
-    def __init__(self, env: Mapping[str, str], workers: int = 1, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        workers: int = 1,
+        log_path: Path | None = None,
+        *,
+        factory: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.env = {**os.environ, **env}
         self.workers = workers
         self.log_path = log_path
+        self.factory = factory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,10 +100,13 @@ class ApiServer:
 
     def start(self, timeout: float = 30) -> None:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        command = [sys.executable, "-m", "xenios_ai", "serve"]
+        if self.factory:
+            command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xenios_ai", "serve", "--port", str(self.port),
-             "--workers", str(self.workers)],
-            env=self.env, stdout=out, stderr=out,
+            [*command, "--port", str(self.port), "--workers", str(self.workers),
+             *(["--factory", self.factory] if self.factory else [])],
+            env=self.env, stdout=out, stderr=out, cwd=ROOT if self.factory else None,
         )  # fmt: skip
         wait_until(self._live, timeout, f"the API on port {self.port}", interval=0.1)
 
@@ -129,6 +146,16 @@ class WorkerProcess:
             env=self.env, stdout=out, stderr=out, start_new_session=True,
         )  # fmt: skip
 
+    def registered(self) -> bool:
+        """Whether the worker has registered in Redis (``<namespace>:workers``); raises once it has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"the worker exited with {self.process.returncode}; log: {self.log_path}")
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        try:
+            return bool(client.hlen(f"{self.env['REDIS_NAMESPACE']}:workers"))
+        finally:
+            client.close()
+
     def kill(self) -> None:
         """SIGKILL the whole worker process group: no clean shutdown, no acks, no requeue."""
         if self.process is not None:
@@ -158,3 +185,51 @@ def stop_process(
         else:
             process.kill()
         process.wait(5)
+
+
+def start_worker(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    queues: str = ALL_QUEUES,
+    threads: int = 4,
+    timeout: float = 60,
+) -> WorkerProcess:
+    """`xenios-ai worker` (one worker process) against ``env``, returned once it has registered in Redis."""
+    worker = WorkerProcess(env, queues=queues, processes=1, threads=threads, log_path=log_path)
+    worker.start()
+    wait_until(worker.registered, timeout, "the worker to start")
+    return worker
+
+
+# -- /proc --------------------------------------------------------------------------------------------
+
+
+def children(pid: int, timeout: float = 30) -> list[int]:
+    """The child processes of ``pid`` (Granian's or Dramatiq's worker processes), once it has one."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    wait_until(lambda: bool(path.read_text().split()), timeout, f"the children of {pid}")
+    return [int(child) for child in path.read_text().split()]
+
+
+def child_pid(process: subprocess.Popen[bytes] | None) -> int:
+    """The process doing the work under `xenios-ai serve` or `xenios-ai worker` (its first child)."""
+    assert process is not None
+    return children(process.pid)[0]
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A memory figure of /proc/<pid>/status in KiB: ``VmRSS`` now, ``VmHWM`` the peak."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise LookupError(f"no {field} for process {pid}")
+
+
+def cpu_seconds(*pids: int) -> float:
+    """CPU seconds (user + system, all threads) the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
