@@ -49,8 +49,8 @@ from tests.benchmarks.bench_docling_direct import MIXED, _docling_converter, mak
 from tests.benchmarks.bench_llm import _database
 from tests.data.make_documents import DOCUMENTS
 from tests.support import tokens
-from tests.support.jobs import sse_events
 from tests.support.processes import ApiServer, WorkerProcess, wait_until
+from tests.support.sse import sse_events
 from xenios_ai.extraction import DocumentFormat, Extractor
 from xenios_ai.extraction.engine import approx_tokenizer
 

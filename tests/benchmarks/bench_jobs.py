@@ -38,8 +38,8 @@ import redis
 
 from tests.benchmarks.bench_llm import _database
 from tests.support import tokens
-from tests.support.jobs import sse_events
 from tests.support.processes import ApiServer, WorkerProcess, stop_process, wait_until
+from tests.support.sse import sse_events
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = f"sk-or-v1-bench-{uuid.uuid4().hex}"

@@ -44,8 +44,8 @@ import redis
 from tests.benchmarks.bench_llm import _database
 from tests.benchmarks.bench_whisper_direct import make_long_wav
 from tests.support import tokens
-from tests.support.jobs import sse_events
 from tests.support.processes import ApiServer, WorkerProcess, wait_until
+from tests.support.sse import sse_events
 from xenios_ai.settings import load_settings
 from xenios_ai.transcription import shared_transcriber
 

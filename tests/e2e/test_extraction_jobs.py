@@ -23,8 +23,9 @@ import pytest
 from tests.data import make_documents as docs
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import tokens
-from tests.support.jobs import sse_events, wait_for_job
+from tests.support.jobs import accepted_id, job_events, upload, wait_for_job
 from tests.support.processes import ApiServer, WorkerProcess
+from tests.support.sse import sse_events
 
 DOCUMENTS = docs.DOCUMENTS
 
@@ -43,21 +44,11 @@ def submit(
     else:
         path = document if isinstance(document, Path) else DOCUMENTS / document
         data, name = path.read_bytes(), filename or path.name
-    form = {"options": json.dumps(options)} if options is not None else {}
-    return httpx.post(
-        f"{base_url}/api/v1/jobs/extraction",
-        files={"file": (name, data, "application/octet-stream")},  # the header is ignored
-        data=form,
-        headers=tokens.headers(sub),
-        timeout=30,
-    )
+    return upload(base_url, "extraction", name, data, options, sub=sub)
 
 
 def submitted(base_url: str, document: str | Path | bytes, options: dict[str, Any] | None = None) -> str:
-    response = submit(base_url, document, options)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
+    return accepted_id(submit(base_url, document, options))
 
 
 def run(base_url: str, document: str | Path | bytes, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -237,10 +228,7 @@ def test_a_long_pdf_reports_progress_per_page_and_keeps_its_document_in_blob_sto
     pdf = tmp_path / "long.pdf"
     docs.write_long_pdf(pdf, 60)
     job_id = submitted(api_server_url, pdf)
-    with httpx.stream(
-        "GET", f"{api_server_url}/api/v1/jobs/{job_id}/events", headers=tokens.headers(), timeout=60
-    ) as response:
-        events = list(sse_events(response))
+    events = job_events(api_server_url, job_id)
 
     final = events[-1]
     assert (final[0], final[1]["status"]) == ("state", "succeeded"), final
@@ -420,10 +408,7 @@ def test_then_runs_an_analysis_on_the_markdown_linked_both_ways(
     api_server_url: str, fake_openrouter: FakeOpenRouter
 ) -> None:
     job_id = submitted(api_server_url, "notes.md", {"then": ["session_summary"]})
-    with httpx.stream(
-        "GET", f"{api_server_url}/api/v1/jobs/{job_id}/events", headers=tokens.headers(), timeout=60
-    ) as response:
-        final = list(sse_events(response))[-1]
+    final = job_events(api_server_url, job_id)[-1]
     assert final[1]["status"] == "succeeded", final
     [follow_up] = final[1]["result"]["follow_ups"]  # in the terminal event's result
     assert follow_up["task"] == "session_summary"

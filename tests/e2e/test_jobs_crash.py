@@ -18,7 +18,7 @@ import httpx
 
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
-from tests.support.jobs import WebhookReceiver, sse_events, wait_for_job
+from tests.support.jobs import WebhookReceiver, accepted_id, job_events, submit_analysis, wait_for_job
 from tests.support.processes import ApiServer, RedisServer, WorkerProcess, start_worker, wait_until
 
 FAKE_KEY = "sk-or-v1-crash-tests"
@@ -35,15 +35,7 @@ def _api(env: dict[str, str], log: Path) -> Iterator[str]:
 
 
 def _submit(api: str, text: str, **extra: Any) -> str:
-    response = httpx.post(
-        f"{api}/api/v1/jobs/analysis",
-        json={"task": "session_summary", "text": text, **extra},
-        headers=tokens.headers(),
-        timeout=10,
-    )
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
+    return accepted_id(submit_analysis(api, {"task": "session_summary", "text": text, **extra}))
 
 
 def _requests_for(fake: FakeOpenRouter, marker: str) -> int:
@@ -151,9 +143,7 @@ def test_redis_restarted_mid_run_loses_no_job(
 
 
 def _follow(api: str, job_id: str, into: list[tuple[str, Any]]) -> None:
-    url = f"{api}/api/v1/jobs/{job_id}/events"
-    with httpx.stream("GET", url, headers=tokens.headers(), timeout=60) as response:
-        into.extend(sse_events(response))
+    into.extend(job_events(api, job_id))
 
 
 def test_a_job_cancelled_while_queued_never_runs_on_a_worker(

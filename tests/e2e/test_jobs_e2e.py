@@ -23,17 +23,12 @@ from litestar.testing import AsyncTestClient
 from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
-from tests.support.jobs import WEBHOOK_SECRET, WebhookReceiver, sse_events, wait_for_job
+from tests.support.jobs import WEBHOOK_SECRET, WebhookReceiver, job_events, submit_analysis, wait_for_job
 from tests.support.processes import WorkerProcess
+from tests.support.sse import sse_events
 from xenios_ai.api.app import create_app
 
 pytestmark = pytest.mark.usefixtures("job_worker")
-
-
-def _submit(base_url: str, body: dict[str, Any], sub: str = "user-1", **headers: str) -> httpx.Response:
-    return httpx.post(
-        f"{base_url}/api/v1/jobs/analysis", json=body, headers=tokens.headers(sub) | headers, timeout=10
-    )
 
 
 def _text(trigger: dict[str, Any] | None = None) -> str:
@@ -42,7 +37,7 @@ def _text(trigger: dict[str, Any] | None = None) -> str:
 
 
 def test_analysis_job_runs_to_a_result(api_server_url: str, job_worker: WorkerProcess) -> None:
-    response = _submit(api_server_url, {"task": "session_summary", "text": _text()})
+    response = submit_analysis(api_server_url, {"task": "session_summary", "text": _text()})
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert accepted["status"] == "queued"
@@ -67,7 +62,7 @@ def test_analysis_job_runs_to_a_result(api_server_url: str, job_worker: WorkerPr
 
 def test_the_llm_fallback_is_part_of_the_job(api_server_url: str, fake_openrouter: FakeOpenRouter) -> None:
     fake_openrouter.enqueue(Reply(status=503), Reply(status=503), model="anthropic/claude-opus-4.5")
-    response = _submit(api_server_url, {"task": "session_summary", "text": _text()})
+    response = submit_analysis(api_server_url, {"task": "session_summary", "text": _text()})
     job = wait_for_job(api_server_url, response.json()["job_id"])
     assert job["status"] == "succeeded"
     assert job["result"]["fallback_used"] is True
@@ -75,7 +70,7 @@ def test_the_llm_fallback_is_part_of_the_job(api_server_url: str, fake_openroute
 
 
 def test_a_transient_llm_failure_is_retried_later(api_server_url: str) -> None:
-    response = _submit(api_server_url, {"task": "session_summary", "text": _text({"status": 503})})
+    response = submit_analysis(api_server_url, {"task": "session_summary", "text": _text({"status": 503})})
     job_id = response.json()["job_id"]
     wait_for_job(api_server_url, job_id, statuses=("running",))
     job = wait_for_job(api_server_url, job_id, statuses=("queued", "failed"))
@@ -85,7 +80,7 @@ def test_a_transient_llm_failure_is_retried_later(api_server_url: str) -> None:
 
 
 def test_an_upstream_refusal_fails_the_job_at_once_with_its_code(api_server_url: str) -> None:
-    response = _submit(api_server_url, {"task": "session_summary", "text": _text({"status": 400})})
+    response = submit_analysis(api_server_url, {"task": "session_summary", "text": _text({"status": 400})})
     job = wait_for_job(api_server_url, response.json()["job_id"])
     assert job["status"] == "failed"
     assert job["attempts"] == 1  # bad input is never retried
@@ -94,9 +89,9 @@ def test_an_upstream_refusal_fails_the_job_at_once_with_its_code(api_server_url:
 
 
 def test_events_stream_state_progress_and_end_at_the_terminal_state(api_server_url: str) -> None:
-    job_id = _submit(api_server_url, {"task": "session_summary", "text": _text({"hang": 0.8})}).json()[
-        "job_id"
-    ]
+    job_id = submit_analysis(
+        api_server_url, {"task": "session_summary", "text": _text({"hang": 0.8})}
+    ).json()["job_id"]
     url = f"{api_server_url}/api/v1/jobs/{job_id}/events"
     started = time.monotonic()
     with httpx.stream("GET", url, headers=tokens.headers("user-1"), timeout=20) as response:
@@ -115,8 +110,7 @@ def test_events_stream_state_progress_and_end_at_the_terminal_state(api_server_u
     assert events[-1][1]["result"]["content"]
 
     # Opened after the end: the final state, then the stream ends.
-    with httpx.stream("GET", url, headers=tokens.headers("user-1"), timeout=5) as response:
-        again = list(sse_events(response))
+    again = job_events(api_server_url, job_id, timeout=5)
     assert [(name, data["status"]) for name, data in again] == [("state", "succeeded")]
 
 
@@ -125,7 +119,7 @@ def test_cancel_stops_a_running_job_and_its_llm_call(
 ) -> None:
     marker = uuid.uuid4().hex
     text = f"{marker} [[fake:{json.dumps({'hang': 30})}]]"
-    job_id = _submit(api_server_url, {"task": "session_summary", "text": text}).json()["job_id"]
+    job_id = submit_analysis(api_server_url, {"task": "session_summary", "text": text}).json()["job_id"]
     wait_for_job(api_server_url, job_id, statuses=("running",))
     fake_openrouter.wait_for(lambda requests: any(marker in json.dumps(r.body) for r in requests), timeout=10)
 
@@ -146,7 +140,7 @@ def test_cancel_stops_a_running_job_and_its_llm_call(
 
 
 def test_cancelling_a_finished_job_is_a_conflict(api_server_url: str) -> None:
-    job_id = _submit(api_server_url, {"task": "session_summary", "text": _text()}).json()["job_id"]
+    job_id = submit_analysis(api_server_url, {"task": "session_summary", "text": _text()}).json()["job_id"]
     wait_for_job(api_server_url, job_id)
     response = httpx.delete(f"{api_server_url}/api/v1/jobs/{job_id}", headers=tokens.headers("user-1"))
     assert response.status_code == 409
@@ -156,25 +150,25 @@ def test_cancelling_a_finished_job_is_a_conflict(api_server_url: str) -> None:
 def test_idempotency_key_returns_the_same_job(api_server_url: str) -> None:
     key = f"submit-{uuid.uuid4()}"
     body = {"task": "session_summary", "text": _text()}
-    first = _submit(api_server_url, body, **{"Idempotency-Key": key})
-    second = _submit(api_server_url, body, **{"Idempotency-Key": key})
+    first = submit_analysis(api_server_url, body, **{"Idempotency-Key": key})
+    second = submit_analysis(api_server_url, body, **{"Idempotency-Key": key})
     assert first.status_code == second.status_code == 202
     assert second.json()["job_id"] == first.json()["job_id"]
     assert second.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
 
-    different = _submit(api_server_url, {**body, "text": _text()}, **{"Idempotency-Key": key})
+    different = submit_analysis(api_server_url, {**body, "text": _text()}, **{"Idempotency-Key": key})
     assert different.status_code == 409
     assert different.json()["code"] == "idempotency_key_reused"
-    other_user = _submit(api_server_url, body, sub="user-other", **{"Idempotency-Key": key})
+    other_user = submit_analysis(api_server_url, body, sub="user-other", **{"Idempotency-Key": key})
     assert other_user.status_code == 202
     assert other_user.json()["job_id"] != first.json()["job_id"]
 
 
 def test_a_user_never_sees_or_cancels_another_users_job(api_server_url: str) -> None:
-    job_id = _submit(api_server_url, {"task": "session_summary", "text": _text()}, sub="owner").json()[
-        "job_id"
-    ]
+    job_id = submit_analysis(
+        api_server_url, {"task": "session_summary", "text": _text()}, sub="owner"
+    ).json()["job_id"]
     intruder = tokens.headers("intruder")
     for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/events")):
         response = httpx.request(method, f"{api_server_url}/api/v1/jobs/{job_id}{path}", headers=intruder)
@@ -193,7 +187,9 @@ def test_a_user_never_sees_or_cancels_another_users_job(api_server_url: str) -> 
 def test_list_filters_and_pages(api_server_url: str) -> None:
     sub = f"lister-{uuid.uuid4()}"
     ids = [
-        _submit(api_server_url, {"task": "session_summary", "text": _text()}, sub=sub).json()["job_id"]
+        submit_analysis(api_server_url, {"task": "session_summary", "text": _text()}, sub=sub).json()[
+            "job_id"
+        ]
         for _ in range(3)
     ]
     for job_id in ids:
@@ -238,27 +234,29 @@ def test_list_filters_and_pages(api_server_url: str) -> None:
     ],
 )
 def test_invalid_submits_are_422(api_server_url: str, body: dict[str, Any], code: str) -> None:
-    response = _submit(api_server_url, body)
+    response = submit_analysis(api_server_url, body)
     assert response.status_code == 422, response.text
     assert response.json()["code"] == code
 
 
 def test_analysis_of_a_finished_jobs_text(api_server_url: str) -> None:
-    source = _submit(api_server_url, {"task": "session_summary", "text": _text()}).json()["job_id"]
+    source = submit_analysis(api_server_url, {"task": "session_summary", "text": _text()}).json()["job_id"]
     wait_for_job(api_server_url, source)
-    response = _submit(api_server_url, {"task": "insight_generation", "source_job_id": source})
+    response = submit_analysis(api_server_url, {"task": "insight_generation", "source_job_id": source})
     assert response.status_code == 202, response.text
     job = wait_for_job(api_server_url, response.json()["job_id"])
     assert job["status"] == "succeeded"
     assert job["source_job_id"] == source
     assert job["result"]["source_job_id"] == source
 
-    theirs = _submit(
+    theirs = submit_analysis(
         api_server_url, {"task": "insight_generation", "source_job_id": source}, sub="someone-else"
     )
     assert theirs.status_code == 404
-    slow = _submit(api_server_url, {"task": "session_summary", "text": _text({"hang": 3})}).json()["job_id"]
-    unfinished = _submit(api_server_url, {"task": "insight_generation", "source_job_id": slow})
+    slow = submit_analysis(api_server_url, {"task": "session_summary", "text": _text({"hang": 3})}).json()[
+        "job_id"
+    ]
+    unfinished = submit_analysis(api_server_url, {"task": "insight_generation", "source_job_id": slow})
     assert unfinished.status_code == 409
     assert unfinished.json()["code"] == "source_job_not_ready"
 
@@ -315,7 +313,9 @@ async def test_a_signed_webhook_reaches_the_receiver_and_is_retried(
 def test_a_burst_of_jobs_keeps_every_worker_thread_busy(api_server_url: str) -> None:
     """Four threads, twenty 0.5 s LLM calls: five rounds, each next job fetched as soon as a thread frees."""
     ids = [
-        _submit(api_server_url, {"task": "session_summary", "text": _text({"hang": 0.5})}).json()["job_id"]
+        submit_analysis(api_server_url, {"task": "session_summary", "text": _text({"hang": 0.5})}).json()[
+            "job_id"
+        ]
         for _ in range(20)
     ]
     jobs = [wait_for_job(api_server_url, job_id) for job_id in ids]

@@ -23,7 +23,7 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
-from tests.support.jobs import wait_for_job
+from tests.support.jobs import accepted_id, submit_analysis, wait_for_job
 from tests.support.processes import ApiServer, wait_until
 
 pytestmark = pytest.mark.usefixtures("job_worker")
@@ -95,15 +95,8 @@ def page(browser: BrowserContext) -> Iterator[Page]:
 
 
 def submit(base_url: str, text: str) -> str:
-    response = httpx.post(
-        f"{base_url}/api/v1/jobs/analysis",
-        json={"task": "session_summary", "text": f"{text} ({uuid.uuid4()})"},
-        headers=tokens.headers("ops-test-user"),
-        timeout=10,
-    )
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
+    body = {"task": "session_summary", "text": f"{text} ({uuid.uuid4()})"}
+    return accepted_id(submit_analysis(base_url, body, "ops-test-user"))
 
 
 def job(base_url: str, job_id: str, **kwargs: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from litestar.testing import AsyncTestClient
 from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import tokens
-from tests.support.jobs import sse_events, wait_for_job
+from tests.support.jobs import accepted_id, job_events, upload, wait_for_job
 from tests.support.processes import (
     ApiServer,
     WorkerProcess,
@@ -49,21 +49,11 @@ def submit(
     base_url: str, name: str | Path, options: dict[str, Any] | None = None, sub: str = "user-1"
 ) -> httpx.Response:
     path = name if isinstance(name, Path) else AUDIO / name
-    form = {"options": json.dumps(options)} if options is not None else {}
-    return httpx.post(
-        f"{base_url}/api/v1/jobs/transcription",
-        files={"file": (path.name, path.read_bytes(), "application/octet-stream")},
-        data=form,
-        headers=tokens.headers(sub),
-        timeout=30,
-    )
+    return upload(base_url, "transcription", path.name, path.read_bytes(), options, sub=sub)
 
 
 def submitted(base_url: str, name: str | Path, options: dict[str, Any] | None = None) -> str:
-    response = submit(base_url, name, options)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
+    return accepted_id(submit(base_url, name, options))
 
 
 def assert_timeline(result: dict[str, Any]) -> None:
@@ -159,9 +149,7 @@ def test_the_dialogue_transcribes_with_words_and_progress_events(
     api_server_url: str, job_worker: WorkerProcess
 ) -> None:
     job_id = submitted(api_server_url, "dialogue.mp4", {"word_timestamps": True})  # audio is stream 1
-    url = f"{api_server_url}/api/v1/jobs/{job_id}/events"
-    with httpx.stream("GET", url, headers=tokens.headers(), timeout=60) as response:
-        events = list(sse_events(response))
+    events = job_events(api_server_url, job_id)
 
     final = events[-1]
     assert final[0] == "state"
@@ -246,10 +234,7 @@ def test_then_runs_the_analyses_on_the_transcript_linked_both_ways(
 ) -> None:
     tasks = ["session_summary", "insight_generation"]
     job_id = submitted(api_server_url, "dialogue.ogg", {"then": tasks})
-    with httpx.stream(
-        "GET", f"{api_server_url}/api/v1/jobs/{job_id}/events", headers=tokens.headers(), timeout=60
-    ) as response:
-        final = list(sse_events(response))[-1]
+    final = job_events(api_server_url, job_id)[-1]
     assert final[1]["status"] == "succeeded", final
     result = final[1]["result"]  # the follow-ups are in the terminal event's result
     assert wer(REFERENCE, result["text"]) <= 0.15, result["text"]

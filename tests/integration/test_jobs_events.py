@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from tests.conftest import make_settings
 from tests.support import tokens
+from tests.support.sse import async_sse_events
 from xenios_ai.api.app import create_app
 from xenios_ai.jobs.models import Job, JobKind
 from xenios_ai.jobs.runner import JobContext, execute
@@ -68,16 +68,9 @@ async def _submit(runtime: WorkerRuntime) -> Job:
 
 
 async def _events(api: AsyncTestClient[Any], job_id: str, sub: str = "user-1") -> list[tuple[str, Any]]:
-    events: list[tuple[str, Any]] = []
     async with api.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=tokens.headers(sub)) as response:
         assert response.status_code == 200
-        name = ""
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                name = line.removeprefix("event:").strip()
-            elif line.startswith("data:"):
-                events.append((name, json.loads(line.removeprefix("data:"))))
-    return events
+        return [event async for event in async_sse_events(response)]
 
 
 async def test_the_stream_follows_a_job_from_queued_to_succeeded(

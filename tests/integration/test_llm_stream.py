@@ -6,7 +6,6 @@ Short deadlines: 0.6 s to the first token, 0.8 s of silence after it, a heartbea
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from psycopg.rows import dict_row
 from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, RecordedRequest, Reply
 from tests.support import tokens
 from tests.support.processes import ApiServer, wait_until
+from tests.support.sse import SSEParser
 
 OPUS = "anthropic/claude-opus-4.5"
 SONNET = "anthropic/claude-sonnet-4"
@@ -82,14 +82,12 @@ async def stream(
             await response.aread()
             received.events.append((time.monotonic(), "problem", response.json()))
             return received
-        name = None
+        parser = SSEParser()
         async for line in response.aiter_lines():
             if line.startswith(":"):
                 received.heartbeats.append(time.monotonic())
-            elif line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                received.events.append((time.monotonic(), name or "message", json.loads(line[6:])))
+            elif (event := parser.line(line)) is not None:
+                received.events.append((time.monotonic(), *event))
     return received
 
 

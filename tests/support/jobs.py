@@ -1,4 +1,5 @@
-"""Helpers for job tests: fast job timings, a webhook receiver, and waiting on jobs over HTTP."""
+"""Helpers for job tests: fast job timings, a webhook receiver, submitting jobs and following them over
+HTTP."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
 from tests.support import tokens
+from tests.support.sse import Event, sse_events
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-0123456789abcdef").decode()
 
@@ -27,6 +28,53 @@ JOB_TIMINGS = {
 """Short heartbeats and sweeps so crash recovery takes seconds in tests (production: see Settings)."""
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def submit_analysis(
+    base_url: str, body: dict[str, Any], sub: str = "user-1", **headers: str
+) -> httpx.Response:
+    """POST /api/v1/jobs/analysis as ``sub``, with extra ``headers`` (e.g. Idempotency-Key)."""
+    return httpx.post(
+        f"{base_url}/api/v1/jobs/analysis", json=body, headers=tokens.headers(sub) | headers, timeout=10
+    )
+
+
+def upload(
+    base_url: str,
+    kind: str,
+    name: str,
+    data: bytes | BinaryIO,
+    options: dict[str, Any] | None = None,
+    *,
+    sub: str = "user-1",
+    timeout: float = 30,
+) -> httpx.Response:
+    """POST a file (multipart field ``file``) and its ``options`` (JSON) to /api/v1/jobs/{kind}."""
+    form = {"options": json.dumps(options)} if options is not None else {}
+    return httpx.post(
+        f"{base_url}/api/v1/jobs/{kind}",
+        files={"file": (name, data, "application/octet-stream")},  # the type is read from the bytes
+        data=form,
+        headers=tokens.headers(sub),
+        timeout=timeout,
+    )
+
+
+def accepted_id(response: httpx.Response) -> str:
+    """The job id of a submit answered 202."""
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+def job_events(
+    base_url: str, job_id: str, *, sub: str = "user-1", timeout: float | httpx.Timeout = 60
+) -> list[Event]:
+    """Every event of GET /api/v1/jobs/{id}/events, until the stream ends (after a terminal state)."""
+    url = f"{base_url}/api/v1/jobs/{job_id}/events"
+    with httpx.stream("GET", url, headers=tokens.headers(sub), timeout=timeout) as response:
+        assert response.status_code == 200, response.read()
+        return list(sse_events(response))
 
 
 def wait_for_job(
@@ -48,22 +96,6 @@ def wait_for_job(
             return body
         time.sleep(0.05)
     raise TimeoutError(f"job {job_id} still {body.get('status')} after {timeout}s: {body}")
-
-
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
-    """(event, decoded data) pairs of a text/event-stream response; comments are skipped."""
-    name, data = "message", list[str]()
-    for line in response.iter_lines():
-        if line.startswith(":"):
-            continue
-        if not line:
-            if data:
-                yield name, json.loads("\n".join(data))
-            name, data = "message", list[str]()
-        elif line.startswith("event:"):
-            name = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            data.append(line.removeprefix("data:").strip())
 
 
 class WebhookReceiver:
