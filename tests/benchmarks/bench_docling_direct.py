@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.benchmarks.common import ROOT, timed_rounds
 from tests.data.make_documents import DOCUMENTS, write_long_pdf
+from tests.support.processes import status_kb
 from xenios_ai.extraction import DocumentFormat, ExtractionOptions, Extractor
-
-ROOT = Path(__file__).resolve().parents[2]
 
 #: The fixtures of the mixed set, with their formats (the failure fixtures are left out).
 MIXED = {
@@ -49,19 +49,10 @@ def make_pdf(path: Path, pages: int) -> Path:
 
 
 def _median_seconds(cases: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds per case; the cases take turns in every round, so a busy machine skews them alike."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for run in cases.values():
-        run()  # warm up: first-use imports and pipeline set-up are not throughput
-    for _ in range(rounds):
-        for name, run in cases.items():
-            started = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: timed["median"] for name, timed in timed_rounds(cases, rounds).items()}
 
 
-def _docling_converter() -> Any:
+def docling_converter() -> Any:
     """A converter configured as the Extractor's native default: one parser thread, no images."""
     from docling.datamodel.base_models import InputFormat
     from docling.datamodel.pipeline_options import NativePdfPipelineOptions
@@ -76,7 +67,7 @@ def _docling_converter() -> Any:
 
 
 def bench_pdf(pdf: Path, pages: int, rounds: int, extractor: Extractor) -> list[dict[str, Any]]:
-    converter = _docling_converter()
+    converter = docling_converter()
     events: list[object] = []
     cases: dict[str, Callable[[], object]] = {
         "docling, whole document": lambda: converter.convert(pdf),
@@ -100,7 +91,7 @@ def bench_pdf(pdf: Path, pages: int, rounds: int, extractor: Extractor) -> list[
 
 
 def bench_mixed(rounds: int, extractor: Extractor) -> list[dict[str, Any]]:
-    converter = _docling_converter()
+    converter = docling_converter()
     paths = [(DOCUMENTS / name, fmt) for name, fmt in MIXED.items()]
 
     def docling_all() -> None:
@@ -131,8 +122,7 @@ def measure_memory(pdf: Path, batch_pages: int) -> dict[str, Any]:
 def _child_memory(pdf: Path, batch_pages: int) -> None:
     def peak_mb() -> float:
         # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across execve.
-        status = Path("/proc/self/status").read_text()
-        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+        return status_kb(os.getpid(), "VmHWM") / 1024
 
     extractor = Extractor(pdf_batch_pages=batch_pages)
     after_build = peak_mb()

@@ -32,72 +32,63 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
-import redis
 
-from tests.benchmarks.bench_docling_direct import MIXED, _docling_converter, make_pdf
-from tests.benchmarks.bench_llm import _database
+from tests.benchmarks.bench_docling_direct import MIXED, docling_converter, make_pdf
+from tests.benchmarks.common import database, service_env, timed_rounds, worker
 from tests.data.make_documents import DOCUMENTS
-from tests.support import tokens
-from tests.support.processes import ApiServer, WorkerProcess, wait_until
-from tests.support.sse import sse_events
+from tests.support.jobs import accepted_id, job_events, upload
+from tests.support.processes import (
+    ApiServer,
+    WorkerProcess,
+    child_pid,
+    children,
+    cpu_seconds,
+    status_kb,
+    wait_until,
+)
 from xenios_ai.extraction import DocumentFormat, Extractor
 from xenios_ai.extraction.engine import approx_tokenizer
 
 TARGET_OVERHEAD = 0.10
 TARGET_PEAK_RSS_MB = 1024.0
-HEADERS = tokens.headers("bench-user")
-
-
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise LookupError(field)
 
 
 @contextlib.contextmanager
 def _worker(env: dict[str, str], log: Path) -> Iterator[WorkerProcess]:
     log.write_text("")  # the readiness check below reads it
-    worker = WorkerProcess(env, queues="extraction", processes=1, threads=1, log_path=log)
-    worker.start()
-    client = redis.Redis.from_url(env["REDIS_URL"])
-    key = f"{env['REDIS_NAMESPACE']}:workers"
-    try:
-        client.delete(key)
-        wait_until(lambda: bool(client.hlen(key)), 120, "the worker to register")
+    with worker(env, "extraction", log) as process:
         wait_until(lambda: "document extractor ready" in log.read_text(), 120, "docling to load")
-        yield worker
-    finally:
-        worker.stop()
-        client.close()
+        yield process
 
 
-def _submit(api: httpx.Client, path: Path) -> str:
-    response = api.post("/api/v1/jobs/extraction", files={"file": (path.name, path.read_bytes())})
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
+class Api(NamedTuple):
+    """The API's URL and a client kept alive across requests, as the MVP backend's would be."""
+
+    url: str
+    client: httpx.Client
 
 
-def _wait(api: httpx.Client, job_id: str) -> dict[str, Any]:
-    with api.stream("GET", f"/api/v1/jobs/{job_id}/events") as stream:
-        final: dict[str, Any] = list(sse_events(stream))[-1][1]
+def _submit(api: Api, path: Path) -> str:
+    return accepted_id(
+        upload(api.url, "extraction", path.name, path.read_bytes(), timeout=600, client=api.client)
+    )
+
+
+def _wait(api: Api, job_id: str) -> dict[str, Any]:
+    final: dict[str, Any] = job_events(api.url, job_id, timeout=600, client=api.client)[-1][1]
     assert final["status"] == "succeeded", final
     return final
 
 
-def _through_jobs(api: httpx.Client, path: Path, jobs: list[dict[str, Any]] | None = None) -> float:
+def _through_jobs(api: Api, path: Path, jobs: list[dict[str, Any]] | None = None) -> float:
     """Upload ``path`` and follow the job's events until it succeeds; client-side seconds. The job, with
     the client's start and end (epoch seconds), is appended to ``jobs``."""
     started, wall = time.perf_counter(), time.time()
@@ -133,55 +124,11 @@ def _docling_work(converter: Any, path: Path) -> None:
     list(HybridChunker(tokenizer=approx_tokenizer(512)).chunk(document))
 
 
-def _cpu_seconds(*pids: int) -> float:
-    """CPU seconds (user + system, all threads) the processes have used so far."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    wait_until(lambda: bool(path.read_text().split()), 30, f"the children of {pid}")
-    return [int(child) for child in path.read_text().split()]
-
-
-def _best_seconds(
-    cases: Mapping[str, Callable[[], object]],
-    rounds: int,
-    clocks: Mapping[str, Callable[[], float]] | None = None,
-) -> dict[str, dict[str, float]]:
-    """Best and median wall seconds per case, and CPU seconds on the case's clock (default: this
-    process's). The cases take turns in every round, so a busy machine skews them alike; the best round is
-    each case's own cost with the least interference from other processes."""
-    wall: dict[str, list[float]] = {name: [] for name in cases}
-    cpu: dict[str, list[float]] = {name: [] for name in cases}
-    for run in cases.values():
-        run()  # warm up
-    for _ in range(rounds):
-        for name, run in cases.items():
-            clock = (clocks or {}).get(name, time.process_time)
-            cpu_started, started = clock(), time.perf_counter()
-            run()
-            wall[name].append(time.perf_counter() - started)
-            cpu[name].append(clock() - cpu_started)
-    return {
-        name: {
-            "best": min(wall[name]),
-            "median": statistics.median(wall[name]),
-            "cpu_median": statistics.median(cpu[name]),
-        }
-        for name in cases
-    }
-
-
-def _speed(api: httpx.Client, services: list[int], pdf: Path, pages: int, rounds: int) -> dict[str, Any]:
+def _speed(api: Api, services: list[int], pdf: Path, pages: int, rounds: int) -> dict[str, Any]:
     """``services``: the pids of the API and worker processes, whose CPU time a job costs."""
-    converter, extractor = _docling_converter(), Extractor()
+    converter, extractor = docling_converter(), Extractor()
     jobs: list[dict[str, Any]] = []
-    timed = _best_seconds(
+    timed = timed_rounds(
         {
             "docling_convert": lambda: converter.convert(pdf),
             "docling": lambda: _docling_work(converter, pdf),
@@ -189,7 +136,7 @@ def _speed(api: httpx.Client, services: list[int], pdf: Path, pages: int, rounds
             "job": lambda: _through_jobs(api, pdf, jobs),
         },
         rounds,
-        clocks={"job": lambda: _cpu_seconds(*services)},
+        clocks={"job": lambda: cpu_seconds(*services)},
     )
     best = {name: value["best"] for name, value in timed.items()}
     docling, job = best["docling"], best["job"]
@@ -215,8 +162,8 @@ def _speed(api: httpx.Client, services: list[int], pdf: Path, pages: int, rounds
     }
 
 
-def _mixed(api: httpx.Client, rounds: int) -> dict[str, Any]:
-    converter = _docling_converter()
+def _mixed(api: Api, rounds: int) -> dict[str, Any]:
+    converter = docling_converter()
     paths = [DOCUMENTS / name for name in MIXED]
 
     def docling() -> None:
@@ -231,7 +178,7 @@ def _mixed(api: httpx.Client, rounds: int) -> dict[str, Any]:
         for job_id in [_submit(api, path) for path in paths]:
             _wait(api, job_id)
 
-    timed = _best_seconds(
+    timed = timed_rounds(
         {"docling": docling, "job_one_at_a_time": one_at_a_time, "job_all_at_once": all_at_once}, rounds
     )
     seconds = {name: value["best"] for name, value in timed.items()}
@@ -245,13 +192,12 @@ def _mixed(api: httpx.Client, rounds: int) -> dict[str, Any]:
     }
 
 
-def _memory(api: httpx.Client, env: dict[str, str], pdf: Path, pages: int, log: Path) -> dict[str, Any]:
-    with _worker(env, log) as worker:
-        assert worker.process is not None
-        [pid] = _children(worker.process.pid)  # the Dramatiq worker process that runs the jobs
-        idle_rss = _status_kb(pid, "VmRSS")
+def _memory(api: Api, env: dict[str, str], pdf: Path, pages: int, log: Path) -> dict[str, Any]:
+    with _worker(env, log) as running:
+        pid = child_pid(running.process)  # the Dramatiq worker process that runs the jobs
+        idle_rss = status_kb(pid, "VmRSS")
         seconds = _through_jobs(api, pdf)
-        peak = _status_kb(pid, "VmHWM")
+        peak = status_kb(pid, "VmHWM")
     return {
         "pages": pages,
         "job_seconds": round(seconds, 2),
@@ -266,33 +212,23 @@ def _memory(api: httpx.Client, env: dict[str, str], pdf: Path, pages: int, log: 
 def run(
     out_dir: Path, *, pages: int = 50, memory_pages: int = 200, rounds: int = 11, mixed_rounds: int = 5
 ) -> dict[str, Any]:
-    with _database() as (database_url, redis_url), tempfile.TemporaryDirectory(prefix="bench-ex-") as tmp:
+    with database() as (database_url, redis_url), tempfile.TemporaryDirectory(prefix="bench-ex-") as tmp:
         folder = Path(tmp)
-        env = {
-            "ENVIRONMENT": "production",
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "REDIS_NAMESPACE": f"xbench{uuid.uuid4().hex[:6]}",
-            "XENIOS_BACKEND_API_KEY": tokens.API_KEY,
-            "SUPABASE_JWT_SECRET": tokens.TEST_JWT_SECRET,
-            "OPENROUTER_API_KEY": "sk-or-v1-bench-unused",
-            "OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1",  # no LLM in this bench
-            "STORAGE_DIR": str(folder / "storage"),
-            "DATA_DIR": str(folder / "data"),
-        }
+        env = service_env(
+            database_url, redis_url, STORAGE_DIR=str(folder / "storage"), DATA_DIR=str(folder / "data")
+        )
         pdf = make_pdf(folder / f"long-{pages}.pdf", pages)
         big = make_pdf(folder / f"long-{memory_pages}.pdf", memory_pages)
         server = ApiServer(env, workers=1, log_path=out_dir / "bench-extraction-api.log")
         server.start()
         try:
-            with httpx.Client(base_url=server.url, headers=HEADERS, timeout=600) as api:
-                with _worker(env, out_dir / "bench-extraction-worker.log") as worker:
+            with httpx.Client(timeout=600) as client:
+                api = Api(server.url, client)
+                with _worker(env, out_dir / "bench-extraction-worker.log") as running:
                     assert server.process is not None
-                    assert worker.process is not None
-                    services = [server.process.pid, *_children(server.process.pid)]
-                    services += [worker.process.pid, *_children(worker.process.pid)]
+                    assert running.process is not None
+                    services = [server.process.pid, *children(server.process.pid)]
+                    services += [running.process.pid, *children(running.process.pid)]
                     speed = _speed(api, services, pdf, pages, rounds)
                     mixed = _mixed(api, mixed_rounds)
                 memory = _memory(api, env, big, memory_pages, out_dir / "bench-extraction-worker-200.log")

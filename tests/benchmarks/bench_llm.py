@@ -5,7 +5,7 @@
 Every party is its own process on loopback: the fake OpenRouter (``tests.fakes.openrouter``), two bare
 relays (``llm_relay``: raw ASGI on Granian, openai SDK on aiohttp, one per SDK call style), the service
 (``xenios-ai serve``, one Granian worker, production settings: API key and JWT guards, routing, JSON
-request logs, usage rows batched into PostgreSQL), and the aiohttp load generator (``llm_loadgen``).
+request logs, usage rows batched into PostgreSQL), and the aiohttp load generator (``loadgen``).
 
 Measured, for /complete and /stream, at 1 and 16 connections: requests/s, p50/p99 latency, time to
 first token, and the server worker's CPU time per request (from /proc; steadier than requests/s on a
@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,14 +30,20 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg.conninfo import make_conninfo
 
+from tests.benchmarks.common import ROOT, database, fake_openrouter, load, rss_samples, service_env
 from tests.support import tokens
-from tests.support.processes import ApiServer, free_port, stop_process, wait_until
-from xenios_ai.db.migrate import migrate
+from tests.support.processes import (
+    ApiServer,
+    child_pid,
+    cpu_seconds,
+    free_port,
+    status_kb,
+    stop_process,
+    wait_until,
+)
 from xenios_ai.llm.tasks import build_catalogue
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "anthropic/claude-opus-4.5"
 KEY = f"sk-or-v1-bench-{uuid.uuid4().hex}"
 INPUT = "How did my week of training go?"
@@ -48,47 +53,6 @@ RSS_LIMIT_MB = 300
 
 
 # -- the parties ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _database() -> Iterator[tuple[str, str]]:
-    """A fresh, migrated PostgreSQL database and a Redis URL (the machine's, or embedded ones)."""
-    from xenios_ai.embedded import start_postgres, start_redis
-
-    keep: list[object] = []
-    server_url = os.environ.get("XENIOS_TEST_DATABASE_URL")
-    if not server_url:
-        embedded = start_postgres(ROOT / ".xenios" / "bench" / "postgres")
-        keep.append(embedded)
-        server_url = embedded.url
-    redis_url = os.environ.get("XENIOS_TEST_REDIS_URL")
-    if not redis_url:
-        redis = start_redis(ROOT / ".xenios" / "bench" / "redis")
-        keep.append(redis)
-        redis_url = redis.url
-    name = f"xenios_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(server_url, dbname=name)
-    try:
-        migrate(url)
-        yield url, redis_url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def _fake() -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openrouter", "--api-key", KEY, "--max-recorded", "100"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        stop_process(process)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -110,26 +74,16 @@ def _relay(upstream: str, call: str) -> Iterator[tuple[str, int]]:
 
     try:
         wait_until(up, 30, f"the {call} relay")
-        yield url, _children(process.pid)[0]
+        yield url, child_pid(process)
     finally:
         stop_process(process)
 
 
 @contextlib.contextmanager
 def _service(upstream: str, database_url: str, redis_url: str, log: Path) -> Iterator[ApiServer]:
-    env = {
-        "ENVIRONMENT": "production",
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "REDIS_NAMESPACE": f"bench{uuid.uuid4().hex[:6]}",
-        "XENIOS_BACKEND_API_KEY": tokens.API_KEY,
-        "SUPABASE_JWT_SECRET": tokens.TEST_JWT_SECRET,
-        "OPENROUTER_BASE_URL": upstream,
-        "OPENROUTER_API_KEY": KEY,
-        "DB_POOL_MAX": "4",
-    }
+    env = service_env(
+        database_url, redis_url, OPENROUTER_BASE_URL=upstream, OPENROUTER_API_KEY=KEY, DB_POOL_MAX="4"
+    )
     server = ApiServer(env, workers=1, log_path=log)
     server.start()
     try:
@@ -138,48 +92,11 @@ def _service(upstream: str, database_url: str, redis_url: str, log: Path) -> Ite
         server.stop()
 
 
-def _children(pid: int) -> list[int]:
-    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    if not children:
-        raise RuntimeError(f"process {pid} has no Granian worker")
-    return children
-
-
-def _worker_pid(server: ApiServer) -> int:
-    """The Granian worker process under `xenios-ai serve`."""
-    assert server.process is not None
-    return _children(server.process.pid)[0]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _memory_mb(pid: int) -> dict[str, float]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = round(int(value.split()[0]) / 1024, 1)
-    return fields
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    return round(status_kb(pid, field) / 1024, 1)
 
 
 # -- measuring --------------------------------------------------------------------------------------
-
-
-def _load(
-    url: str, body: dict[str, Any], headers: dict[str, str], marker: str | None, **options: Any
-) -> dict[str, Any]:
-    command = [sys.executable, "-m", "tests.benchmarks.llm_loadgen", "--url", url, "--body", json.dumps(body)]
-    command += [arg for name, value in headers.items() for arg in ("--header", f"{name}: {value}")]
-    if marker:
-        command += ["--stream", marker]
-    for name, value in options.items():
-        command += [f"--{name.replace('_', '-')}", str(value)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def _requests(urls: dict[str, str], service_headers: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -216,19 +133,10 @@ def _requests(urls: dict[str, str], service_headers: dict[str, str]) -> dict[str
 
 def _burst(server: ApiServer, headers: dict[str, str], count: int) -> dict[str, Any]:
     """``count`` slow streams at once; the worker's RSS sampled meanwhile."""
-    pid = _worker_pid(server)
-    before = _memory_mb(pid)
-    samples: list[float] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.1):
-            samples.append(_memory_mb(pid)["VmRSS"])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        result = _load(
+    pid = child_pid(server.process)
+    before = _rss_mb(pid)
+    with rss_samples(pid, 0.1) as samples:
+        result = load(
             f"{server.url}/api/v1/llm/stream",
             {"task": "chat", "input": f"{INPUT} {SLOW}"},
             headers,
@@ -236,10 +144,7 @@ def _burst(server: ApiServer, headers: dict[str, str], count: int) -> dict[str, 
             burst=count,
             timeout=60,
         )
-    finally:
-        stop.set()
-        sampler.join()
-    after = _memory_mb(pid)
+    after = _rss_mb(pid)
     return {
         "streams": count,
         "completed": result["requests"],
@@ -248,9 +153,9 @@ def _burst(server: ApiServer, headers: dict[str, str], count: int) -> dict[str, 
         "seconds": result["seconds"],
         "stream_p50_s": round((result["p50_ms"] or 0) / 1000, 2),
         "stream_max_s": round((result["max_ms"] or 0) / 1000, 2),
-        "rss_before_mb": before["VmRSS"],
-        "rss_max_sampled_mb": max(samples, default=after["VmRSS"]),
-        "rss_peak_mb": after["VmHWM"],
+        "rss_before_mb": before,
+        "rss_max_sampled_mb": round(max(samples) / 1024, 1) if samples else after,
+        "rss_peak_mb": _rss_mb(pid, "VmHWM"),
     }
 
 
@@ -300,10 +205,10 @@ def _measure(
 ) -> dict[str, Any]:
     """One load run; with the server's worker pid, also its CPU time per request (warm-up included)."""
     url, body, headers, marker = plan[target][mode]
-    before = _cpu_seconds(pid) if pid else 0.0
-    result = _load(url, body, headers, marker, connections=conns, **options)
+    before = cpu_seconds(pid) if pid else 0.0
+    result = load(url, body, headers, marker, connections=conns, **options)
     if pid:
-        spent = _cpu_seconds(pid) - before
+        spent = cpu_seconds(pid) - before
         result["cpu_ms_per_request"] = round(spent * 1000 / max(1, result["sent"]), 3)
     return result
 
@@ -314,8 +219,8 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     service_headers = tokens.headers("bench-user", ttl=24 * 3600)
     with (
-        _database() as (database_url, redis_url),
-        _fake() as fake,
+        database() as (database_url, redis_url),
+        fake_openrouter(KEY, max_recorded=100) as fake,
         _relay(fake, "create") as (relay_create, relay_create_pid),
         _relay(fake, "post") as (relay_post, relay_post_pid),
         _service(fake, database_url, redis_url, out_dir / "bench-llm-api.log") as service,
@@ -323,7 +228,7 @@ def run(
         urls = {"fake": fake, "relay_create": relay_create}
         urls |= {"relay_post": relay_post, "service": service.url}
         pids = {"fake": None, "relay_create": relay_create_pid, "relay_post": relay_post_pid}
-        pids["service"] = _worker_pid(service)
+        pids["service"] = child_pid(service.process)
         plan = _requests(urls, service_headers)
         results: dict[str, Any] = {"complete": {"1": {}, "16": {}}, "stream": {"1": {}, "16": {}}}
         sent_to_service = 0

@@ -25,27 +25,19 @@ Targets: job-system overhead <= 5% of the engine's own time; worker peak RSS for
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from tests.benchmarks.bench_llm import _database
 from tests.benchmarks.bench_whisper_direct import make_long_wav
-from tests.support import tokens
-from tests.support.processes import ApiServer, WorkerProcess, wait_until
-from tests.support.sse import sse_events
+from tests.benchmarks.common import database, rss_samples, service_env, worker
+from tests.support.jobs import accepted_id, job_events, upload
+from tests.support.processes import ApiServer, WorkerProcess, child_pid, cpu_seconds, status_kb
 from xenios_ai.settings import load_settings
 from xenios_ai.transcription import shared_transcriber
 
@@ -53,64 +45,18 @@ TARGET_OVERHEAD = 0.05
 TARGET_PEAK_RSS_MB = 1024.0
 
 
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise LookupError(field)
-
-
-@contextlib.contextmanager
-def _worker(env: dict[str, str], log: Path) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(env, queues="transcription", processes=1, threads=1, log_path=log)
-    worker.start()
-    client = redis.Redis.from_url(env["REDIS_URL"])
-    key = f"{env['REDIS_NAMESPACE']}:workers"
-    try:
-        client.delete(key)
-        wait_until(lambda: bool(client.hlen(key)), 120, "the worker to register")
-        yield worker
-    finally:
-        worker.stop()
-        client.close()
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _child_pid(process: subprocess.Popen[bytes] | None) -> int:
-    """The process doing the work: Dramatiq's worker process, Granian's worker."""
-    assert process is not None
-    path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-    wait_until(lambda: bool(path.read_text().split()), 30, "a child process")
-    return int(path.read_text().split()[0])
-
-
 def _through_jobs(api: str, path: Path, pids: tuple[int, ...] = ()) -> dict[str, Any]:
     """Upload ``path`` and follow the job's events until it ends: client-side seconds, the CPU seconds of
     ``pids`` (the API's and the worker's processes) meanwhile, and the job."""
-    headers = tokens.headers("bench-user")
-    cpu = sum(_cpu_seconds(pid) for pid in pids)
+    cpu = cpu_seconds(*pids)
     started = time.perf_counter()
     with path.open("rb") as audio:
-        response = httpx.post(
-            f"{api}/api/v1/jobs/transcription",
-            files={"file": (path.name, audio, "audio/wav")},
-            headers=headers,
-            timeout=600,
-        )
-    assert response.status_code == 202, response.text
+        job_id = accepted_id(upload(api, "transcription", path.name, audio, timeout=600))
     uploaded = time.perf_counter() - started
-    job_id = response.json()["job_id"]
-    with httpx.stream(
-        "GET", f"{api}/api/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(30, read=None)
-    ) as stream:
-        final = list(sse_events(stream))[-1][1]
+    final = job_events(api, job_id, timeout=httpx.Timeout(30, read=None))[-1][1]
     elapsed = time.perf_counter() - started
     assert final["status"] == "succeeded", final
-    cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
+    cpu = cpu_seconds(*pids) - cpu
     return {"seconds": elapsed, "cpu_seconds": cpu, "upload_seconds": uploaded, "job": final}
 
 
@@ -122,11 +68,11 @@ def _raw_faster_whisper(model: Any, path: Path, beam_size: int) -> float:
     return time.perf_counter() - started
 
 
-def _speed(api: ApiServer, worker: WorkerProcess, path: Path, rounds: int) -> dict[str, Any]:
+def _speed(api: ApiServer, running: WorkerProcess, path: Path, rounds: int) -> dict[str, Any]:
     """Rounds of (Transcriber in-process, the job system, raw faster-whisper) on ``path``; best of each."""
     transcriber = shared_transcriber(load_settings({}, dotenv=False))  # the worker's settings: defaults
     transcriber.transcribe(path.with_name("warmup.wav"))
-    pids = (_child_pid(api.process), _child_pid(worker.process))
+    pids = (child_pid(api.process), child_pid(running.process))
     direct: list[tuple[float, float]] = []
     jobs: list[dict[str, Any]] = []
     raw: list[float] = []
@@ -169,26 +115,13 @@ def _speed(api: ApiServer, worker: WorkerProcess, path: Path, rounds: int) -> di
 
 
 def _memory(api: str, env: dict[str, str], path: Path, log: Path) -> dict[str, Any]:
-    with _worker(env, log) as worker:
-        pid = _child_pid(worker.process)
+    with worker(env, "transcription", log) as running:
+        pid = child_pid(running.process)
         time.sleep(1)
-        idle_rss = _status_kb(pid, "VmRSS")
-        samples: list[int] = []
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.wait(1.0):
-                with contextlib.suppress(OSError, LookupError):
-                    samples.append(_status_kb(pid, "VmRSS"))
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
+        idle_rss = status_kb(pid, "VmRSS")
+        with rss_samples(pid, 1.0) as samples:
             run = _through_jobs(api, path)
-        finally:
-            done.set()
-            sampler.join()
-        peak = _status_kb(pid, "VmHWM")
+        peak = status_kb(pid, "VmHWM")
     result = run["job"]["result"]
     return {
         "audio_seconds": round(result["duration"], 1),
@@ -204,31 +137,20 @@ def _memory(api: str, env: dict[str, str], path: Path, log: Path) -> dict[str, A
 
 
 def run(out_dir: Path, *, minutes: float = 5, long_minutes: float = 60, rounds: int = 3) -> dict[str, Any]:
-    with _database() as (database_url, redis_url), tempfile.TemporaryDirectory(prefix="bench-tr-") as tmp:
+    with database() as (database_url, redis_url), tempfile.TemporaryDirectory(prefix="bench-tr-") as tmp:
         folder = Path(tmp)
-        env = {
-            "ENVIRONMENT": "production",
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "REDIS_NAMESPACE": f"xbench{uuid.uuid4().hex[:6]}",
-            "XENIOS_BACKEND_API_KEY": tokens.API_KEY,
-            "SUPABASE_JWT_SECRET": tokens.TEST_JWT_SECRET,
-            "OPENROUTER_API_KEY": "sk-or-v1-bench-unused",
-            "OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1",  # no LLM in this bench
-            "STORAGE_DIR": str(folder / "storage"),
-            "DATA_DIR": str(folder / "data"),
-        }
+        env = service_env(
+            database_url, redis_url, STORAGE_DIR=str(folder / "storage"), DATA_DIR=str(folder / "data")
+        )
         short = make_long_wav(folder / f"dialogue-{minutes:g}min.wav", minutes)
         make_long_wav(folder / "warmup.wav", 0.5)
         long = make_long_wav(folder / f"dialogue-{long_minutes:g}min.wav", long_minutes)
         api = ApiServer(env, workers=1, log_path=out_dir / "bench-transcription-api.log")
         api.start()
         try:
-            with _worker(env, out_dir / "bench-transcription-worker.log") as worker:
+            with worker(env, "transcription", out_dir / "bench-transcription-worker.log") as running:
                 _through_jobs(api.url, folder / "warmup.wav")
-                speed = _speed(api, worker, short, rounds)
+                speed = _speed(api, running, short, rounds)
             memory = _memory(api.url, env, long, out_dir / "bench-transcription-worker-long.log")
         finally:
             api.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,9 +25,10 @@ import wave
 from pathlib import Path
 from typing import Any
 
+from tests.benchmarks.common import ROOT
+from tests.support.processes import status_kb
 from xenios_ai.transcription import Transcriber
 
-ROOT = Path(__file__).resolve().parents[2]
 AUDIO = ROOT / "tests" / "data" / "audio"
 DIALOGUE_FORMATS = ["wav", "mp3", "m4a", "ogg", "webm", "flac", "mp4"]
 
@@ -126,8 +128,7 @@ def _child(path: Path, mode: str) -> None:
     else:
         segments = len(transcriber.transcribe(path).segments)
     seconds = time.perf_counter() - started
-    status = Path("/proc/self/status").read_text()
-    hwm_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    hwm_kb = status_kb(os.getpid(), "VmHWM")
     audio = _audio_seconds(path)
     record = {
         "audio_seconds": round(audio, 1),

@@ -48,10 +48,13 @@ def upload(
     *,
     sub: str = "user-1",
     timeout: float = 30,
+    client: httpx.Client | None = None,
 ) -> httpx.Response:
-    """POST a file (multipart field ``file``) and its ``options`` (JSON) to /api/v1/jobs/{kind}."""
+    """POST a file (multipart field ``file``) and its ``options`` (JSON) to /api/v1/jobs/{kind}; on
+    ``client``'s connections when given (a new client costs milliseconds: its TLS context)."""
     form = {"options": json.dumps(options)} if options is not None else {}
-    return httpx.post(
+    post = client.post if client is not None else httpx.post
+    return post(
         f"{base_url}/api/v1/jobs/{kind}",
         files={"file": (name, data, "application/octet-stream")},  # the type is read from the bytes
         data=form,
@@ -68,11 +71,18 @@ def accepted_id(response: httpx.Response) -> str:
 
 
 def job_events(
-    base_url: str, job_id: str, *, sub: str = "user-1", timeout: float | httpx.Timeout = 60
+    base_url: str,
+    job_id: str,
+    *,
+    sub: str = "user-1",
+    timeout: float | httpx.Timeout = 60,
+    client: httpx.Client | None = None,
 ) -> list[Event]:
-    """Every event of GET /api/v1/jobs/{id}/events, until the stream ends (after a terminal state)."""
+    """Every event of GET /api/v1/jobs/{id}/events, until the stream ends (after a terminal state); on
+    ``client``'s connections when given."""
     url = f"{base_url}/api/v1/jobs/{job_id}/events"
-    with httpx.stream("GET", url, headers=tokens.headers(sub), timeout=timeout) as response:
+    stream = client.stream if client is not None else httpx.stream
+    with stream("GET", url, headers=tokens.headers(sub), timeout=timeout) as response:
         assert response.status_code == 200, response.read()
         return list(sse_events(response))
 

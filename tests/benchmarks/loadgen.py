@@ -1,12 +1,13 @@
-"""An aiohttp load generator for the LLM benchmark, run in its own process; prints one JSON result line.
+"""An aiohttp load generator for the benchmarks, run in its own process; prints one JSON result line.
 
-    python -m tests.benchmarks.llm_loadgen --url URL --body JSON [--header K:V ...] [--stream MARKER]
-        (--connections N --seconds S [--warmup W] [--max-requests M]  |  --burst N)
+    python -m tests.benchmarks.loadgen --url URL --body JSON [--header K:V ...] [--stream MARKER]
+        [--status 200] (--connections N --seconds S [--warmup W] [--max-requests M]  |  --burst N)
 
-Closed loop: each of N connections sends its next request when the previous answer is complete, for S
-seconds after W seconds of warm-up (not counted). ``--stream MARKER``: the answer is an event stream and
-the time to first token is when MARKER first appears. ``--burst N``: N requests at once, each on its own
-connection, all awaited. Loopback only: the URL must be on 127.0.0.1.
+Closed loop: each of N connections POSTs its next request when the previous answer is complete, for S
+seconds after W seconds of warm-up (not counted); an answer with another status than ``--status`` is an
+error. ``--stream MARKER``: the answer is an event stream and the time to first token is when MARKER first
+appears. ``--burst N``: N requests at once, each on its own connection, all awaited. Loopback only: the
+URL must be on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -17,17 +18,13 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from tests.benchmarks.common import percentile
 
 
 class Run:
@@ -39,6 +36,7 @@ class Run:
             name, _, value = header.partition(":")
             self.headers[name.strip()] = value.strip()
         self.marker: bytes | None = args.stream.encode() if args.stream else None
+        self.status: int = args.status
         self.latencies: list[float] = []
         self.ttfts: list[float] = []
         self.errors: list[str] = []
@@ -65,8 +63,8 @@ class Run:
         ended = time.perf_counter()
         if not self.recording:
             return
-        if status != 200 or (self.marker is not None and first is None):
-            self.errors.append(f"status {status}" if status != 200 else "no token")
+        if status != self.status or (self.marker is not None and first is None):
+            self.errors.append(f"status {status}" if status != self.status else "no token")
             return
         self.latencies.append(ended - started)
         if first is not None:
@@ -86,17 +84,18 @@ class Run:
             "sent": self.sent,
             "seconds": round(seconds, 3),
             "rps": round(len(self.latencies) / seconds, 1) if seconds else 0.0,
-            "p50_ms": _round(percentile(ms, 0.5)),
-            "p99_ms": _round(percentile(ms, 0.99)),
-            "mean_ms": _round(statistics.fmean(ms)) if ms else None,
-            "max_ms": _round(max(ms)) if ms else None,
-            "ttft_p50_ms": _round(percentile(ttft, 0.5)),
-            "ttft_p99_ms": _round(percentile(ttft, 0.99)),
+            "p50_ms": _round(percentile, ms, 0.5),
+            "p99_ms": _round(percentile, ms, 0.99),
+            "mean_ms": _round(statistics.fmean, ms),
+            "max_ms": _round(max, ms),
+            "ttft_p50_ms": _round(percentile, ttft, 0.5),
+            "ttft_p99_ms": _round(percentile, ttft, 0.99),
         }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _round(figure: Callable[..., float], values: list[float], *args: float) -> float | None:
+    """``figure(values, *args)`` to the microsecond; None without values."""
+    return round(figure(values, *args), 3) if values else None
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,11 +123,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.llm_loadgen")
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.loadgen")
     parser.add_argument("--url", required=True)
     parser.add_argument("--body", required=True)
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--stream", default=None, help="the byte marker of the first token")
+    parser.add_argument("--status", type=int, default=200, help="the status of a successful answer")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
