@@ -19,6 +19,7 @@ from typing import Any
 import httpx2
 import msgspec
 from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai.types.chat import ChatCompletionMessageParam
 
 from xenios_ai.llm.tasks import build_catalogue
 from xenios_ai.llm.wire import Message, SSELines, decode_chunk, decode_completion, request_body
@@ -54,24 +55,33 @@ async def _body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
+def _sdk_messages(messages: list[Message]) -> list[ChatCompletionMessageParam]:
+    return [
+        {"role": "system", "content": m.content}
+        if m.role == "system"
+        else {"role": "user", "content": m.content}
+        for m in messages
+    ]
+
+
+def _upstream_body(messages: list[Message], *, stream: bool) -> bytes:
+    """The request body the service's router sends (msgspec-encoded)."""
+    return request_body(
+        MODEL, messages, temperature=_TASK.temperature, max_tokens=_TASK.max_tokens, stream=stream
+    )
+
+
 async def _complete(messages: list[Message]) -> bytes:
     if CALL == "create":
         raw = await client().chat.completions.with_raw_response.create(
             model=MODEL,
-            messages=[
-                {"role": "system", "content": m.content}
-                if m.role == "system"
-                else {"role": "user", "content": m.content}
-                for m in messages
-            ],
+            messages=_sdk_messages(messages),
             temperature=_TASK.temperature,
             max_tokens=_TASK.max_tokens,
         )
         data = raw.content
     else:
-        body = request_body(
-            MODEL, messages, temperature=_TASK.temperature, max_tokens=_TASK.max_tokens, stream=False
-        )
+        body = _upstream_body(messages, stream=False)
         data = (await client().post("/chat/completions", content=body, cast_to=httpx2.Response)).content
     completion = decode_completion(data)
     return _encode({"content": completion.choices[0].message.content, "usage": completion.usage})
@@ -88,12 +98,7 @@ async def _stream(messages: list[Message], send: Any) -> None:
     if CALL == "create":
         manager = client().chat.completions.with_streaming_response.create(
             model=MODEL,
-            messages=[
-                {"role": "system", "content": m.content}
-                if m.role == "system"
-                else {"role": "user", "content": m.content}
-                for m in messages
-            ],
+            messages=_sdk_messages(messages),
             temperature=_TASK.temperature,
             max_tokens=_TASK.max_tokens,
             stream=True,
@@ -102,9 +107,7 @@ async def _stream(messages: list[Message], send: Any) -> None:
         async with manager as response:
             await _relay(response.http_response, send)
     else:
-        body = request_body(
-            MODEL, messages, temperature=_TASK.temperature, max_tokens=_TASK.max_tokens, stream=True
-        )
+        body = _upstream_body(messages, stream=True)
         raw: httpx2.Response = await client().post(
             "/chat/completions", content=body, cast_to=httpx2.Response, stream=True, stream_cls=None
         )
