@@ -141,6 +141,11 @@ class RecordedRequest:
 Predicate = Callable[[list[RecordedRequest]], object]
 
 
+def last_disconnected(requests: list[RecordedRequest]) -> bool:
+    """A `Predicate`: the latest request's client has gone away."""
+    return bool(requests) and requests[-1].client_disconnected
+
+
 class _Plan:
     """What a `Reply` sends, worked out once per reply (the default's is cached)."""
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
-from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, RecordedRequest, Reply
+from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, Reply, last_disconnected
 from tests.support import tokens
-from tests.support.processes import ApiServer, wait_until
+from tests.support.llm import usage_row
+from tests.support.processes import ApiServer
 from tests.support.sse import SSEParser
 
 OPUS = "anthropic/claude-opus-4.5"
@@ -274,21 +273,10 @@ async def test_a_client_that_disconnects_cancels_the_upstream_request(
             if line.startswith("event: delta"):
                 break  # leave after the first delta
 
-    def gone(requests: list[RecordedRequest]) -> bool:
-        return bool(requests) and requests[-1].client_disconnected
-
-    [request] = await fake_openrouter.wait_for_async(gone, timeout=3)
+    [request] = await fake_openrouter.wait_for_async(last_disconnected, timeout=3)
     assert not request.completed
-
-    def row() -> dict[str, Any] | None:
-        with psycopg.connect(database_url, row_factory=dict_row) as conn:
-            return conn.execute(
-                "SELECT status, error_code, owner FROM ai_backend.llm_requests WHERE request_id = %s",
-                (request_id,),
-            ).fetchone()
-
-    wait_until(lambda: row() is not None, 5, "the usage row of the cancelled stream")
-    assert row() == {"status": "cancelled", "error_code": "client_disconnected", "owner": "leaver"}
+    row = usage_row(database_url, request_id, "status, error_code, owner")
+    assert row == {"status": "cancelled", "error_code": "client_disconnected", "owner": "leaver"}
 
 
 async def test_a_client_leaving_a_completion_cancels_the_upstream_request(
@@ -305,17 +293,9 @@ async def test_a_client_leaving_a_completion_cancels_the_upstream_request(
                 headers=tokens.headers("impatient") | {"X-Request-ID": request_id},
             )
 
-    def gone(requests: list[RecordedRequest]) -> bool:
-        return bool(requests) and requests[-1].client_disconnected
-
-    [request] = await fake_openrouter.wait_for_async(gone, timeout=3)
+    [request] = await fake_openrouter.wait_for_async(last_disconnected, timeout=3)
     assert not request.completed
-
-    def row() -> dict[str, Any] | None:
-        with psycopg.connect(database_url, row_factory=dict_row) as conn:
-            return conn.execute(
-                "SELECT status, error_code FROM ai_backend.llm_requests WHERE request_id = %s", (request_id,)
-            ).fetchone()
-
-    wait_until(lambda: row() is not None, 5, "the usage row of the cancelled completion")
-    assert row() == {"status": "cancelled", "error_code": "cancelled"}
+    assert usage_row(database_url, request_id, "status, error_code") == {
+        "status": "cancelled",
+        "error_code": "cancelled",
+    }

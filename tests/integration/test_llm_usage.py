@@ -16,12 +16,11 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 from loguru import logger
-from psycopg.rows import dict_row
 
 from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
-from tests.support.processes import wait_until
+from tests.support.llm import usage_row
 from xenios_ai.api.app import create_app
 from xenios_ai.db.pool import open_pool
 from xenios_ai.llm.usage import UsageRecord, UsageWriter
@@ -41,19 +40,6 @@ async def client(
         yield test_client
 
 
-def fetch_row(database_url: str, request_id: str, timeout: float = 5) -> dict[str, Any]:
-    def row() -> dict[str, Any] | None:
-        with psycopg.connect(database_url, row_factory=dict_row) as conn:
-            return conn.execute(
-                "SELECT * FROM ai_backend.llm_requests WHERE request_id = %s", (request_id,)
-            ).fetchone()
-
-    wait_until(lambda: row() is not None, timeout, f"the llm_requests row of {request_id}")
-    found = row()
-    assert found is not None
-    return found
-
-
 def new_request_id(name: str) -> str:
     return f"{name}-{time.time_ns()}"
 
@@ -71,7 +57,7 @@ async def test_a_completion_row_matches_the_providers_usage(
     )
     assert response.status_code == 200
 
-    row = await asyncio.to_thread(fetch_row, database_url, request_id)
+    row = await asyncio.to_thread(usage_row, database_url, request_id)
     assert {k: row[k] for k in ("owner", "task", "mode", "status", "error_code", "model", "provider")} == {
         "owner": "coach-1",
         "task": "session_summary",
@@ -104,7 +90,7 @@ async def test_a_stream_row_has_usage_and_time_to_first_token(
     )
     assert "event: done" in response.text
 
-    row = await asyncio.to_thread(fetch_row, database_url, request_id)
+    row = await asyncio.to_thread(usage_row, database_url, request_id)
     assert (row["mode"], row["status"], row["owner"]) == ("stream", "succeeded", "client-2")
     assert (row["prompt_tokens"], row["completion_tokens"], float(row["cost_usd"])) == (40, 9, 0.0002)
     assert 0 < row["ttft_ms"] <= row["latency_ms"]
@@ -126,7 +112,7 @@ async def test_usage_of_failed_attempts_is_summed_and_failures_are_recorded(
     )
     assert response.status_code == 503
 
-    row = await asyncio.to_thread(fetch_row, database_url, request_id)
+    row = await asyncio.to_thread(usage_row, database_url, request_id)
     assert (row["status"], row["error_code"], row["task"]) == (
         "failed",
         "upstream_unavailable",
@@ -154,7 +140,7 @@ async def test_prompt_and_answer_are_stored_only_when_asked(
             headers=tokens.headers() | {"X-Request-ID": request_id},
         )
 
-    row = await asyncio.to_thread(fetch_row, database_url, request_id)
+    row = await asyncio.to_thread(usage_row, database_url, request_id)
     assert row["prompt"][-1] == {"role": "user", "content": "remember this"}
     assert row["response"] == "This is a deterministic reply from the fake OpenRouter."
 
@@ -180,7 +166,7 @@ async def test_rows_wait_out_a_database_blip_without_slowing_requests(
             conn.execute("ALTER TABLE ai_backend.llm_requests_away RENAME TO llm_requests")
 
     for request_id in request_ids:
-        row = await asyncio.to_thread(fetch_row, database_url, request_id, 10)
+        row = await asyncio.to_thread(usage_row, database_url, request_id, timeout=10)
         assert row["status"] == "succeeded"
 
 

@@ -19,7 +19,13 @@ import pytest
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.fakes.openrouter import DEFAULT_CONTENT, PROCESSING_COMMENT, FakeOpenRouter, RecordedRequest, Reply
+from tests.fakes.openrouter import (
+    DEFAULT_CONTENT,
+    PROCESSING_COMMENT,
+    FakeOpenRouter,
+    Reply,
+    last_disconnected,
+)
 
 KEY = "test-key"
 MODEL = "anthropic/claude-sonnet-4"
@@ -36,10 +42,6 @@ def trigger(**fields: Any) -> str:
 
 def expected_cost(prompt_tokens: int, completion_tokens: int) -> float:
     return (prompt_tokens * 3 + completion_tokens * 15) / 1e6
-
-
-def last_disconnected(requests: list[RecordedRequest]) -> bool:
-    return bool(requests) and requests[-1].client_disconnected
 
 
 @pytest.fixture(scope="module")
