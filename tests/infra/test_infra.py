@@ -12,7 +12,6 @@ A missing tool is a failure that says how to get it, never a skip.
 
 from __future__ import annotations
 
-import http.server
 import importlib.metadata
 import importlib.util
 import json
@@ -21,7 +20,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +28,8 @@ from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
+
+from tests.support.http import LocalServer, QuietHandler
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "infra" / "ansible"
@@ -644,22 +644,13 @@ def ready_server() -> Iterator[tuple[int, list[int]]]:
     """A loopback HTTP server answering /health/ready with the status at the head of the list."""
     statuses = [200]
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self.send_response(statuses[0] if self.path == "/health/ready" else 404)
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1]), statuses
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LocalServer(Handler) as server:
+        yield server.port, statuses
 
 
 def test_healthcheck_api_mode(healthcheck: ModuleType, ready_server: tuple[int, list[int]]) -> None:

@@ -29,7 +29,7 @@ def jwks() -> Iterator[JWKSServer]:
 @pytest.fixture
 async def jwks_client(test_env: dict[str, str], jwks: JWKSServer) -> AsyncIterator[AsyncTestClient[Any]]:
     """Both mechanisms on: JWKS from the local server (so `iss` is checked) and the HS256 secret."""
-    settings = make_settings(test_env, supabase_url=jwks.url)
+    settings = make_settings(test_env, supabase_url=jwks.base_url)
     async with AsyncTestClient(create_app(settings)) as client:
         yield client
 

@@ -7,12 +7,12 @@ import base64
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
 
 import httpx
 
 from tests.support import tokens
+from tests.support.http import LocalServer, QuietHandler
 from tests.support.sse import Event, sse_events
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-0123456789abcdef").decode()
@@ -108,7 +108,7 @@ def wait_for_job(
     raise TimeoutError(f"job {job_id} still {body.get('status')} after {timeout}s: {body}")
 
 
-class WebhookReceiver:
+class WebhookReceiver(LocalServer):
     """A real HTTP server recording webhook deliveries; answers the scripted statuses, then 204."""
 
     def __init__(self) -> None:
@@ -117,7 +117,7 @@ class WebhookReceiver:
         self._cond = threading.Condition()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with receiver._cond:
@@ -128,26 +128,15 @@ class WebhookReceiver:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/xenios"
+        """Where the service delivers its webhooks."""
+        return f"{self.base_url}/hooks/xenios"
 
     def wait_for(self, count: int, timeout: float = 20) -> list[tuple[dict[str, str], bytes]]:
         with self._cond:
             if not self._cond.wait_for(lambda: len(self.deliveries) >= count, timeout):
                 raise TimeoutError(f"{len(self.deliveries)} of {count} webhook deliveries after {timeout}s")
             return list(self.deliveries)
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

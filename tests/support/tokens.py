@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from tests.support.http import LocalServer, QuietHandler
 
 TEST_JWT_SECRET = "test-jwt-secret-with-at-least-32-bytes!!"
 API_KEY = "test-api-key-1"
@@ -31,7 +31,7 @@ def headers(sub: str = "user-1", **extra: Any) -> dict[str, str]:
     return {"X-API-Key": API_KEY, "Authorization": f"Bearer {hs256_token(sub, **extra)}"}
 
 
-class JWKSServer:
+class JWKSServer(LocalServer):
     """A real HTTP server publishing /auth/v1/.well-known/jwks.json with an ES256 and an RS256 key."""
 
     def __init__(self) -> None:
@@ -41,7 +41,7 @@ class JWKSServer:
         self.extra_keys: list[dict[str, Any]] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if self.path != "/auth/v1/.well-known/jwks.json":
                     self.send_error(404)
@@ -54,19 +54,11 @@ class JWKSServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().__init__(Handler)
 
     @property
     def issuer(self) -> str:
-        return f"{self.url}/auth/v1"
+        return f"{self.base_url}/auth/v1"
 
     def jwks(self) -> list[dict[str, Any]]:
         ec_jwk = json.loads(ECAlgorithm.to_jwk(self.ec_key.public_key())) | {"kid": "ec-1", "alg": "ES256"}
@@ -82,11 +74,3 @@ class JWKSServer:
         return jwt.encode(
             payload, key, algorithm=alg, headers={"kid": kid or ("ec-1" if alg == "ES256" else "rsa-1")}
         )
-
-    def __enter__(self) -> JWKSServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
