@@ -73,7 +73,7 @@ async def test_status_reports_version_queues_and_workers(client: AsyncTestClient
 def test_every_request_logs_one_json_line_without_secrets(api_server_url: str, api_log: Path) -> None:
     token = tokens.hs256_token("log-user")
     request_id = f"log-check-{time.time_ns()}"
-    headers = {"X-API-Key": tokens.API_KEY, "Authorization": f"Bearer {token}", "X-Request-ID": request_id}
+    headers = tokens.token_headers(token) | {"X-Request-ID": request_id}
     assert httpx.get(f"{api_server_url}/api/v1/me", headers=headers, timeout=5).status_code == 200
     bad = headers | {"X-API-Key": "wrong-key-value", "X-Request-ID": request_id + "-bad"}
     assert httpx.get(f"{api_server_url}/api/v1/me", headers=bad, timeout=5).status_code == 401

@@ -34,10 +34,6 @@ async def jwks_client(test_env: dict[str, str], jwks: JWKSServer) -> AsyncIterat
         yield client
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"X-API-Key": tokens.API_KEY, "Authorization": f"Bearer {token}"}
-
-
 def assert_problem(response: Any, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -76,7 +72,7 @@ async def test_hs256_token_gives_the_principal(client: AsyncTestClient[Any]) -> 
 async def test_jwks_tokens_are_accepted(
     jwks_client: AsyncTestClient[Any], jwks: JWKSServer, alg: str
 ) -> None:
-    response = await jwks_client.get(ME, headers=bearer(jwks.token(alg, sub=f"user-{alg}")))
+    response = await jwks_client.get(ME, headers=tokens.token_headers(jwks.token(alg, sub=f"user-{alg}")))
     assert response.status_code == 200, response.text
     assert response.json()["user_id"] == f"user-{alg}"
 
@@ -86,10 +82,14 @@ async def test_jwks_is_cached_and_refetched_once_for_an_unknown_kid(
 ) -> None:
     before = jwks.fetches
     for _ in range(3):
-        assert (await jwks_client.get(ME, headers=bearer(jwks.token("ES256")))).status_code == 200
+        assert (
+            await jwks_client.get(ME, headers=tokens.token_headers(jwks.token("ES256")))
+        ).status_code == 200
     assert jwks.fetches - before <= 1  # one fetch serves every request
     before = jwks.fetches
-    response = await jwks_client.get(ME, headers=bearer(jwks.token("ES256", kid="rotated-away")))
+    response = await jwks_client.get(
+        ME, headers=tokens.token_headers(jwks.token("ES256", kid="rotated-away"))
+    )
     assert_problem(response, 401, "invalid_token")
     assert jwks.fetches - before <= 1  # at most a single refetch for the unknown kid
 
@@ -141,7 +141,7 @@ async def test_attacks_get_401_problem(
     jwks_client: AsyncTestClient[Any], jwks: JWKSServer, attack: str
 ) -> None:
     token = _attacks(jwks)[attack]
-    response = await jwks_client.get(ME, headers=bearer(token))
+    response = await jwks_client.get(ME, headers=tokens.token_headers(token))
     assert response.status_code == 401, (attack, response.text)
     body = response.json()
     assert body["code"] in {"invalid_token", "token_expired"}
@@ -149,11 +149,13 @@ async def test_attacks_get_401_problem(
 
 
 async def test_expired_token_says_so(jwks_client: AsyncTestClient[Any], jwks: JWKSServer) -> None:
-    response = await jwks_client.get(ME, headers=bearer(jwks.token("ES256", exp=1_600_000_000)))
+    response = await jwks_client.get(ME, headers=tokens.token_headers(jwks.token("ES256", exp=1_600_000_000)))
     assert_problem(response, 401, "token_expired")
 
 
 async def test_asymmetric_tokens_rejected_when_no_jwks_is_configured(
     client: AsyncTestClient[Any], jwks: JWKSServer
 ) -> None:
-    assert_problem(await client.get(ME, headers=bearer(jwks.token("ES256"))), 401, "invalid_token")
+    assert_problem(
+        await client.get(ME, headers=tokens.token_headers(jwks.token("ES256"))), 401, "invalid_token"
+    )

@@ -28,7 +28,12 @@ def hs256_token(sub: str = "user-1", *, secret: str = TEST_JWT_SECRET, **extra: 
 
 def headers(sub: str = "user-1", **extra: Any) -> dict[str, str]:
     """The headers the MVP backend sends for a user."""
-    return {"X-API-Key": API_KEY, "Authorization": f"Bearer {hs256_token(sub, **extra)}"}
+    return token_headers(hs256_token(sub, **extra))
+
+
+def token_headers(token: str) -> dict[str, str]:
+    """The headers the MVP backend sends, with this JWT (or anything in its place)."""
+    return {"X-API-Key": API_KEY, "Authorization": f"Bearer {token}"}
 
 
 class JWKSServer(LocalServer):
