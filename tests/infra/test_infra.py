@@ -107,6 +107,14 @@ def explain(result: subprocess.CompletedProcess[str]) -> str:
     return f"$ {command}\nexit {result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
 
 
+def compose_config(*args: str | Path, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The configuration compose resolves from ``args`` (``compose ... config --format json``)."""
+    result = run([compose_binary(), *args, "config", "--format", "json"], cwd=cwd, env=env)
+    assert result.returncode == 0, explain(result)
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
 def worker_command(queue: str, processes: str, threads: str) -> list[str]:
     return ["worker", "--queues", queue, "--processes", processes, "--threads", threads]
 
@@ -326,22 +334,8 @@ def test_deploy_first_release_in_check_mode(
     rendered.mkdir()
     (rendered / "compose.yaml").write_text(task_diff(output, "Write the release's compose file"))
     (rendered / ".env").write_text("")
-    result = run(
-        [
-            compose_binary(),
-            "--file",
-            rendered / "compose.yaml",
-            "--profile",
-            "*",
-            "config",
-            "--format",
-            "json",
-        ],
-        cwd=rendered,
-        env=env,
-    )
-    assert result.returncode == 0, explain(result)
-    services = json.loads(result.stdout)["services"]
+    config = compose_config("--file", rendered / "compose.yaml", "--profile", "*", cwd=rendered, env=env)
+    services = config["services"]
     assert set(services) == {"api-blue", "api-green", "migrate", "redis", *WORKERS}
     for slot, port in (("blue", 8001), ("green", 8002)):
         api = services[f"api-{slot}"]
@@ -533,22 +527,9 @@ def test_containerfile_contract() -> None:
 
 def test_compose_file_is_valid_and_complete(tmp_path: Path, env: dict[str, str]) -> None:
     env = {k: v for k, v in env.items() if k not in {"XENIOS_VERSION", "ENVIRONMENT", "API_PORT"}}
-    result = run(
-        [
-            compose_binary(),
-            "--file",
-            REPO / "compose.yaml",
-            "--project-directory",
-            REPO,
-            "config",
-            "--format",
-            "json",
-        ],
-        cwd=tmp_path,
-        env=env,
+    config = compose_config(
+        "--file", REPO / "compose.yaml", "--project-directory", REPO, cwd=tmp_path, env=env
     )
-    assert result.returncode == 0, explain(result)
-    config = json.loads(result.stdout)
     services: dict[str, Any] = config["services"]
     assert set(services) == {*APP_SERVICES, "migrate", "redis", "postgres"}
 
