@@ -15,6 +15,7 @@ import pytest
 
 from tests.data.make_documents import DOCUMENTS
 from tests.support import tokens
+from tests.support.jobs import form_part_head
 from tests.support.processes import ApiServer, child_pid, status_kb
 
 LIMIT = 100 * 1024 * 1024
@@ -57,12 +58,6 @@ def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-def _part_head(filename: str) -> bytes:
-    return (
-        f'--BOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'.encode()
-    )
-
-
 def _status_after(sock: socket.socket, timeout: float = 10) -> int:
     """Read the response status line; the request body is left unfinished."""
     sock.settimeout(timeout)
@@ -83,7 +78,7 @@ def test_a_file_past_the_limit_is_refused_without_reading_the_rest(upload_server
     url, _ = upload_server
     port = _port(url)
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(_head(port, chunked=True) + _chunk(_part_head("big.md") + b"# Big\n"))
+        sock.sendall(_head(port, chunked=True) + _chunk(form_part_head("file", "big.md") + b"# Big\n"))
         sent = 0
         payload = b"lorem ipsum " * (CHUNK // 12)
         try:
@@ -101,7 +96,7 @@ def test_an_unsupported_file_is_refused_from_its_first_bytes(upload_server: tupl
     # A PNG named .pdf, padded past the 8 KiB the sniffer reads (it waits for them, or the file's end).
     head = (DOCUMENTS / "image_renamed.pdf").read_bytes() + b"\0" * 8192
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(_head(port, chunked=True) + _chunk(_part_head("scan.pdf") + head))
+        sock.sendall(_head(port, chunked=True) + _chunk(form_part_head("file", "scan.pdf") + head))
         assert _status_after(sock) == 415  # while the client still "has" megabytes to send
 
 
@@ -119,7 +114,7 @@ def test_a_90_mb_upload_streams_through_in_flat_memory(upload_server: tuple[str,
     line = b"Coach and client talk about the week, the plan, the runs and the sleep.\n"
 
     def body() -> Iterator[bytes]:
-        yield _part_head("session.md") + b"# Session notes\n"
+        yield form_part_head("file", "session.md") + b"# Session notes\n"
         sent = 0
         block = line * (CHUNK // len(line))
         while sent < size:

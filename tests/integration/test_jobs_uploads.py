@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from tests.conftest import ROOT, make_settings
 from tests.support import tokens
+from tests.support.jobs import multipart_form
 from tests.support.upload_app import with_upload_route
 from xenios_ai.api.app import create_app
 from xenios_ai.settings import Settings
@@ -63,7 +64,7 @@ async def test_fields_may_follow_the_file_and_bad_options_leave_no_file(
     api: AsyncTestClient[Any], settings_here: Settings
 ) -> None:
     before = _stored(settings_here)
-    body, content_type = _form(
+    body, content_type = multipart_form(
         ("file", "report.docx", (DOCUMENTS / "report.docx").read_bytes()),
         ("options", None, b'{"pages": "many"}'),
     )
@@ -102,7 +103,7 @@ async def test_a_file_over_the_limit_is_413_and_nothing_is_stored(
     api: AsyncTestClient[Any], settings_here: Settings
 ) -> None:
     before = _stored(settings_here)
-    body, content_type = _form(("file", "big.md", b"# Big\n" + b"lorem ipsum " * (LIMIT // 10)))
+    body, content_type = multipart_form(("file", "big.md", b"# Big\n" + b"lorem ipsum " * (LIMIT // 10)))
     response = await api.post(URL, content=body, headers=tokens.headers() | {"content-type": content_type})
     assert response.status_code == 413
     assert _stored(settings_here) == before
@@ -137,13 +138,3 @@ async def test_an_idempotent_replay_keeps_one_job_and_one_file(
     other = await api.post(URL, files={"file": ("page.html", data + b"<p>more</p>")}, headers=headers)
     assert other.status_code == 409
     assert _stored(settings_here) == stored
-
-
-def _part_head(name: str, filename: str | None) -> bytes:
-    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-    return f"--BOUNDARY\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
-
-
-def _form(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, str]:
-    body = b"".join(_part_head(name, filename) + data + b"\r\n" for name, filename, data in parts)
-    return body + b"--BOUNDARY--\r\n", "multipart/form-data; boundary=BOUNDARY"

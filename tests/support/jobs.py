@@ -63,6 +63,18 @@ def upload(
     )
 
 
+def form_part_head(name: str, filename: str | None = None) -> bytes:
+    """The head of one part of a hand-written multipart body (boundary ``BOUNDARY``)."""
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--BOUNDARY\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+
+
+def multipart_form(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, str]:
+    """A multipart body of (name, filename, data) parts written by hand, and its content type."""
+    body = b"".join(form_part_head(name, filename) + data + b"\r\n" for name, filename, data in parts)
+    return body + b"--BOUNDARY--\r\n", "multipart/form-data; boundary=BOUNDARY"
+
+
 def accepted_id(response: httpx.Response) -> str:
     """The job id of a submit answered 202."""
     assert response.status_code == 202, response.text
