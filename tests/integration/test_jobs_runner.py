@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from tests.conftest import make_settings
+from tests.support.processes import wait_until
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable
 from xenios_ai.jobs import runner, store
 from xenios_ai.jobs.models import Job, JobKind, RetryPolicy, UploadSpec
@@ -69,13 +70,6 @@ def _in_background(target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
-
-
-def _until(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def stepping(ctx: JobContext, work: Work) -> dict[str, int]:
@@ -188,7 +182,7 @@ def test_transient_errors_are_retried_by_the_policy_then_fail(runtime: WorkerRun
 def test_cancel_stops_a_sync_job_at_its_next_checkpoint(runtime: WorkerRuntime) -> None:
     job = _submit(runtime, STEPS, Work(steps=1000, sleep=0.01))
     thread = _in_background(lambda: execute(STEPS, stepping, str(job.id)))
-    _until(lambda: _row(runtime, job.id).progress > 0)
+    wait_until(lambda: _row(runtime, job.id).progress > 0, 10, "progress", interval=0.01)
     runtime.call(runtime.services.jobs.cancel(job.id, "owner"))
     thread.join(5)
     assert not thread.is_alive()
@@ -201,7 +195,7 @@ def test_cancel_stops_a_sync_job_at_its_next_checkpoint(runtime: WorkerRuntime) 
 def test_cancel_interrupts_an_async_job_at_once(runtime: WorkerRuntime) -> None:
     job = _submit(runtime, STEPS, Work(sleep=60))
     thread = _in_background(lambda: execute(STEPS, sleeping, str(job.id)))
-    _until(lambda: _row(runtime, job.id).progress > 0)
+    wait_until(lambda: _row(runtime, job.id).progress > 0, 10, "progress", interval=0.01)
     started = time.monotonic()
     runtime.call(runtime.services.jobs.cancel(job.id, "owner"))
     thread.join(5)
@@ -256,7 +250,7 @@ def test_an_attempt_that_lost_its_job_changes_nothing(runtime: WorkerRuntime) ->
 def test_worker_shutdown_hands_long_jobs_back_to_the_queue(runtime: WorkerRuntime) -> None:
     job = _submit(runtime, LONG, Work(sleep=60))
     thread = _in_background(lambda: execute(LONG, sleeping, str(job.id)))
-    _until(lambda: _row(runtime, job.id).progress > 0)
+    wait_until(lambda: _row(runtime, job.id).progress > 0, 10, "progress", interval=0.01)
     runtime.before_worker_shutdown(None, None)
     thread.join(5)
     released = _row(runtime, job.id)
