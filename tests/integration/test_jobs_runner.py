@@ -293,10 +293,12 @@ def test_a_job_reads_its_upload_and_keeps_large_parts_as_blobs(runtime: WorkerRu
         key = runtime.call(ctx.store_blob("result.json", b"{}"))
         return {"size": size, "key": key}
 
-    submitted = runtime.call(
-        runtime.services.jobs.submit_upload(UPLOADED, "owner", "notes.md", chunks(), Work())
-    )
-    job = submitted.job
+    async def submit() -> Job:
+        jobs, job_id = runtime.services.jobs, uuid.uuid4()
+        upload = await jobs.store_upload(UPLOADED, job_id, "notes.md", chunks())
+        return (await jobs.submit(UPLOADED, "owner", Work(), upload=upload, job_id=job_id)).job
+
+    job = runtime.call(submit())
     assert job.upload is not None
     assert (job.upload.format, job.upload.size) == ("text", 5008)
     execute(UPLOADED, read_upload, str(job.id))

@@ -13,7 +13,7 @@ import base64
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -237,25 +237,6 @@ class JobService:
         limit = spec.limit(self.settings)
         blob = await self.storage.put(upload_key(job_id), _prepend(head, chunks), max_bytes=limit)
         return Upload(blob.key, filename, file_format, blob.size, blob.sha256)
-
-    async def submit_upload(
-        self,
-        kind: JobKind,
-        owner: str,
-        filename: str | None,
-        chunks: AsyncIterable[bytes],
-        input: msgspec.Struct,
-        *,
-        idempotency_key: str | None = None,
-        webhook_url: str | None = None,
-    ) -> Submitted:
-        """store_upload, then submit (the file first; `api.uploads` takes the fields in any order)."""
-        job_id = uuid.uuid4()
-        upload = await self.store_upload(kind, job_id, filename, aiter(chunks))
-        return await self.submit(
-            kind, owner, input, idempotency_key=idempotency_key, webhook_url=webhook_url,
-            upload=upload, job_id=job_id,
-        )  # fmt: skip
 
     # -- read -----------------------------------------------------------------------------------------
 
