@@ -53,6 +53,7 @@ Handler = Callable[["JobContext", Any], Any]
 HARD_LIMIT_GRACE_SECONDS = 30.0
 """A sync handler that reaches no checkpoint is interrupted this long after its time limit."""
 _encoder = msgspec.json.Encoder()
+_CANCELLED = JobError("cancelled", "the job was cancelled")
 
 
 class _Lost(BaseException):
@@ -115,25 +116,28 @@ class JobContext:
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress 0..1 (a checkpoint). Written and published at most every
         JOB_PROGRESS_INTERVAL_SECONDS; raises JobCancelled once the job was cancelled."""
-        self.checkpoint()
-        now = time.monotonic()
-        if now - self._attempt.last_write < self._interval and fraction < 1.0:
-            return
-        self._attempt.last_write = now
-        await self._write_progress(min(1.0, max(0.0, fraction)), message)
-        self.checkpoint()
+        if self._write_due(fraction):
+            await self._write_progress(fraction, message)
+            self.checkpoint()
 
     def progress_sync(self, fraction: float, message: str | None = None) -> None:
         """`progress` for sync handlers, from the job's thread; cheap between writes."""
+        if self._write_due(fraction):
+            self._runtime.call(self._write_progress(fraction, message))
+            self.checkpoint()
+
+    def _write_due(self, fraction: float) -> bool:
+        """A checkpoint, then whether this progress is to be written (the last write is old enough, or
+        the work is done)."""
         self.checkpoint()
         now = time.monotonic()
         if now - self._attempt.last_write < self._interval and fraction < 1.0:
-            return
+            return False
         self._attempt.last_write = now
-        self._runtime.call(self._write_progress(min(1.0, max(0.0, fraction)), message))
-        self.checkpoint()
+        return True
 
     async def _write_progress(self, fraction: float, message: str | None) -> None:
+        fraction = min(1.0, max(0.0, fraction))
         attempt = self._attempt
         owned = await store.report_progress(self.services.db, self.job.id, attempt.token, fraction, message)
         if owned is None:
@@ -193,7 +197,7 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         error = JobError("worker_lost", "the worker running the job stopped on every attempt")
         _settle(runtime, attempt, "failed", error=error)
         return
-    runtime.call(_announce(runtime, job))
+    runtime.call(_publish_state(runtime, job.id, "running"))
     logger.debug("job {} attempt {}/{} started", job.id, job.attempts, job.max_attempts)
     runtime.running[job.id] = attempt
     context = JobContext(runtime, attempt)
@@ -217,7 +221,7 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         _release(runtime, attempt)
         return
     except JobCancelled:
-        _settle(runtime, attempt, "cancelled", error=JobError("cancelled", "the job was cancelled"))
+        _settle(runtime, attempt, "cancelled", error=_CANCELLED)
         return
     except _HardTimeLimit:
         _fail(runtime, attempt, _time_limit_error(kind))
@@ -232,12 +236,6 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
     finally:
         runtime.running.pop(job.id, None)
     _settle(runtime, attempt, "succeeded", result_json=outcome, context=context)
-
-
-async def _announce(runtime: WorkerRuntime, job: Job) -> None:
-    await events.publish(
-        runtime.services.redis, runtime.settings.redis_namespace, job.id, StateChanged("running")
-    )
 
 
 async def _run_async(attempt: Attempt, work: Awaitable[Any]) -> Any:
@@ -292,7 +290,7 @@ def _fail(runtime: WorkerRuntime, attempt: Attempt, exc: XeniosError) -> None:
     job, policy = attempt.job, attempt.kind.retry
     error = JobError(exc.code, exc.detail)
     if attempt.cancel:
-        _settle(runtime, attempt, "cancelled", error=JobError("cancelled", "the job was cancelled"))
+        _settle(runtime, attempt, "cancelled", error=_CANCELLED)
     elif policy.retries(exc, job.attempts):
         delay = policy.backoff(job.attempts)
         if runtime.call(store.retry_later(runtime.services.db, job.id, job.attempts, error, delay)):
@@ -302,7 +300,7 @@ def _fail(runtime: WorkerRuntime, attempt: Attempt, exc: XeniosError) -> None:
             runtime.call(_publish_state(runtime, job.id, "queued"))
             _count(attempt, "retried")
         else:
-            _settle(runtime, attempt, "cancelled", error=JobError("cancelled", "the job was cancelled"))
+            _settle(runtime, attempt, "cancelled", error=_CANCELLED)
     else:
         _settle(runtime, attempt, "failed", error=error)
 
@@ -333,7 +331,7 @@ async def _settle_async(
     )
     if done is None and status == "succeeded":
         # A cancel arrived after the last checkpoint: the job ends cancelled, the result is dropped.
-        status, error = "cancelled", JobError("cancelled", "the job was cancelled")
+        status, error = "cancelled", _CANCELLED
         done = await store.finish(services.db, job.id, job.attempts, status, error=error, blobs=attempt.blobs)
     if done is None:
         logger.warning(
