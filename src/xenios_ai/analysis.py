@@ -8,13 +8,14 @@ is transient (every model unavailable) is retried by the job's retry policy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 from uuid import UUID
 
 import msgspec
 
 from xenios_ai.errors import Conflict, InvalidInput
-from xenios_ai.jobs.models import Job
+from xenios_ai.jobs.models import FollowUp, Job
 from xenios_ai.llm.router import Options, Usage
 
 if TYPE_CHECKING:
@@ -101,6 +102,22 @@ async def run_analysis(ctx: JobContext, request: AnalysisInput) -> AnalysisResul
         usage=completion.usage,
         source_job_id=request.source_job_id,
     )
+
+
+def analyse_after(ctx: JobContext, tasks: Sequence[str], *, has_text: bool, nothing: str) -> list[FollowUp]:
+    """A job's ``then``: an analysis of its text per task, submitted once the job has succeeded (with
+    ``source_job_id`` = the job); none when the job has no text, ``nothing`` saying so."""
+    from xenios_ai.jobs.kinds import ANALYSIS
+
+    if not has_text:
+        return [FollowUp(task, None, skipped=nothing) for task in tasks]
+    return [
+        FollowUp(
+            task,
+            ctx.follow_up(ANALYSIS, AnalysisInput(task=cast("AnalysisTask", task), source_job_id=ctx.job.id)),
+        )
+        for task in tasks
+    ]
 
 
 def analysis_text(result: object) -> str | None:

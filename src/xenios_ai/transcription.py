@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, cast, get_args
-from uuid import UUID
 
 import msgspec
 from loguru import logger
 
 from xenios_ai.errors import InvalidInput, LimitExceeded, UnsupportedMediaType, XeniosError
+from xenios_ai.jobs.models import FollowUp
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = [
     "SNIFF_BYTES",
     "SUPPORTED_FORMATS",
-    "FollowUp",
     "ProgressCallback",
     "Segment",
     "Transcriber",
@@ -202,15 +201,6 @@ class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
             )
         if len(set(self.then)) != len(self.then):
             raise ValueError("then: name each task at most once")
-
-
-class FollowUp(msgspec.Struct, omit_defaults=True):
-    """An analysis job started on the transcript (``then``), or why none was."""
-
-    task: str
-    job_id: UUID | None
-    skipped: str | None = None
-    """Set (and ``job_id`` null) when the job was not created: an empty transcript has nothing to analyse."""
 
 
 class TranscriptionJobResult(TranscriptionResult, kw_only=True):

@@ -25,16 +25,16 @@ import threading
 import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Annotated, Any
-from uuid import UUID
 
 import msgspec
 from loguru import logger
 
-from xenios_ai.analysis import AnalysisInput, AnalysisTask
+from xenios_ai.analysis import AnalysisTask, analyse_after
 from xenios_ai.errors import NotFound, XeniosError
 from xenios_ai.extraction.engine import Extractor
 from xenios_ai.extraction.models import ExtractionOptions, ExtractionResult
 from xenios_ai.extraction.sniff import DocumentFormat
+from xenios_ai.jobs.models import FollowUp
 
 if TYPE_CHECKING:
     from xenios_ai.jobs.runner import JobContext
@@ -67,15 +67,6 @@ class ResultFile(msgspec.Struct, kw_only=True):
     media_type: str = "application/json"
 
 
-class FollowUp(msgspec.Struct, omit_defaults=True):
-    """An analysis job started on the extracted text (``then``), or why none was."""
-
-    task: str
-    job_id: UUID | None
-    skipped: str | None = None
-    """Set (and ``job_id`` null) when no job was created: a document without text has nothing to analyse."""
-
-
 class ExtractionJobResult(ExtractionResult, kw_only=True):
     """An extraction job's result: the `ExtractionResult` plus what the job system adds."""
 
@@ -101,7 +92,6 @@ def extraction_text(result: Any) -> str | None:
 
 def run_extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJobResult:
     """The extraction job's handler (on the worker's actor thread)."""
-    from xenios_ai.jobs.kinds import ANALYSIS
     from xenios_ai.jobs.runtime import WorkerRuntime
     from xenios_ai.jobs.service import secret_key
 
@@ -136,12 +126,12 @@ def run_extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJob
             url = f"/api/v1/jobs/{ctx.job.id}/result/{DOCUMENT_FILE}"
             fields |= {"document": None, "document_file": ResultFile(url=url, size=len(data))}
     text = result.markdown or result.text
-    fields["follow_ups"] = [
-        FollowUp(task, ctx.follow_up(ANALYSIS, AnalysisInput(task=task, source_job_id=ctx.job.id)))
-        if text and text.strip()
-        else FollowUp(task, None, skipped="the document has no text: nothing to analyse")
-        for task in request.then
-    ]
+    fields["follow_ups"] = analyse_after(
+        ctx,
+        request.then,
+        has_text=bool(text and text.strip()),
+        nothing="the document has no text: nothing to analyse",
+    )
     return ExtractionJobResult(**fields)
 
 

@@ -16,13 +16,13 @@ with Dramatiq's backoff, WEBHOOK_MAX_ATTEMPTS times in all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import TypeVar
 from uuid import UUID
 
 import dramatiq
 import msgspec
 
-from xenios_ai.analysis import AnalysisInput, AnalysisResult, AnalysisTask, run_analysis
+from xenios_ai.analysis import AnalysisInput, AnalysisResult, analyse_after, run_analysis
 from xenios_ai.extraction.job import ExtractionJobResult, ExtractionRequest, run_extraction
 from xenios_ai.jobs.kinds import ANALYSIS, EXTRACTION, TRANSCRIPTION
 from xenios_ai.jobs.models import JobKind
@@ -30,12 +30,7 @@ from xenios_ai.jobs.runner import Handler, JobContext, execute
 from xenios_ai.jobs.runtime import WorkerRuntime
 from xenios_ai.jobs.service import WEBHOOK_ACTOR
 from xenios_ai.jobs.webhooks import WebhookRetry, deliver_for_job
-from xenios_ai.transcription import (
-    FollowUp,
-    TranscriptionJobOptions,
-    TranscriptionJobResult,
-    shared_transcriber,
-)
+from xenios_ai.transcription import TranscriptionJobOptions, TranscriptionJobResult, shared_transcriber
 
 H = TypeVar("H", bound=Handler)
 
@@ -64,15 +59,10 @@ def transcription(ctx: JobContext, options: TranscriptionJobOptions) -> Transcri
     """Transcribe the upload; then submit the ``then`` analyses on the transcript (on success)."""
     with ctx.upload_file() as path:
         result = shared_transcriber(ctx.settings).transcribe(path, options, progress=ctx.progress_sync)
-    follow_ups = [_analyse_transcript(ctx, task, result.text) for task in options.then]
+    follow_ups = analyse_after(
+        ctx, options.then, has_text=bool(result.text), nothing="the transcript is empty: nothing to analyse"
+    )
     return TranscriptionJobResult(**msgspec.structs.asdict(result), follow_ups=follow_ups)
-
-
-def _analyse_transcript(ctx: JobContext, task: str, transcript: str) -> FollowUp:
-    if not transcript:
-        return FollowUp(task, None, skipped="the transcript is empty: nothing to analyse")
-    request = AnalysisInput(task=cast("AnalysisTask", task), source_job_id=ctx.job.id)
-    return FollowUp(task, ctx.follow_up(ANALYSIS, request))
 
 
 @job_actor(EXTRACTION)

@@ -91,6 +91,15 @@ class Job(msgspec.Struct, kw_only=True):
         return self.status in TERMINAL
 
 
+class FollowUp(msgspec.Struct, omit_defaults=True):
+    """In a job's result: an analysis job started on the job's text (its ``then``), or why none was."""
+
+    task: str
+    job_id: UUID | None
+    skipped: str | None = None
+    """Set (and ``job_id`` null) when no job was created: a job without text has nothing to analyse."""
+
+
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """When an attempt that failed runs again. Attempts count claims: a crashed worker's attempt counts."""
 
