@@ -366,10 +366,10 @@ def test_too_long_fails_before_decoding(settings_restored: Transcriber) -> None:
 def test_too_long_without_metadata_stops_while_decoding(
     settings_restored: Transcriber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xenios_ai import transcription
+    from xenios_ai.transcription import engine
 
-    monkeypatch.setattr(transcription._AudioReader, "_metadata_seconds", lambda self: None)
-    monkeypatch.setattr(transcription._AudioReader, "_scanned_seconds", lambda self: None)
+    monkeypatch.setattr(engine._AudioReader, "_metadata_seconds", lambda self: None)
+    monkeypatch.setattr(engine._AudioReader, "_scanned_seconds", lambda self: None)
     settings_restored.max_duration_seconds = 30
     settings_restored.window_seconds = 10
     progress: list[float] = []

