@@ -10,13 +10,19 @@ It prints a table, then one JSON object (the last line) for the record. "docling
 ``DocumentConverter.convert`` directly; "extractor" rows go through `xenios_ai.extraction.Extractor`, with
 its PDF check, per-page progress, deadline and exports. Peak RSS is measured in a fresh process per case.
 Docling is imported lazily: the job benchmark imports `make_pdf` and should not pay for it.
+
+The process's garbage collector is set up as a worker's (`xenios_ai.gc_tuning.settle` once docling is
+loaded), after one comparison of docling's work on the PDF under CPython's default collector settings and
+under the worker's, taking turns.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +35,8 @@ from tests.benchmarks.common import ROOT, timed_rounds
 from tests.data.make_documents import DOCUMENTS, write_long_pdf
 from tests.support.processes import status_kb
 from xenios_ai.extraction import DocumentFormat, ExtractionOptions, Extractor
+from xenios_ai.extraction.engine import approx_tokenizer
+from xenios_ai.gc_tuning import settle
 
 #: The fixtures of the mixed set, with their formats (the failure fixtures are left out).
 MIXED = {
@@ -46,6 +54,45 @@ def make_pdf(path: Path, pages: int) -> Path:
     """Write a report-like PDF of ``pages`` pages (~45 text lines each) to ``path``; deterministic."""
     write_long_pdf(path, pages)
     return path
+
+
+def docling_work(converter: Any, path: Path) -> None:
+    """What an extraction job does with the default options, in docling's own calls: convert, export
+    markdown and the Docling JSON document, chunk with the same offline tokenizer."""
+    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
+
+    document = converter.convert(path).document
+    document.export_to_markdown()
+    document.export_to_dict()
+    list(HybridChunker(tokenizer=approx_tokenizer(512)).chunk(document))
+
+
+def bench_gc(pdf: Path, pages: int, rounds: int) -> list[dict[str, Any]]:
+    """`docling_work` on ``pdf`` under CPython's default collector settings vs `settle`'s, taking turns
+    (median of ``rounds``); the process is left settled."""
+    converter = docling_converter()
+    docling_work(converter, pdf)  # warm-up
+    default_threshold = (700, 10, 10)
+    times: dict[str, list[float]] = {"default": [], "settled": []}
+    for _ in range(rounds):
+        gc.unfreeze()
+        gc.set_threshold(*default_threshold)
+        gc.collect()
+        started = time.perf_counter()
+        docling_work(converter, pdf)
+        times["default"].append(time.perf_counter() - started)
+        settle()
+        started = time.perf_counter()
+        docling_work(converter, pdf)
+        times["settled"].append(time.perf_counter() - started)
+    return [
+        {
+            "case": f"docling work, {name} GC ({pages} pages)",
+            "seconds": seconds,
+            "pages_per_s": pages / seconds,
+        }
+        for name, seconds in ((name, statistics.median(values)) for name, values in times.items())
+    ]
 
 
 def _median_seconds(cases: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
@@ -125,6 +172,7 @@ def _child_memory(pdf: Path, batch_pages: int) -> None:
         return status_kb(os.getpid(), "VmHWM") / 1024
 
     extractor = Extractor(pdf_batch_pages=batch_pages)
+    settle()  # as the worker does once its extractor is built
     after_build = peak_mb()
     started = time.perf_counter()
     result = extractor.extract(pdf, DocumentFormat.PDF)
@@ -149,16 +197,20 @@ def measure(pages: int = 50, rounds: int = 5, memory_pages: int = 200) -> dict[s
         pdf = make_pdf(Path(directory) / f"long-{pages}.pdf", pages)
         big = make_pdf(Path(directory) / f"long-{memory_pages}.pdf", memory_pages)
         extractor = Extractor()
+        gc_rows = bench_gc(pdf, pages, rounds)
         rows = bench_pdf(pdf, pages, rounds, extractor)
         rows += bench_mixed(rounds, extractor)
         rows.append(measure_memory(big, batch_pages=50))
         rows.append(measure_memory(big, batch_pages=memory_pages))  # one conversion, for comparison
 
     bare, with_callback, extractor_seconds = (rows[n]["seconds"] for n in range(3))
+    rows = gc_rows + rows
     summary = {
         # docling's own page events, and the Extractor's whole per-page path, against a bare conversion
         "docling_progress_overhead_pct": round(100 * (with_callback / bare - 1), 1),
         "extractor_overhead_pct": round(100 * (extractor_seconds / bare - 1), 1),
+        # docling's work under CPython's default collector settings against `settle`'s
+        "settled_gc_speedup": round(gc_rows[0]["seconds"] / gc_rows[1]["seconds"], 2),
         "rows": rows,
     }
     print(f"{'case':<62} {'seconds':>8} {'pages/s':>8} {'docs/s':>7} {'peak MB':>8}")
@@ -171,6 +223,7 @@ def measure(pages: int = 50, rounds: int = 5, memory_pages: int = 200) -> dict[s
         f"per-page progress overhead: docling {summary['docling_progress_overhead_pct']} %, "
         f"extractor (progress, PDF check, deadline) {summary['extractor_overhead_pct']} %"
     )
+    print(f"docling work, settled GC vs default: {summary['settled_gc_speedup']}x as fast")
     return summary
 
 

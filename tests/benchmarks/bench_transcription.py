@@ -38,6 +38,7 @@ from tests.benchmarks.bench_whisper_direct import make_long_wav
 from tests.benchmarks.common import database, rss_samples, service_env, worker
 from tests.support.jobs import accepted_id, job_events, upload
 from tests.support.processes import ApiServer, WorkerProcess, child_pid, cpu_seconds, status_kb
+from xenios_ai.gc_tuning import settle
 from xenios_ai.settings import load_settings
 from xenios_ai.transcription import shared_transcriber
 
@@ -71,6 +72,7 @@ def _raw_faster_whisper(model: Any, path: Path, beam_size: int) -> float:
 def _speed(api: ApiServer, running: WorkerProcess, path: Path, rounds: int) -> dict[str, Any]:
     """Rounds of (Transcriber in-process, the job system, raw faster-whisper) on ``path``; best of each."""
     transcriber = shared_transcriber(load_settings({}, dotenv=False))  # the worker's settings: defaults
+    settle()  # the collector set up as the worker's, so only the job system differs
     transcriber.transcribe(path.with_name("warmup.wav"))
     pids = (child_pid(api.process), child_pid(running.process))
     direct: list[tuple[float, float]] = []

@@ -34,6 +34,7 @@ from xenios_ai.errors import NotFound, XeniosError
 from xenios_ai.extraction.engine import Extractor
 from xenios_ai.extraction.models import ExtractionOptions, ExtractionResult
 from xenios_ai.extraction.sniff import DocumentFormat
+from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs.models import FollowUp
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ class _ProcessExtractor:
                 self._future = None
             future.set_exception(XeniosError("the document extractor could not be built; see the worker log"))
         else:
+            settle()  # docling's converter and modules live as long as the process (see `gc_tuning`)
             seconds = time.monotonic() - started
             logger.info("document extractor ready ({} pipeline) in {:.1f} s", extractor.pipeline, seconds)
             future.set_result(extractor)

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import Redis, open_redis
 from xenios_ai.errors import XeniosError
+from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs import broker as job_broker
 from xenios_ai.jobs import events, maintenance, store
 from xenios_ai.jobs.models import Job, JobKind
@@ -166,6 +167,7 @@ class WorkerRuntime(dramatiq.Middleware):
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.prepare_kinds()
         self.start()
+        settle()  # the engines and services live as long as the process (see `gc_tuning`)
 
     def prepare_kinds(self) -> None:
         """Run ``JobKind.prepare`` of the kinds this process serves, before it takes a job (engines load
