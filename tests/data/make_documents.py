@@ -300,6 +300,69 @@ def write_xlsx(path: Path) -> None:
     _normalize_zip(path)
 
 
+# --- Packages made at test time (not committed) ------------------------------------------------------
+def _copy_package(source: Path, target: zipfile.ZipFile, *, content_types_last: bool = False) -> None:
+    with zipfile.ZipFile(source) as package:
+        infos = package.infolist()
+        if content_types_last:
+            infos.sort(key=lambda info: info.filename == "[Content_Types].xml")
+        for info in infos:
+            target.writestr(info, package.read(info))
+
+
+def package_with_zeros(source: Path, member: str, size: int) -> bytes:
+    """The OOXML package ``source`` plus ``member``: ``size`` zero bytes, deflated to about size / 1000
+    (a zip bomb that is small on disk)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        _copy_package(source, target)
+        chunk = bytes(1024 * 1024)
+        with target.open(member, "w", force_zip64=True) as stream:
+            for start in range(0, size, len(chunk)):
+                stream.write(chunk[: min(len(chunk), size - start)])
+    return buffer.getvalue()
+
+
+def package_with_content_types_last(source: Path) -> bytes:
+    """``source`` re-zipped with ``[Content_Types].xml`` as its last member, as some writers store it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        _copy_package(source, target, content_types_last=True)
+    return buffer.getvalue()
+
+
+def workbook_with_cells(cells: int, columns: int = 10) -> bytes:
+    """``workbook.xlsx`` whose first sheet holds ``cells`` numbers instead (its XML compresses ~40:1)."""
+    rows = []
+    for row in range(1, cells // columns + 1):
+        values = "".join(f'<c r="{_column(col)}{row}"><v>{row}</v></c>' for col in range(columns))
+        rows.append(f'<row r="{row}">{values}</row>')
+    sheet = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        f"<sheetData>{''.join(rows)}</sheetData></worksheet>"
+    ).encode()
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(DOCUMENTS / "workbook.xlsx") as package,
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for info in package.infolist():
+            data = sheet if info.filename == "xl/worksheets/sheet1.xml" else package.read(info)
+            target.writestr(info.filename, data)
+    return buffer.getvalue()
+
+
+def _column(index: int) -> str:
+    """Spreadsheet column name of a 0-based index (A, B, ..., Z, AA, ...)."""
+    name = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        name = chr(ord("A") + rest) + name
+    return name
+
+
 # --- Text formats -------------------------------------------------------------------------------------
 def write_html(path: Path) -> None:
     head, *body = HTML_TABLE

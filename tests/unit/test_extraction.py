@@ -8,11 +8,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import re
+import struct
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -29,6 +32,7 @@ from xenios_ai.extraction import (
     sniff_document_format,
 )
 from xenios_ai.extraction.job import ExtractionRequest, extraction_text, split_password
+from xenios_ai.extraction.models import DocumentLimits
 
 DOCUMENTS = docs.DOCUMENTS
 MULTIPAGE = DOCUMENTS / "multipage.pdf"
@@ -113,6 +117,84 @@ def test_sniffing_a_cut_ooxml_prefix_falls_back_to_the_extension() -> None:
     head = (DOCUMENTS / "report.docx").read_bytes()[:100]  # the first member ([Content_Types].xml) only
     assert sniff_document_format(head, "report.docx") is DocumentFormat.DOCX
     assert sniff_document_format(head, "report.bin") is None
+
+
+def zip_prefix(*names: str) -> bytes:
+    """ZIP local file headers (empty members) of ``names``: what the first bytes of a package show."""
+    return b"".join(
+        b"PK\x03\x04" + bytes(22) + struct.pack("<HH", len(name), 0) + name.encode() for name in names
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "filename", "expected"),
+    [
+        (("_rels/.rels", "docProps/app.xml", "ppt/slides/slide1.xml"), "upload.bin", DocumentFormat.PPTX),
+        (("_rels/.rels", "xl/workbook.xml"), "upload.bin", DocumentFormat.XLSX),
+        # Package parts only: the name tells.
+        (("_rels/.rels", "docProps/thumbnail.jpeg"), "deck.pptx", DocumentFormat.PPTX),
+        (("_rels/.rels", "docProps/thumbnail.jpeg"), "upload.bin", None),
+        (("word/document.xml", "ppt/slides/slide1.xml"), "deck.pptx", DocumentFormat.PPTX),  # both: the name
+        (("META-INF/container.xml", "OEBPS/content.opf"), "book.docx", None),  # not an Office package
+    ],
+)
+def test_sniffing_ooxml_from_the_parts_in_the_prefix(
+    names: tuple[str, ...], filename: str, expected: DocumentFormat | None
+) -> None:
+    assert sniff_document_format(zip_prefix(*names), filename) is expected
+
+
+@pytest.mark.parametrize("name", ["report.docx", "slides.pptx", "workbook.xlsx"])
+def test_a_package_with_its_content_types_last_is_recognised_and_converts(
+    extractor: Extractor, tmp_path: Path, name: str
+) -> None:
+    """Some writers store ``[Content_Types].xml`` last, beyond the first 8 KiB the API sniffs."""
+    data = docs.package_with_content_types_last(DOCUMENTS / name)
+    fmt = sniff_document_format(data[:SNIFF_BYTES], "upload.bin")
+    assert fmt is MIXED_SET[name]
+    upload = tmp_path / "upload"
+    upload.write_bytes(data)
+    assert sniff_document_file(upload) is fmt
+    result = extractor.extract(upload, fmt)
+    assert result.status == "success"
+    assert result.markdown == extract(extractor, name, fmt).markdown
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"# PDF notes\n\nEvery PDF starts with %PDF-1.7 and ends with %%EOF.\n", DocumentFormat.MARKDOWN),
+        (b"<html><body><p>The header %PDF-1.4 comes first.</p></body></html>", DocumentFormat.HTML),
+        (b"%PDF-1.7 is the header of a PDF\n", DocumentFormat.PDF),  # at the start: the magic number
+        (b"\r\n  \n%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", DocumentFormat.PDF),  # after whitespace
+        (b"\x00\x05\x16\x07junk\x00\x00%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", DocumentFormat.PDF),  # binary junk
+        (b"\x89PNG\r\n\x1a\n" + bytes(1100) + b"%PDF-1.4\n", None),  # past the first KiB
+    ],
+)
+def test_pdf_magic_is_the_start_of_a_file_not_a_mention_in_text(
+    head: bytes, expected: DocumentFormat | None
+) -> None:
+    assert sniff_document_format(head, "upload.bin") is expected
+
+
+def test_a_pdf_behind_a_little_binary_junk_converts(extractor: Extractor, tmp_path: Path) -> None:
+    junky = tmp_path / "junky.pdf"
+    junky.write_bytes(b"\x00\x05\x16\x07" + bytes(100) + MULTIPAGE.read_bytes())
+    assert sniff_document_file(junky) is DocumentFormat.PDF
+    result = extractor.extract(junky, DocumentFormat.PDF, ExtractionOptions(output_formats=("text",)))
+    assert (result.status, result.page_count) == ("success", 4)
+    assert docs.PDF_PAGE_MARKERS[4] in flat(result.text)
+
+
+@pytest.mark.timeout(10)
+def test_sniffing_many_html_comments_takes_linear_time() -> None:
+    """A comment ends at its first ``-->``: ``<!---->`` * 40 + ``x`` once took days (exponential regex)."""
+    assert sniff_document_format(b"<!---->" * 40 + b"x", "x.txt") is DocumentFormat.MARKDOWN
+    assert sniff_document_format(b"<!---->" * 10_000 + b"x", "x.txt") is DocumentFormat.MARKDOWN
+    page = b"<!-- saved -->\n" * 10_000 + b"<!DOCTYPE html><html><body>x</body></html>"
+    assert sniff_document_format(page, None) is DocumentFormat.HTML
+    assert sniff_document_format(b"<!-- one --> text --> <html>", None) is DocumentFormat.MARKDOWN
+    assert sniff_document_format(b'<?xml version="1.0"?>\n<!-- a --><html>', None) is DocumentFormat.HTML
 
 
 @pytest.mark.parametrize("module", ["xenios_ai.extraction", "xenios_ai.api.app", "xenios_ai.jobs.kinds"])
@@ -316,6 +398,36 @@ def test_non_pdf_bytes_are_an_unsupported_format(extractor: Extractor, tmp_path:
     assert_still_works(extractor)
 
 
+@pytest.mark.timeout(60)
+def test_a_damaged_pdf_of_unterminated_objects_is_read_in_linear_time(
+    extractor: Extractor, tmp_path: Path
+) -> None:
+    """pdfium refuses it, so the page count is looked up in the raw bytes: 128 KB once took 10 s, 1.6 MB
+    would have taken most of an hour, holding the GIL (so even the document timeout could not fire)."""
+    damaged = tmp_path / "damaged.pdf"
+    damaged.write_bytes(b"%PDF-1.4\n" + b"1 0 obj " * 200_000)
+    with pytest.raises(InvalidInput) as raised:
+        extractor.extract(damaged, DocumentFormat.PDF)
+    assert raised.value.code == "unreadable_document"
+    assert_still_works(extractor)
+
+
+@pytest.mark.parametrize("page_range", [None, (1, 2)])
+def test_a_pdf_without_pages_is_unreadable(
+    extractor: Extractor, tmp_path: Path, page_range: tuple[int, int] | None
+) -> None:
+    """Whatever the page range, a PDF without pages is the document's fault, not the range's."""
+    import pypdfium2 as pdfium
+
+    empty = tmp_path / "empty.pdf"
+    document = pdfium.PdfDocument.new()  # a page tree with /Count 0, which pdfium itself will not load
+    document.save(empty)
+    document.close()
+    with pytest.raises(InvalidInput) as raised:
+        extractor.extract(empty, DocumentFormat.PDF, ExtractionOptions(page_range=page_range))
+    assert raised.value.code == "unreadable_document"
+
+
 def test_pdf_header_with_garbage_is_unreadable(extractor: Extractor, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pdf"
     garbage.write_bytes(b"%PDF-1.7\n" + random.Random(3).randbytes(20_000))
@@ -365,13 +477,77 @@ def test_document_timeout_stops_a_pdf_between_pages() -> None:
 def test_document_timeout_stops_formats_without_pages(tmp_path: Path) -> None:
     big = tmp_path / "big.csv"
     big.write_text("a,b,c\n" + "".join(f"{n},x{n},y{n}\n" for n in range(30_000)))
-    hurried = Extractor(document_timeout=0.3)
+    hurried = Extractor(document_timeout=0.3, limits=DocumentLimits(max_items=100_000))  # 90,003 cells
     started = time.monotonic()
     with pytest.raises(LimitExceeded) as raised:
         hurried.extract(big, DocumentFormat.CSV)
     assert raised.value.code == "document_timeout"
     assert time.monotonic() - started < 3
     assert hurried.extract(DOCUMENTS / "sessions.csv", DocumentFormat.CSV).status == "success"
+
+
+# --- Documents too large for memory -------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def csv_of_empty_cells(rows: int, columns: int) -> bytes:
+    return ("," * (columns - 1) + "\n").encode() * rows
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "make", "message"),
+    [
+        # python-pptx reads every member: 80 MiB of zeros, 80 KB on disk.
+        ("bomb.pptx", DocumentFormat.PPTX,
+         lambda: docs.package_with_zeros(DOCUMENTS / "slides.pptx", "ppt/media/zeros.bin", 80 * MIB),
+         "A part of the package unpacks to 83886080 bytes; at most 67108864 are accepted"),
+        ("bomb.docx", DocumentFormat.DOCX,
+         lambda: docs.package_with_zeros(DOCUMENTS / "report.docx", "word/media/zeros.bin", 20 * MIB),
+         r"A part of the package is compressed 10\d\d to 1; at most 100 to 1 is accepted"),
+        ("cells.xlsx", DocumentFormat.XLSX, lambda: docs.workbook_with_cells(60_000),
+         "The document holds about 60000 paragraphs and table cells; at most 50000 are accepted"),
+        ("cells.csv", DocumentFormat.CSV, lambda: csv_of_empty_cells(2_000, 100),  # 200 KB
+         "The document holds about 200000 paragraphs and table cells; at most 50000 are accepted"),
+        ("table.md", DocumentFormat.MARKDOWN, lambda: b"|a|b|\n|-|-|\n" + b"|1|2|\n" * 30_000,
+         "The document holds about 60004 paragraphs and table cells; at most 50000 are accepted"),
+        ("table.html", DocumentFormat.HTML,
+         lambda: b"<table>" + b"<tr>" + b"<td>" * 10 * 6_000 + b"</table>",
+         "The document holds about 60002 paragraphs and table cells; at most 50000 are accepted"),
+        ("long.md", DocumentFormat.MARKDOWN, lambda: b"word " * MIB,
+         "The markdown document is 5242880 bytes; at most 4194304 are accepted"),
+    ],
+)  # fmt: skip
+def test_documents_too_large_for_memory_are_refused_before_converting(
+    extractor: Extractor, tmp_path: Path, name: str, fmt: DocumentFormat, make: Any, message: str
+) -> None:
+    """Each of these got the worker process killed for memory (docling's own archive limits are 512 MB)."""
+    path = tmp_path / name
+    path.write_bytes(make())
+    assert path.stat().st_size < 6 * MIB
+    calls: list[str] = []
+    with pytest.raises(LimitExceeded) as raised:
+        extractor.extract(path, fmt, progress=lambda _, message: calls.append(message))
+    assert (raised.value.code, raised.value.status) == ("document_too_large", 422)
+    assert re.fullmatch(message, raised.value.detail), raised.value.detail
+    assert calls == ["converting"]
+    assert_still_works(extractor)
+
+
+def test_package_limits_come_from_the_extractor(tmp_path: Path) -> None:
+    report = DOCUMENTS / "report.docx"
+    with pytest.raises(LimitExceeded) as raised:
+        Extractor(limits=DocumentLimits(max_archive_members=5)).extract(report, DocumentFormat.DOCX)
+    assert raised.value.detail == "The package has 17 parts; at most 5 are accepted"
+    small = Extractor(limits=DocumentLimits(max_archive_bytes=20_000, max_items=10))
+    with pytest.raises(LimitExceeded) as raised:
+        small.extract(report, DocumentFormat.DOCX)
+    assert raised.value.code == "document_too_large"
+    assert raised.value.detail.startswith("The package unpacks to ")
+    with pytest.raises(LimitExceeded) as raised:
+        small.extract(DOCUMENTS / "notes.md", DocumentFormat.MARKDOWN)
+    assert raised.value.extra == {"items": 11, "max_items": 10}
+    assert small.extract(DOCUMENTS / "sessions.csv", DocumentFormat.CSV).status == "success"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed here")
@@ -494,3 +670,29 @@ def test_concurrent_extractions_match_sequential_ones(extractor: Extractor) -> N
     sequential = [run(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(run, jobs)) == sequential
+
+
+def test_the_watchdog_fires_again_when_its_exception_was_swallowed() -> None:
+    """The deadline's exception can land in code that swallows it (a weakref callback run by the garbage
+    collector); the watchdog repeats it until the block is left."""
+    from xenios_ai.extraction.engine import _DeadlineExceeded, _Watchdog
+
+    swallowed = 0
+    give_up = time.monotonic() + 30
+
+    def busy_swallowing_once() -> None:
+        nonlocal swallowed
+        with _Watchdog(0.05):
+            while time.monotonic() < give_up:
+                try:
+                    while time.monotonic() < give_up:
+                        pass
+                except _DeadlineExceeded:
+                    if swallowed:
+                        raise
+                    swallowed += 1  # as an "Exception ignored" callback would
+
+    with pytest.raises(_DeadlineExceeded):
+        busy_swallowing_once()
+    assert swallowed == 1
+    time.sleep(1.5)  # left the block: no repeat may arrive now

@@ -6,6 +6,7 @@ for the module; tests that need another window or limit change its public attrib
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -170,16 +171,22 @@ def test_sniff_every_fixture(name: str, expected: str | None) -> None:
         (b"\xff\xff\xff\xff", None),
         (b"", None),
         (b"%PDF-1.7\n", None),
+        # Pictures in ISO BMFF boxes: HEIC, AVIF, a HEIF image with another major brand.
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", None),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miafMA1A", None),
+        (b"\x00\x00\x00\x18ftypMSNV\x00\x00\x00\x00msf1hevc", None),
+        (b"\x00\x00\x00\x20ftypmp42\x00\x00\x00\x00mp42isomavc1M4A ", "mp4"),
     ],
 )
 def test_sniff_headers(head: bytes, expected: str | None) -> None:
     assert sniff_audio_format(head) == expected
 
 
-def test_require_audio_format_answers_415() -> None:
+@pytest.mark.parametrize("head", [b"%PDF-1.7\n", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"])
+def test_require_audio_format_answers_415(head: bytes) -> None:
     assert require_audio_format(b"fLaC\x00\x00\x00\x22") == "flac"
     with pytest.raises(UnsupportedMediaType) as caught:
-        require_audio_format(b"%PDF-1.7\n")
+        require_audio_format(head)
     assert caught.value.code == "unsupported_format"
     assert caught.value.status == 415
 
@@ -337,6 +344,75 @@ def test_small_windows_keep_text_and_absolute_times(settings_restored: Transcrib
                 start, end = spans[key]
                 assert start - 0.7 <= word.start <= end + 0.3, (key, word, start, end)
     assert found >= 6
+
+
+def dialogue_samples() -> np.ndarray:
+    with wave.open(str(AUDIO / "dialogue.wav")) as src:
+        frames = src.readframes(src.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768
+
+
+def mp3_bytes(samples: np.ndarray, rate: int, layout: str) -> bytes:
+    """``samples`` (16 kHz mono) as an MP3 at ``rate`` Hz, mono or stereo, encoded with PyAV's LAME."""
+    import av
+
+    resampled = np.interp(
+        np.arange(int(len(samples) * rate / 16_000)) * 16_000 / rate, np.arange(len(samples)), samples
+    ).astype(np.float32)
+    planes = np.repeat(resampled[None, :], 1 if layout == "mono" else 2, axis=0)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=rate, layout=layout)
+        for start in range(0, planes.shape[1], 1152):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(planes[:, start : start + 1152]), format="fltp", layout=layout
+            )
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def test_audio_whose_format_changes_midway(transcriber: Transcriber, tmp_path: Path) -> None:
+    """Two MP3s joined end to end (22.05 kHz mono, then 44.1 kHz stereo): the decoder's frames change
+    rate and layout midway, which one resampler cannot take ("Frame does not match AudioResampler setup")."""
+    samples = dialogue_samples()
+    half = len(samples) // 2
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(
+        mp3_bytes(samples[:half], 22_050, "mono") + mp3_bytes(samples[half:], 44_100, "stereo")
+    )
+    assert sniff_audio_format(joined.read_bytes()[:SNIFF_BYTES]) == "mp3"
+
+    result = transcriber.transcribe(joined)
+    assert result.duration == pytest.approx(META["duration"], abs=0.3)
+    assert wer(REFERENCE, result.text) <= 0.2, result.text
+    assert {"morning", "motivated"} <= set(normalise(result.text))  # the first line and the last one
+    assert_timeline(result)
+
+
+def test_progress_without_a_known_duration_grows_and_stays_below_one(
+    settings_restored: Transcriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xenios_ai.transcription import engine
+
+    monkeypatch.setattr(engine._AudioReader, "_metadata_seconds", lambda self: None)
+    monkeypatch.setattr(engine._AudioReader, "_scanned_seconds", lambda self: None)
+    settings_restored.window_seconds = 10
+    calls: list[tuple[float, str]] = []
+    result = settings_restored.transcribe(
+        AUDIO / "dialogue.flac", progress=lambda fraction, message: calls.append((fraction, message))
+    )
+    assert wer(REFERENCE, result.text) <= 0.2
+    assert calls[-1] == (1.0, "done")
+    fractions = [fraction for fraction, _ in calls[:-1]]
+    assert fractions == sorted(fractions)
+    assert all(0 <= fraction < 1 for fraction in fractions), fractions
+    assert len(set(fractions)) >= 4  # it moved window after window
+    assert fractions[-1] > 0.5
+    assert all(" of " not in message for _, message in calls)  # no total is claimed
 
 
 # --- errors ------------------------------------------------------------------------------------------

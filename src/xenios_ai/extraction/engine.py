@@ -6,16 +6,21 @@ module stays cheap; building an `Extractor` imports them (seconds).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import csv
 import ctypes
 import functools
 import importlib
+import io
 import os
 import re
 import sys
 import tempfile
 import threading
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,7 @@ from xenios_ai.errors import InvalidInput, LimitExceeded, UnsupportedMediaType, 
 from xenios_ai.extraction.models import (
     DEFAULT_CHUNK_MAX_TOKENS,
     Chunk,
+    DocumentLimits,
     ExtractionOptions,
     ExtractionResult,
     PageStatus,
@@ -79,7 +85,8 @@ class Extractor:
 
     ``pipeline`` picks the PDF pipeline: "native" (model-free, default) or "layout" (layout and table models,
     needs torch and the models in ``artifacts_path`` or DOCLING_ARTIFACTS_PATH; checked here, at build
-    time). ``pdf_batch_pages`` bounds memory: longer PDFs are converted in page ranges of that size.
+    time). ``pdf_batch_pages`` bounds memory: longer PDFs are converted in page ranges of that size, and
+    ``limits`` refuses other documents that would not fit in memory (see `DocumentLimits`).
     `extract` may be called from several threads at once (the docling converter and its pipelines are
     shared; each call keeps its own state).
     """
@@ -93,6 +100,7 @@ class Extractor:
         document_timeout: float = 300.0,
         pdf_threads: int = 1,
         pdf_batch_pages: int = 50,
+        limits: DocumentLimits | None = None,
     ) -> None:
         if pipeline not in ("native", "layout"):
             raise ValueError(f"unknown pipeline {pipeline!r}")
@@ -101,6 +109,7 @@ class Extractor:
         self.document_timeout = document_timeout
         self.pdf_threads = pdf_threads
         self.pdf_batch_pages = pdf_batch_pages
+        self.limits = limits or DocumentLimits()
         self.artifacts_path = artifacts_path or os.environ.get("DOCLING_ARTIFACTS_PATH") or None
         _force_hub_offline()
 
@@ -109,7 +118,10 @@ class Extractor:
 
         self._converter: DocumentConverter = DocumentConverter(
             allowed_formats=[InputFormat(value) for value in _DOCLING_FORMATS.values()],
-            format_options={InputFormat.PDF: self._pdf_format_option(password=None)},
+            format_options={
+                InputFormat.PDF: self._pdf_format_option(password=None),
+                **self._office_format_options(),
+            },
         )
         with self._layout_errors():
             self._converter.initialize_pipeline(InputFormat.PDF)
@@ -128,7 +140,8 @@ class Extractor:
         """Convert the document at ``path`` and export what ``options`` asks for.
 
         Raises `InvalidInput` (``password_required``, ``password_invalid``, ``unreadable_document``,
-        ``invalid_page_range``), `LimitExceeded` (``too_many_pages``, ``document_timeout``),
+        ``invalid_page_range``), `LimitExceeded` (``too_many_pages``, ``document_too_large``,
+        ``document_timeout``),
         `UnsupportedMediaType` (``unsupported_format``: the bytes are not ``fmt``) and, in layout mode,
         `XeniosError` (``layout_models_unavailable``). Whatever ``progress`` raises (`JobCancelled`)
         propagates unchanged and stops the conversion.
@@ -155,6 +168,7 @@ class Extractor:
             raise UnsupportedMediaType(
                 f"The file is not a {run.fmt.value} document", code="unsupported_format"
             )
+        _check_limits(source, run.fmt, self.limits)
         if run.fmt is DocumentFormat.PDF:
             document, pages, page_count = self._convert_pdf(source, run)
         else:
@@ -204,6 +218,8 @@ class Extractor:
         page_count = info.page_count
         if page_count is not None and page_count > self.max_pages:
             raise self._too_many_pages(page_count)
+        if page_count == 0:  # whatever the page range: the document is at fault, not the range
+            raise InvalidInput("The PDF has no pages", code="unreadable_document")
         first, last = run.options.page_range or (1, sys.maxsize)
         if page_count is not None:
             if first > page_count:
@@ -358,6 +374,24 @@ class Extractor:
         )
         return PdfFormatOption(pipeline_options=layout, backend_options=backend)
 
+    def _office_format_options(self) -> dict[Any, FormatOption]:
+        """Word and Excel options with the package limits (docling's own defaults allow 512 MB)."""
+        from docling.datamodel.backend_options import MsExcelBackendOptions, MsWordBackendOptions
+        from docling.datamodel.base_models import InputFormat
+        from docling.document_converter import ExcelFormatOption, WordFormatOption
+
+        archive = {
+            "max_total_bytes": self.limits.max_archive_bytes,
+            "max_file_bytes": self.limits.max_archive_member_bytes,
+            "max_member_count": self.limits.max_archive_members,
+        }
+        return {
+            InputFormat.DOCX: WordFormatOption(backend_options=MsWordBackendOptions.model_validate(archive)),
+            InputFormat.XLSX: ExcelFormatOption(
+                backend_options=MsExcelBackendOptions.model_validate(archive)
+            ),
+        }
+
     def _converter_with_password(self, password: str) -> DocumentConverter:
         """A converter whose PDF backend gets ``password``; it shares the pipelines already built."""
         from docling.datamodel.base_models import InputFormat
@@ -477,20 +511,184 @@ def _inspect_pdf(path: Path, password: str | None) -> _PdfInfo:
         pdf.close()
 
 
-_PDF_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b(.*?)endobj", re.DOTALL)
-_PAGES_TYPE = re.compile(rb"/Type\s*/Pages\b")
-_PAGES_COUNT = re.compile(rb"/Count\s+(\d+)")
+#: Bytes of a damaged PDF searched for its page tree (a root further in is not found: "unknown" pages).
+_DECLARED_COUNT_SCAN_BYTES = 16 * 1024 * 1024
+#: Farthest a /Count may lie from its node's /Type /Pages (a flat /Kids array of 5,000 pages: ~50 KB).
+_PAGES_NODE_BYTES = 64 * 1024
+# Each pattern starts with a literal and has no nested or adjacent overlapping repeats: linear scans.
+_PAGES_TYPE = re.compile(rb"/Type\s*+/Pages\b")
+_PAGES_COUNT = re.compile(rb"/Count\s++(\d{1,9})(?!\d)")
+_END_OBJECT = re.compile(rb"endobj")
 
 
 def _declared_page_count(path: Path) -> int | None:
-    """The page count a damaged PDF's page tree root declares, if that object is still in the file."""
-    counts = [
-        int(match.group(1))
-        for obj in _PDF_OBJECT.finditer(path.read_bytes())
-        if _PAGES_TYPE.search(obj.group(1))
-        for match in _PAGES_COUNT.finditer(obj.group(1))
+    """The page count a damaged PDF's page tree root declares, if that object is still in its first bytes.
+
+    The largest ``/Count`` of an object holding ``/Type /Pages`` (the root counts every page), looked for
+    near the ``/Type /Pages``; objects are told apart by their ``endobj``. Single linear scans and
+    bisection, over at most `_DECLARED_COUNT_SCAN_BYTES` (an ``obj ... endobj`` regex took quadratic time
+    on ``1 0 obj`` repeated without an ``endobj``, holding the GIL for minutes).
+    """
+    with path.open("rb") as handle:
+        data = handle.read(_DECLARED_COUNT_SCAN_BYTES)
+    ends = [match.start() for match in _END_OBJECT.finditer(data)]
+    counts = [(match.start(), int(match.group(1))) for match in _PAGES_COUNT.finditer(data)]
+    positions = [position for position, _ in counts]
+    # The objects holding a /Type /Pages (by the index of their endobj), and where in them it appears.
+    spans: dict[int, tuple[int, int]] = {}
+    for pages in _PAGES_TYPE.finditer(data):
+        index = bisect.bisect_left(ends, pages.start())
+        first = spans[index][0] if index in spans else pages.start()
+        spans[index] = (first, pages.end())
+    found: list[int] = []
+    for index, (first, last) in spans.items():
+        # From the previous endobj to the next one, and not further than a page tree node's size from a
+        # /Type /Pages (a cut file may have lost its endobj).
+        start = max(ends[index - 1] if index else 0, first - _PAGES_NODE_BYTES)
+        stop = min(ends[index] if index < len(ends) else len(data), last + _PAGES_NODE_BYTES)
+        found.extend(count for _, count in counts[bisect.bisect_left(positions, start) :
+                                                   bisect.bisect_left(positions, stop)])  # fmt: skip
+    return max(found, default=None)
+
+
+# Size limits checked before converting ----------------------------------------------------------------
+
+#: Members smaller than this are not held to the compression ratio (small XML parts compress very well).
+_RATIO_FLOOR = 1024 * 1024
+#: Paragraph and table cell elements of Office XML: w:p, a:p, w:tc, a:tc, and spreadsheet cells (c).
+_OFFICE_ITEM = re.compile(rb"<(?:[A-Za-z][\w.-]{0,15}:)?(?:p|tc|c)[\s/>]")
+#: Markup tags of HTML (each at most one paragraph, list item or table cell).
+_HTML_TAG = re.compile(rb"<[A-Za-z]")
+_READ_CHUNK = 1024 * 1024
+
+
+def _too_large(message: str, **extra: int | float) -> LimitExceeded:
+    return LimitExceeded(message, code="document_too_large", extra=extra)
+
+
+def _check_limits(path: Path, fmt: DocumentFormat, limits: DocumentLimits) -> None:
+    """Refuse a document whose conversion would not fit in memory, before docling reads it."""
+    if fmt in OOXML_FORMATS.values():
+        _check_package(path, limits)
+    elif fmt is not DocumentFormat.PDF:  # PDFs are bounded by pages (max_pages, pdf_batch_pages)
+        size = path.stat().st_size
+        if size > limits.max_text_bytes:
+            raise _too_large(
+                f"The {fmt.value} document is {size} bytes; at most {limits.max_text_bytes} are accepted",
+                size=size,
+                max_text_bytes=limits.max_text_bytes,
+            )
+        items = _text_items(path.read_bytes(), fmt)
+        _check_items(items, limits)
+
+
+def _check_items(items: int, limits: DocumentLimits) -> None:
+    if items > limits.max_items:
+        raise _too_large(
+            f"The document holds about {items} paragraphs and table cells; at most {limits.max_items} "
+            "are accepted",
+            items=items,
+            max_items=limits.max_items,
+        )
+
+
+def _check_package(path: Path, limits: DocumentLimits) -> None:
+    """An Office package's declared member sizes, count and compression ratios, then its paragraphs and
+    cells (its XML parts read in chunks: the declared sizes bound the work)."""
+    try:
+        package = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return  # docling reports it as unreadable
+    with package:
+        members = package.infolist()
+        if len(members) > limits.max_archive_members:
+            raise _too_large(
+                f"The package has {len(members)} parts; at most {limits.max_archive_members} are accepted",
+                members=len(members),
+                max_archive_members=limits.max_archive_members,
+            )
+        total = 0
+        for member in members:
+            size = member.file_size
+            if size > limits.max_archive_member_bytes:
+                raise _too_large(
+                    f"A part of the package unpacks to {size} bytes; at most "
+                    f"{limits.max_archive_member_bytes} are accepted",
+                    member_bytes=size,
+                    max_archive_member_bytes=limits.max_archive_member_bytes,
+                )
+            ratio = size / max(member.compress_size, 1)
+            if size > _RATIO_FLOOR and ratio > limits.max_compression_ratio:
+                raise _too_large(
+                    f"A part of the package is compressed {ratio:.0f} to 1; at most "
+                    f"{limits.max_compression_ratio:g} to 1 is accepted",
+                    compression_ratio=round(ratio),
+                    max_compression_ratio=limits.max_compression_ratio,
+                )
+            total += size
+        if total > limits.max_archive_bytes:
+            raise _too_large(
+                f"The package unpacks to {total} bytes; at most {limits.max_archive_bytes} are accepted",
+                archive_bytes=total,
+                max_archive_bytes=limits.max_archive_bytes,
+            )
+        items = 0
+        for member in members:
+            if member.filename.endswith(".xml") and member.filename.startswith(tuple(OOXML_FORMATS)):
+                try:
+                    items += _count_in_stream(package, member, _OFFICE_ITEM)
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError):
+                    return  # a damaged member: docling reports the document as unreadable
+                _check_items(items, limits)
+
+
+def _count_in_stream(package: zipfile.ZipFile, member: zipfile.ZipInfo, pattern: re.Pattern[bytes]) -> int:
+    """Matches of ``pattern`` (at most 16 bytes long) in a member, decompressed a chunk at a time."""
+    count = 0
+    tail = b""
+    with package.open(member) as stream:
+        while chunk := stream.read(_READ_CHUNK):
+            data = tail + chunk
+            cut = max(0, len(data) - 16)  # matches starting later are counted with the next chunk
+            count += sum(1 for match in pattern.finditer(data) if match.start() < cut)
+            tail = data[cut:]
+    return count + sum(1 for _ in pattern.finditer(tail))
+
+
+def _text_items(data: bytes, fmt: DocumentFormat) -> int:
+    """An upper bound of the paragraphs and table cells docling makes of a text document."""
+    if fmt is DocumentFormat.HTML:
+        return sum(1 for _ in _HTML_TAG.finditer(data))
+    text = data.decode("utf-8-sig", "replace")
+    if fmt is DocumentFormat.CSV:
+        return _csv_cells(text)
+    # Markdown: a line is at most one block, or a table row as wide as the widest row (the grid is dense).
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    widths = [
+        line.count("|") + 1 - line.startswith("|") - line.endswith("|") for line in lines if "|" in line
     ]
-    return max(counts, default=None)
+    return len(lines) - len(widths) + len(widths) * max(widths, default=0)
+
+
+#: The delimiters docling's CSV backend considers, and the sample it sniffs when the first line fails.
+_CSV_DELIMITERS = ",;\t|:"
+_CSV_SNIFF_SAMPLE = 4096
+
+
+def _csv_cells(text: str) -> int:
+    """Rows times columns of the table docling makes of a CSV (its table grid is dense)."""
+    head = next((line for line in text.splitlines() if line.strip()), "")
+    dialect: Any = csv.excel
+    for sample in (head, text[:_CSV_SNIFF_SAMPLE]):
+        with contextlib.suppress(csv.Error):
+            dialect = csv.Sniffer().sniff(sample, _CSV_DELIMITERS)
+            break
+    rows = columns = 0
+    for row in csv.reader(io.StringIO(text, newline=""), dialect=dialect, doublequote=True, strict=False):
+        if row:
+            rows += 1
+            columns = max(columns, len(row))
+    return rows * columns
 
 
 def _join(documents: list[DoclingDocument]) -> DoclingDocument:
@@ -586,37 +784,48 @@ def _named_for(path: Path, fmt: DocumentFormat) -> Iterator[Path]:
 
 
 class _Watchdog:
-    """Raise `_DeadlineExceeded` in the entering thread once ``seconds`` have passed.
+    """Raise `_DeadlineExceeded` in the entering thread once ``seconds`` have passed, and again every
+    `_REFIRE_SECONDS` until the thread leaves the block.
 
     Docling checks its own timeout only between PDF pages; this covers everything else (one huge page, an
     HTML or spreadsheet backend, exporting). It uses ``PyThreadState_SetAsyncExc`` like Dramatiq's time limit:
-    the exception arrives at the next Python bytecode, so one long native call finishes first.
+    the exception arrives at the next Python bytecode, so one long native call finishes first. It can also
+    arrive inside code that swallows it (a weakref callback run by the garbage collector prints "Exception
+    ignored" and carries on): hence the repeats.
     """
 
     def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
         self._thread_id = threading.get_ident()
         self._lock = threading.Lock()
         self._armed = True
         self._fired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
+        self._timer = self._schedule(seconds)
 
     def __enter__(self) -> None:
         self._timer.start()
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
         with self._lock:
             self._armed = False
+            self._timer.cancel()
             if self._fired:  # not delivered yet (or delivered and being handled): nothing may stay pending
                 _set_async_exc(self._thread_id, None)
+
+    def _schedule(self, seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, self._fire)
+        timer.daemon = True
+        return timer
 
     def _fire(self) -> None:
         with self._lock:
             if self._armed:
                 self._fired = True
                 _set_async_exc(self._thread_id, _DeadlineExceeded)
+                self._timer = self._schedule(_REFIRE_SECONDS)
+                self._timer.start()
+
+
+_REFIRE_SECONDS = 1.0
 
 
 def _set_async_exc(thread_id: int, exc_type: type[BaseException] | None) -> None:

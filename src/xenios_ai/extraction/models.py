@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
 from xenios_ai.extraction.sniff import DocumentFormat
+
+if TYPE_CHECKING:
+    from xenios_ai.settings import Settings
 
 OutputFormat = Literal["markdown", "json", "text"]
 Pipeline = Literal["native", "layout"]
@@ -39,6 +42,43 @@ class ExtractionOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
         mask = "***"
         shown = msgspec.structs.replace(self, password=mask) if self.password is not None else self
         return msgspec.Struct.__repr__(shown)
+
+
+class DocumentLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What a document may hold, checked before converting; past a limit it fails with document_too_large.
+
+    Docling keeps a whole document in memory: measured here, a 50,000-cell CSV took 300 MB more (with
+    markdown, JSON and chunks) and a 20,000-paragraph Markdown file 170 MB; python-pptx reads every member
+    of a package into memory. Without these a 2 MB CSV or a small zip bomb gets the worker process killed
+    for memory. The defaults are the
+    settings' (EXTRACTION_MAX_ARCHIVE_*, EXTRACTION_MAX_TEXT_BYTES, EXTRACTION_MAX_ITEMS).
+    """
+
+    #: DOCX, PPTX, XLSX: total uncompressed size of the package's members, as the ZIP directory declares
+    #: them (``zipfile`` never returns more bytes than declared).
+    max_archive_bytes: int = 256 * 1024 * 1024
+    #: ... of one member.
+    max_archive_member_bytes: int = 64 * 1024 * 1024
+    #: ... number of members.
+    max_archive_members: int = 10_000
+    #: ... uncompressed / compressed size of a member over 1 MiB (XML compresses ~10:1, zeros ~1000:1).
+    max_compression_ratio: float = 100.0
+    #: HTML, Markdown, CSV: file size.
+    max_text_bytes: int = 4 * 1024 * 1024
+    #: Paragraphs, list items and table cells, counted in the source (CSV: rows x columns; Markdown: lines
+    #: and table cells; HTML: tags; Office: paragraph and cell elements).
+    max_items: int = 50_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DocumentLimits:
+        return cls(
+            max_archive_bytes=settings.extraction_max_archive_bytes,
+            max_archive_member_bytes=settings.extraction_max_archive_member_bytes,
+            max_archive_members=settings.extraction_max_archive_members,
+            max_compression_ratio=settings.extraction_max_compression_ratio,
+            max_text_bytes=settings.extraction_max_text_bytes,
+            max_items=settings.extraction_max_items,
+        )
 
 
 class PageStatus(msgspec.Struct, frozen=True):

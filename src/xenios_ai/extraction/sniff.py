@@ -27,6 +27,8 @@ SNIFF_BYTES = 8192
 
 _ZIP_MAGIC = b"PK\x03\x04"
 OOXML_FORMATS = {"word/": DocumentFormat.DOCX, "ppt/": DocumentFormat.PPTX, "xl/": DocumentFormat.XLSX}
+#: Parts every OOXML package may hold, whatever its kind.
+_PACKAGE_PARTS = ("_rels/", "docProps/")
 _OOXML_SUFFIXES = {".docx": DocumentFormat.DOCX, ".pptx": DocumentFormat.PPTX, ".xlsx": DocumentFormat.XLSX}
 SUFFIXES = {
     DocumentFormat.PDF: (".pdf",),
@@ -37,8 +39,11 @@ SUFFIXES = {
     DocumentFormat.MARKDOWN: (".md", ".markdown"),
     DocumentFormat.CSV: (".csv",),
 }
+#: Markup at the start of a text. Every repetition is atomic or possessive, so the match is linear: each
+#: comment ends at its first ``-->`` and is never re-split when the tag after the comments does not match (a
+#: plain ``(?:<!--.*?-->\s*)*`` tried exponentially many splits of ``<!---->`` * 40 + ``x``).
 _HTML_START = re.compile(
-    r"\A\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*"
+    r"\A\s*+(?:<\?xml[^>]*\?>\s*+)?+(?:(?><!--.*?-->)\s*+)*+"
     r"<(?:!doctype\s+html|html|head|body|meta|title|h[1-6]|p|div|table|section|article|main)\b",
     re.IGNORECASE | re.DOTALL,
 )
@@ -47,23 +52,20 @@ _HTML_START = re.compile(
 def sniff_document_format(head: bytes, filename: str | None = None) -> DocumentFormat | None:
     """Tell the format of a document from its first bytes (`SNIFF_BYTES` of them is enough), or None.
 
-    Binary formats are decided by their bytes only: PDF by its ``%PDF-`` header, OOXML by the ZIP members
-    seen in ``head`` (Office writes ``[Content_Types].xml`` and the ``word/``, ``ppt/`` or ``xl/`` parts
-    first; use `sniff_document_file` when the whole file is at hand). UTF-8 text is HTML when it starts
-    with markup, CSV when every line splits into the same number (>= 2) of fields, and Markdown otherwise
-    (plain text converts as Markdown). The filename only breaks ties: ``.csv`` and ``.md`` text is taken at
-    its word, and an OOXML package whose parts lie beyond ``head`` is recognised by its extension.
-    Anything else (images, legacy Office, archives, binary data) is None.
+    Binary formats are decided by their bytes: PDF by its ``%PDF-`` header (see `_is_pdf`), OOXML by the
+    ZIP members whose local headers lie in ``head``: a ``word/``, ``ppt/`` or ``xl/`` part names the kind;
+    package-only parts (``[Content_Types].xml``, ``_rels/``, ``docProps/``) leave it to the extension, as
+    do writers that put ``[Content_Types].xml`` last (the worker checks the whole member list with
+    `sniff_document_file`). UTF-8 text is HTML when it starts with markup, CSV when every line splits
+    into the same number (>= 2) of fields, and Markdown otherwise (plain text converts as Markdown). The
+    filename otherwise only breaks ties: ``.csv`` and ``.md`` text is taken at its word. Anything else
+    (images, legacy Office, archives, binary data) is None.
     """
     suffix = Path(filename).suffix.lower() if filename else ""
-    if b"%PDF-" in head[:1024]:  # pdfium accepts the header anywhere in the first KiB
+    if _is_pdf(head):
         return DocumentFormat.PDF
     if head.startswith(_ZIP_MAGIC):
-        names = _zip_names_in_prefix(head)
-        found = _ooxml_format(names)
-        if found is None and "[Content_Types].xml" in names:
-            found = _OOXML_SUFFIXES.get(suffix)
-        return found
+        return _ooxml_format_in_prefix(_zip_names_in_prefix(head), suffix)
     text = _decode_text(head)
     if text is None or not text.strip():
         return None
@@ -104,6 +106,31 @@ def _zip_names_in_prefix(head: bytes) -> list[str]:
         names.append(head[position + 30 : position + 30 + name_length].decode("utf-8", "replace"))
         position = head.find(_ZIP_MAGIC, position + 30 + name_length)
     return names
+
+
+def _is_pdf(head: bytes) -> bool:
+    """``%PDF-`` at the start (after whitespace), or later in the first KiB after bytes that are not text.
+
+    pdfium finds the header anywhere in the first 1024 bytes, so a PDF may carry a little binary junk in
+    front of it (a MacBinary header, say); but a text document that merely mentions ``%PDF-`` near its
+    start (Markdown about PDFs) is text, not a PDF.
+    """
+    position = head.find(b"%PDF-", 0, 1024)
+    if position == -1:
+        return False
+    return not head[:position].strip(b" \t\r\n\f\x00") or _decode_text(head) is None
+
+
+def _ooxml_format_in_prefix(names: list[str], suffix: str) -> DocumentFormat | None:
+    """The OOXML kind the members seen in a file's first bytes show (the extension's when they show
+    several), else the extension's if they are package parts; None for other ZIP files."""
+    shown = [fmt for name in names for directory, fmt in OOXML_FORMATS.items() if name.startswith(directory)]
+    if shown:
+        named = _OOXML_SUFFIXES.get(suffix)
+        return named if named in shown else shown[0]
+    if any(name == "[Content_Types].xml" or name.startswith(_PACKAGE_PARTS) for name in names):
+        return _OOXML_SUFFIXES.get(suffix)
+    return None
 
 
 def _ooxml_format(names: list[str]) -> DocumentFormat | None:

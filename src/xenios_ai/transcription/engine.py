@@ -135,7 +135,11 @@ class Transcriber:
             for offset, samples in reader.windows():
                 window_start = offset / SAMPLE_RATE
                 window_end = window_start + len(samples) / SAMPLE_RATE
-                tracker.total = tracker.total or reader.decoded_seconds
+                if reader.expected_seconds is None:
+                    # Length unknown: assume one more window after what is decoded, so the fraction keeps
+                    # growing with the file instead of reaching 1 after the first window.
+                    tracker.total = reader.decoded_seconds + self.window_seconds
+                    tracker.estimated = True
                 tracker.report(window_start)
                 found, info = self._model.transcribe(
                     samples,
@@ -218,21 +222,28 @@ def _segment(
     return Segment(id=index, start=round(start, 3), end=round(end, 3), text=text, words=words)
 
 
+#: The highest fraction reported before the end: 1.0 means done, and only `_Progress.finish` says so.
+_LAST_BEFORE_DONE: Final = 0.99
+
+
 class _Progress:
-    """Publishes monotonic fractions of ``total`` seconds ("transcribed 12 of 34 s"); the last call is
-    always (1.0, "done")."""
+    """Publishes monotonic fractions of ``total`` seconds ("transcribed 12 of 34 s"), below 1 until the
+    last call, which is always (1.0, "done"). An ``estimated`` total (the container does not tell the
+    length) may grow; the message then leaves it out."""
 
     def __init__(self, callback: ProgressCallback | None) -> None:
         self.callback = callback
         self.total: float | None = None
+        self.estimated = False
         self.last = 0.0
 
     def report(self, position: float) -> None:
         if self.callback is None:
             return
-        fraction = min(1.0, max(self.last, position / self.total if self.total else 0.0))
+        fraction = position / self.total if self.total else 0.0
+        fraction = min(_LAST_BEFORE_DONE, max(self.last, fraction))
         self.last = fraction
-        total = f" of {self.total:.0f}" if self.total else ""
+        total = f" of {self.total:.0f}" if self.total and not self.estimated else ""
         self.callback(fraction, f"transcribed {position:.0f}{total} s")
 
     def finish(self) -> None:
@@ -403,7 +414,8 @@ class _AudioReader:
         """Decoded, resampled audio as it comes; corrupt packets are skipped, as faster-whisper does."""
         import av
 
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        resampler: Any = None
+        setup: tuple[str, str, int] | None = None
         try:
             for packet in self._container.demux(self._stream):
                 try:
@@ -411,10 +423,20 @@ class _AudioReader:
                 except av.error.InvalidDataError:
                     continue
                 for frame in frames:
+                    # A resampler takes one input format, layout and rate; streams may change them midway
+                    # (MP3s joined end to end): finish the old resampler and start a new one.
+                    shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    if shape != setup:
+                        if resampler is not None:
+                            for out in resampler.resample(None):
+                                yield _mono(out)
+                        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                        setup = shape
                     for out in resampler.resample(frame):
                         yield _mono(out)
-            for out in resampler.resample(None):
-                yield _mono(out)
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    yield _mono(out)
         except av.error.FFmpegError as exc:
             if _is_system_error(exc):
                 raise

@@ -14,13 +14,21 @@ SUPPORTED_FORMATS: Final = ("wav", "mp3", "m4a", "mp4", "aac", "ogg", "webm", "m
 
 _M4A_BRANDS: Final = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
 _OGG_AUDIO_CODECS: Final = (b"OpusHead", b"\x01vorbis", b"\x7fFLAC", b"Speex   ")
+#: ISO BMFF brands of still images and image sequences (HEIF/HEIC, AVIF, Canon raw): an ``ftyp`` box with
+#: one of them as major brand, or with a HEIF structural brand (mif1, msf1, miaf) among its compatible
+#: ones, is a picture, not audio or video.
+_HEIF_STRUCTURAL_BRANDS: Final = frozenset({b"mif1", b"mif2", b"msf1", b"miaf"})
+_IMAGE_BRANDS: Final = _HEIF_STRUCTURAL_BRANDS | frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"avif", b"avis", b"avio", b"crx "}
+)
 
 
 def sniff_audio_format(head: bytes) -> str | None:
     """Name the audio container from a file's first ``SNIFF_BYTES`` bytes, or None if it is not one we take.
 
     Answers from magic numbers only, so it is cheap and safe on any upload. An MP4 is accepted on its
-    ``ftyp`` box even though it may hold no audio track; the transcriber rejects that later.
+    ``ftyp`` box even though it may hold no audio track (the transcriber rejects that later), unless its
+    brands say it is an image (HEIC, AVIF).
     """
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
@@ -31,6 +39,8 @@ def sniff_audio_format(head: bytes) -> str | None:
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return "webm" if b"webm" in head[:SNIFF_BYTES] else "mkv"
     if head[4:8] == b"ftyp":
+        if _is_image_ftyp(head):
+            return None
         return "m4a" if head[8:12] in _M4A_BRANDS else "mp4"
     if head[:3] == b"ID3":
         return "mp3"
@@ -62,6 +72,16 @@ def _is_mpeg_audio_frame(head: bytes) -> bool:
         and head[2] >> 4 != 0xF
         and (head[2] >> 2) & 3 != 3
     )
+
+
+def _is_image_ftyp(head: bytes) -> bool:
+    """An ``ftyp`` box (size, "ftyp", major brand, minor version, compatible brands) naming an image."""
+    if head[8:12] in _IMAGE_BRANDS:
+        return True
+    size = int.from_bytes(head[:4], "big")
+    end = min(size, len(head)) if size >= 16 else len(head)
+    compatible = {head[i : i + 4] for i in range(16, end - 3, 4)}
+    return bool(compatible & _HEIF_STRUCTURAL_BRANDS)
 
 
 def _ogg_first_packet_is_audio(head: bytes) -> bool:
