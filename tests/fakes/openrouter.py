@@ -18,8 +18,10 @@ Wire format (OpenRouter docs: API reference, streaming, errors): non-stream bodi
 objects with ``provider`` and ``usage.cost``; streams are SSE ``data:`` chunks, optional
 ``: OPENROUTER PROCESSING`` comments before the first one, a ``finish_reason`` chunk, a chunk with empty
 ``choices`` and the usage, then ``data: [DONE]``. Errors before the first byte are
-``{"error": {"code", "message", "metadata"}}`` with the same HTTP status; an error after the stream began is
-a chunk with a top-level ``error`` and ``finish_reason: "error"``, after which the stream ends.
+``{"error": {"code", "message", "metadata"}}`` with the same HTTP status (a moderation refusal is a 403
+whose metadata has ``reasons`` and ``flagged_input``); an error after the stream began is a chunk with a
+top-level ``error`` and ``finish_reason: "error"``, after which the stream ends. ``Reply.gzip`` compresses
+bodies as OpenRouter or a proxy in front of it may.
 """
 
 from __future__ import annotations
@@ -30,17 +32,19 @@ import contextlib
 import copy
 import itertools
 import json as std_json
+import math
 import re
 import signal
 import socket
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 
 import msgspec
 from aiohttp import web
@@ -114,6 +118,15 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Usage override; default: (prompt_tokens * 3 + completion_tokens * 15) / 1e6 (Claude Sonnet prices)."""
     finish_reason: str = "stop"
     provider: str = "Fake"
+    moderation_reasons: list[str] | None = None
+    """With ``status=403``: OpenRouter's moderation refusal, its metadata naming these ``reasons`` and the
+    ``flagged_input``; unset, a 403 is a plain one (e.g. a model the account may not use)."""
+    usage_every_chunk: bool = False
+    """Stream: every content chunk also carries the cumulative usage so far (as some providers send it)."""
+    gzip: Literal["accepted", "always"] | None = None
+    """Compress the body (JSON or SSE) with gzip: ``"accepted"`` when the request's Accept-Encoding allows
+    it, ``"always"`` even when it does not (a misbehaving proxy). A stream is flushed at every write, so
+    its chunks still arrive as they are sent."""
 
 
 @dataclass(slots=True)
@@ -134,6 +147,8 @@ class RecordedRequest:
     """The client went away before the response was fully sent."""
     completed: bool = False
     """The response was fully sent."""
+    compressed: bool = False
+    """The body was sent gzip-compressed (`Reply.gzip`)."""
     reply: Reply | None = None
     _cut: bool = field(default=False, repr=False)
 
@@ -189,6 +204,31 @@ def _text_of(content: Any) -> str:
             part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def _gzipper(request: web.Request, record: RecordedRequest, reply: Reply | None) -> Any:
+    """A gzip compressor when `Reply.gzip` asks for one for this request (noted in the record), else None."""
+    if reply is None or reply.gzip is None:
+        return None
+    if reply.gzip == "accepted" and not _accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        return None
+    record.compressed = True
+    return zlib.compressobj(wbits=31)  # 31: the gzip container
+
+
+def _gzipped(body: bytes, gzipper: Any, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """``body`` and ``headers``, compressed and saying so when there is a ``gzipper``."""
+    if gzipper is None:
+        return body, headers
+    return bytes(gzipper.compress(body) + gzipper.flush()), headers | {"Content-Encoding": "gzip"}
 
 
 def _error_body(status: int, message: str, metadata: dict[str, Any] | None = None) -> bytes:
@@ -496,17 +536,37 @@ class FakeOpenRouter:
         message: str | None,
         reply: Reply | None = None,
     ) -> web.StreamResponse:
-        metadata = None
+        metadata: dict[str, Any] | None = None
         if reply is not None and status >= 429:
             metadata = {
                 "provider_name": reply.provider,
                 "raw": message or _ERROR_MESSAGES.get(status, "error"),
             }
+        elif reply is not None and reply.moderation_reasons is not None:
+            text = next(
+                (
+                    _text_of(m.get("content"))
+                    for m in reversed(record.body["messages"])
+                    if isinstance(m, dict) and m.get("role") == "user"
+                ),
+                "",
+            )
+            metadata = {
+                "reasons": reply.moderation_reasons,
+                "flagged_input": text[:100],
+                "provider_name": reply.provider,
+                "model_slug": record.model,
+            }
+            message = (
+                message or f"{record.model} requires moderation on {reply.provider}. Your input was flagged"
+            )
         headers = dict(_JSON_HEADERS)
         if reply is not None and reply.retry_after is not None:
             seconds = reply.retry_after
-            headers["Retry-After"] = str(int(seconds)) if seconds == int(seconds) else str(seconds)
+            whole = math.isfinite(seconds) and seconds == int(seconds)
+            headers["Retry-After"] = str(int(seconds)) if whole else str(seconds)  # inf: "inf"
         body = _error_body(status, message or _ERROR_MESSAGES.get(status, "Error"), metadata)
+        body, headers = _gzipped(body, _gzipper(request, record, reply), headers)
         record.status = status
         response = web.Response(status=status, body=body, headers=headers)
         await response.prepare(request)
@@ -537,13 +597,14 @@ class FakeOpenRouter:
                 b"}",
             )
         )
+        body, headers = _gzipped(body, _gzipper(request, record, reply), _JSON_HEADERS)
         if reply.cut_after is not None:
-            response = web.StreamResponse(headers=_JSON_HEADERS)
+            response = web.StreamResponse(headers=headers)
             response.content_length = len(body)
             await response.prepare(request)
             await response.write(body[: len(body) // 2])
             return await self._cut(request, record, response)
-        response = web.Response(body=body, headers=_JSON_HEADERS)
+        response = web.Response(body=body, headers=headers)
         await response.prepare(request)
         await response.write_eof()
         self._update(record, completed=True)
@@ -558,16 +619,28 @@ class FakeOpenRouter:
         head: bytes,
         usage: bytes,
     ) -> web.StreamResponse:
+        gzipper = _gzipper(request, record, reply)
         response = web.StreamResponse(headers=_SSE_HEADERS)
+        if gzipper is not None:
+            response.headers["Content-Encoding"] = "gzip"
         await response.prepare(request)
         pending: list[bytes] = []  # writes are coalesced until the next pause
 
         async def pause(seconds: float) -> None:
             if pending:
-                await response.write(b"".join(pending))
+                data = b"".join(pending)
+                if gzipper is not None:
+                    data = gzipper.compress(data) + gzipper.flush(zlib.Z_SYNC_FLUSH)
+                await response.write(data)
                 pending.clear()
             if seconds > 0:
                 await asyncio.sleep(seconds)
+
+        async def end() -> None:
+            await pause(0)
+            if gzipper is not None:
+                await response.write(gzipper.flush())  # the gzip trailer
+            await response.write_eof()
 
         for _ in range(reply.processing_comments):
             pending.append(PROCESSING_COMMENT)
@@ -585,8 +658,7 @@ class FakeOpenRouter:
                     + b'"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error",'
                     b'"native_finish_reason":"error","logprobs":null}]}\n\n'
                 )
-                await pause(0)
-                await response.write_eof()
+                await end()
                 self._update(record, completed=True)
                 return response
             if reply.cut_after is not None and index == min(reply.cut_after, count):
@@ -600,7 +672,9 @@ class FakeOpenRouter:
             pending.append(
                 chunk_head
                 + delta % plan.pieces_json[index]
-                + b',"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
+                + b',"finish_reason":null,"native_finish_reason":null,"logprobs":null}]'
+                + (_usage_so_far(usage, index + 1, count) if reply.usage_every_chunk else b"")
+                + b"}\n\n"
             )
             if reply.stall_after is not None and index + 1 == reply.stall_after:
                 await pause(reply.stall_seconds)
@@ -619,8 +693,7 @@ class FakeOpenRouter:
                 + b"}\n\n"
             )
         pending.append(DONE)
-        await pause(0)
-        await response.write_eof()
+        await end()
         self._update(record, completed=True)
         return response
 
@@ -634,6 +707,18 @@ class FakeOpenRouter:
             transport.close()
         await asyncio.sleep(10)  # cancelled as soon as the connection is lost
         return response
+
+
+def _usage_so_far(usage: bytes, sent: int, count: int) -> bytes:
+    """``,"usage":{...}`` after ``sent`` of ``count`` chunks: the final usage, completion and cost pro rata."""
+    final = msgspec.json.decode(usage)
+    so_far = {
+        "prompt_tokens": final["prompt_tokens"],
+        "completion_tokens": round(final["completion_tokens"] * sent / count),
+        "cost": final["cost"] * sent / count,
+    }
+    so_far["total_tokens"] = so_far["prompt_tokens"] + so_far["completion_tokens"]
+    return b',"usage":' + _encode(so_far)
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:

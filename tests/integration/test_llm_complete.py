@@ -6,17 +6,20 @@ fallback on a request the provider refuses, and the all-failed problem with its 
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from loguru import logger
 
 from tests.conftest import make_settings
 from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, Reply
 from tests.support import tokens
 from xenios_ai.api.app import create_app
+from xenios_ai.llm.wire import MAX_BODY_BYTES
 
 OPUS = "anthropic/claude-opus-4.5"
 SONNET = "anthropic/claude-sonnet-4"
@@ -300,7 +303,14 @@ async def test_a_retry_after_beyond_the_cap_moves_to_the_next_model_at_once(
 async def test_a_request_the_provider_refuses_is_neither_retried_nor_sent_elsewhere(
     client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter, status: int
 ) -> None:
-    fake_openrouter.enqueue(Reply(status=status, error_message="This prompt is too long for the model"))
+    moderation = ["violence"] if status == 403 else None  # a 403 refuses the request only when moderated
+    fake_openrouter.enqueue(
+        Reply(
+            status=status,
+            error_message="This prompt is too long for the model",
+            moderation_reasons=moderation,
+        )
+    )
 
     response = await complete(client)
 
@@ -317,6 +327,44 @@ async def test_a_request_the_provider_refuses_is_neither_retried_nor_sent_elsewh
         }
     ]
     assert models_called(fake_openrouter) == [OPUS]
+
+
+async def test_a_403_without_moderation_metadata_is_logged_and_moves_to_the_next_model(
+    client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(status=403, error_message="Provider not allowed"), model=OPUS)
+    lines = io.StringIO()
+    sink = logger.add(lines, level="ERROR", format="{level} {message}")
+    try:
+        response = await complete(client)
+    finally:
+        logger.remove(sink)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["model"], body["fallback_used"]) == (SONNET, True)
+    assert [(a["model"], a.get("error"), a.get("status")) for a in body["attempts"]] == [
+        (OPUS, "http_403", 403),
+        (SONNET, None, None),
+    ]
+    assert models_called(fake_openrouter) == [OPUS, SONNET]  # not retried on the same model
+    assert "ERROR" in lines.getvalue()
+    assert "403" in lines.getvalue()
+    assert "Provider not allowed" in lines.getvalue()
+
+
+async def test_every_model_answering_a_plain_403_is_a_502(
+    client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.default = Reply(status=403)
+
+    response = await complete(client)
+
+    assert (response.status_code, response.json()["code"]) == (502, "upstream_error")
+    assert [(a["model"], a["error"]) for a in response.json()["attempts"]] == [
+        (OPUS, "http_403"),
+        (SONNET, "http_403"),
+    ]
 
 
 async def test_an_unknown_model_moves_to_the_next_model(
@@ -395,6 +443,35 @@ async def test_every_model_unavailable_is_a_503_listing_the_attempts(
         (SONNET, "http_503", 503),
     ]
     assert body["request_id"]
+
+
+async def test_an_infinite_retry_after_is_ignored(
+    client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.default = Reply(status=503, retry_after=float("inf"))
+
+    response = await complete(client)
+
+    assert fake_openrouter.requests[0].status == 503
+    assert (response.status_code, response.json()["code"]) == (503, "upstream_unavailable")
+    assert "retry-after" not in response.headers
+    assert len(response.json()["attempts"]) == 4  # retried after the usual backoff
+
+
+async def test_a_body_larger_than_the_limit_fails_the_attempt_and_the_next_model_answers(
+    client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(content="x" * (MAX_BODY_BYTES + 1)), model=OPUS)
+
+    response = await complete(client)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["model"], body["content"]) == (SONNET, DEFAULT_CONTENT)
+    assert [(a["model"], a.get("error")) for a in body["attempts"]] == [
+        (OPUS, "response_too_large"),
+        (SONNET, None),
+    ]
 
 
 async def test_every_model_timing_out_is_a_504(

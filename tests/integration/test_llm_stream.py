@@ -19,6 +19,7 @@ from tests.support import tokens
 from tests.support.llm import usage_row
 from tests.support.processes import ApiServer
 from tests.support.sse import SSEParser
+from xenios_ai.llm.wire import MAX_BODY_BYTES
 
 OPUS = "anthropic/claude-opus-4.5"
 SONNET = "anthropic/claude-sonnet-4"
@@ -148,6 +149,19 @@ async def test_processing_comments_are_not_text_and_do_not_reach_the_client_as_d
     assert received.named("done")[0]["fallback_used"] is False
 
 
+async def test_usage_repeated_in_every_chunk_counts_once(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(
+        Reply(usage_every_chunk=True, prompt_tokens=77, completion_tokens=9, cost=0.0042)
+    )  # cumulative usage in each of the 9 chunks, then the final usage chunk
+
+    received = await stream(server)
+
+    [done] = received.named("done")
+    assert done["usage"] == {"prompt_tokens": 77, "completion_tokens": 9, "cost_usd": 0.0042}
+
+
 async def test_heartbeat_comments_keep_a_silent_stream_alive(
     server: str, fake_openrouter: FakeOpenRouter
 ) -> None:
@@ -204,6 +218,22 @@ async def test_an_error_before_any_text_is_retried_silently(
     assert [a.get("error") for a in done["attempts"]] == ["stream_error", None]
 
 
+async def test_a_line_longer_than_the_limit_fails_the_attempt_before_any_text(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(content="x" * (MAX_BODY_BYTES + 1), chunks=1), model=OPUS)
+
+    received = await stream(server)
+
+    assert received.text == DEFAULT_CONTENT
+    [done] = received.named("done")
+    assert done["model"] == SONNET
+    assert [(a["model"], a.get("error")) for a in done["attempts"]] == [
+        (OPUS, "response_too_large"),
+        (SONNET, None),
+    ]
+
+
 async def test_every_model_failing_before_text_ends_with_an_error_event_listing_attempts(
     server: str, fake_openrouter: FakeOpenRouter
 ) -> None:
@@ -257,7 +287,7 @@ async def test_a_failure_after_text_ends_the_stream_with_an_error_event(
 async def test_a_client_that_disconnects_cancels_the_upstream_request(
     server: str, fake_openrouter: FakeOpenRouter, database_url: str
 ) -> None:
-    fake_openrouter.enqueue(Reply(token_delay=0.3))
+    fake_openrouter.enqueue(Reply(token_delay=0.3, usage_every_chunk=True, prompt_tokens=50))
     request_id = f"req-leave-{time.time_ns()}"
 
     async with (
@@ -275,8 +305,20 @@ async def test_a_client_that_disconnects_cancels_the_upstream_request(
 
     [request] = await fake_openrouter.wait_for_async(last_disconnected, timeout=3)
     assert not request.completed
-    row = usage_row(database_url, request_id, "status, error_code, owner")
-    assert row == {"status": "cancelled", "error_code": "client_disconnected", "owner": "leaver"}
+    row = usage_row(database_url, request_id)
+    assert {k: row[k] for k in ("status", "error_code", "owner", "model")} == {
+        "status": "cancelled",
+        "error_code": "cancelled",
+        "owner": "leaver",
+        "model": OPUS,
+    }
+    [attempt] = row["attempts"]
+    assert (attempt["model"], attempt["error"]) == (OPUS, "cancelled")
+    assert attempt["duration_ms"] > 0
+    # the usage the provider had reported before the client left is kept
+    assert row["prompt_tokens"] == 50
+    assert 1 <= row["completion_tokens"] < len(WORDS)
+    assert float(row["cost_usd"]) > 0
 
 
 async def test_a_client_leaving_a_completion_cancels_the_upstream_request(
@@ -295,7 +337,13 @@ async def test_a_client_leaving_a_completion_cancels_the_upstream_request(
 
     [request] = await fake_openrouter.wait_for_async(last_disconnected, timeout=3)
     assert not request.completed
-    assert usage_row(database_url, request_id, "status, error_code") == {
+    row = usage_row(database_url, request_id)
+    assert {k: row[k] for k in ("status", "error_code", "model")} == {
         "status": "cancelled",
-        "error_code": "cancelled",
+        "error_code": "cancelled",  # the same code as a cancelled stream
+        "model": OPUS,
     }
+    [attempt] = row["attempts"]
+    assert (attempt["model"], attempt["error"]) == (OPUS, "cancelled")
+    assert attempt["duration_ms"] > 0
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (None, None, None)

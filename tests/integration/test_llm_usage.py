@@ -145,6 +145,57 @@ async def test_prompt_and_answer_are_stored_only_when_asked(
     assert row["response"] == "This is a deterministic reply from the fake OpenRouter."
 
 
+def usage(request_id: str, **fields: Any) -> UsageRecord:
+    row: dict[str, Any] = {
+        "created_at": time.time(), "request_id": request_id, "owner": "u", "task": "chat",
+        "mode": "complete", "status": "succeeded", "model": OPUS, "fallback_used": False, "attempts": [],
+        "prompt_tokens": 1, "completion_tokens": 2, "cost_usd": 0.5, "latency_ms": 3.0,
+    }  # fmt: skip
+    return UsageRecord(**(row | fields))
+
+
+async def test_a_nul_in_stored_content_or_a_bad_row_costs_no_other_row(
+    settings: Settings, database_url: str
+) -> None:
+    ids = [new_request_id(f"usage-batch-{name}") for name in ("nul", "out-of-range", "plain", "last")]
+    rows = [
+        usage(
+            ids[0],
+            prompt=[{"role": "user", "content": "a\x00b \\u0000"}],
+            response="x\x00y",
+            owner="o\x00wner",
+        ),
+        usage(ids[1], prompt_tokens=2**40),  # integer out of range: PostgreSQL refuses this row
+        usage(ids[2]),
+        usage(ids[3], response="fine"),
+    ]
+    pool = await open_pool(settings)
+    writer = UsageWriter(pool, settings)  # not started: flushed here, as ONE batch
+    lines = io.StringIO()
+    sink = logger.add(lines, level="ERROR", format="{message} {extra}")
+    try:
+        for row in rows:
+            writer.record(row)
+        await writer.flush()
+    finally:
+        logger.remove(sink)
+        await pool.close()
+
+    assert (writer.pending, writer.written) == (0, 3)
+    nul = await asyncio.to_thread(usage_row, database_url, ids[0])
+    assert nul["prompt"] == [{"role": "user", "content": "a\ufffdb \\u0000"}]  # a literal "\u0000" stays
+    assert (nul["response"], nul["owner"]) == ("x\ufffdy", "o\ufffdwner")
+    assert (await asyncio.to_thread(usage_row, database_url, ids[2]))["status"] == "succeeded"
+    assert (await asyncio.to_thread(usage_row, database_url, ids[3]))["response"] == "fine"
+    with psycopg.connect(database_url) as conn:
+        refused = conn.execute("SELECT 1 FROM ai_backend.llm_requests WHERE request_id = %s", (ids[1],))
+        assert refused.fetchone() is None
+    logged = lines.getvalue()
+    assert "1 LLM usage row(s) not stored" in logged
+    assert ids[1] in logged
+    assert all(request_id not in logged for request_id in (ids[0], ids[2], ids[3]))
+
+
 async def test_rows_wait_out_a_database_blip_without_slowing_requests(
     client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter, database_url: str
 ) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import msgspec
@@ -245,6 +245,80 @@ async def test_error_status_has_openrouter_error_body(
     assert body["message"] == "upstream said no"
     if status >= 500:
         assert body["metadata"] == {"provider_name": "Fake", "raw": "upstream said no"}
+
+
+async def test_a_moderation_403_names_reasons_and_the_flagged_input(
+    fake: FakeOpenRouter, client: AsyncOpenAI
+) -> None:
+    fake.enqueue(Reply(status=403, moderation_reasons=["violence"]), Reply(status=403))
+
+    with pytest.raises(openai.PermissionDeniedError) as moderated:
+        await client.chat.completions.create(model=MODEL, messages=user("Something flagged"))
+    with pytest.raises(openai.PermissionDeniedError) as plain:
+        await client.chat.completions.create(model=MODEL, messages=user("Hi"))
+
+    body = moderated.value.body
+    assert isinstance(body, dict)
+    assert body["code"] == 403
+    assert "flagged" in body["message"]
+    assert body["metadata"] == {
+        "reasons": ["violence"],
+        "flagged_input": "Something flagged",
+        "provider_name": "Fake",
+        "model_slug": MODEL,
+    }
+    assert plain.value.body == {"code": 403, "message": "Forbidden"}
+
+
+@pytest.mark.parametrize(
+    ("gzip", "accept", "compressed"),
+    [
+        ("accepted", "gzip, deflate", True),
+        ("accepted", "identity", False),
+        ("accepted", "gzip;q=0", False),
+        ("always", "identity", True),
+        (None, "gzip", False),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_gzip_compresses_json_and_sse_as_asked(
+    fake: FakeOpenRouter,
+    http: aiohttp.ClientSession,
+    gzip: Literal["accepted", "always"] | None,
+    accept: str,
+    compressed: bool,
+    stream: bool,
+) -> None:
+    fake.enqueue(Reply(gzip=gzip, token_delay=0.01))
+    body = {"model": MODEL, "messages": user("Hi"), "stream": stream}
+
+    async with http.post(
+        f"{fake.base_url}/chat/completions", json=body, headers={"Accept-Encoding": accept}
+    ) as response:
+        assert response.headers.get("Content-Encoding") == ("gzip" if compressed else None)
+        text = await response.read()  # aiohttp decodes it
+
+    if stream:
+        assert text.endswith(b"data: [DONE]\n\n")
+        events = [json.loads(e[len(b"data: ") :]) for e in text.split(b"\n\n")[:-2]]
+        content = "".join(e["choices"][0]["delta"]["content"] for e in events if e["choices"])
+    else:
+        content = json.loads(text)["choices"][0]["message"]["content"]
+    assert content == DEFAULT_CONTENT
+    [request] = fake.requests
+    assert request.compressed is compressed
+
+
+async def test_usage_every_chunk_is_cumulative(fake: FakeOpenRouter, client: AsyncOpenAI) -> None:
+    fake.enqueue(Reply(content="a b c d", usage_every_chunk=True, prompt_tokens=10, cost=0.4))
+
+    stream = await client.chat.completions.create(model=MODEL, messages=user("Hi"), stream=True)
+    chunks = await collect(stream, [])
+
+    usages = [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage is not None]
+    assert usages == [(10, 1), (10, 2), (10, 3), (10, 4), (10, 4)]  # 4 content chunks, the final usage
+    costs = [(c.usage.model_extra or {})["cost"] for c in chunks if c.usage is not None]
+    assert costs == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
 
 
 async def test_rate_limit_sets_retry_after(fake: FakeOpenRouter, client: AsyncOpenAI) -> None:

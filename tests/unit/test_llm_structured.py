@@ -60,6 +60,25 @@ def test_offsets_count_code_points() -> None:
     assert fix_offsets(text, [entity("person", "Zoë", 0, 3)], TYPES) == [entity("person", "Zoë", 2, 5)]
 
 
+def test_repair_only_finds_whole_words() -> None:
+    text = "Normally I may run. Later Al joined; also AlphaCorp."
+    fixed = fix_offsets(
+        text,
+        [entity("person", "Al", 0, 2), entity("person", "al", 3, 5), entity("organization", "Corp", 0, 4)],
+        TYPES | {"organization"},
+    )
+    assert fixed == [entity("person", "Al", text.index(" Al ") + 1, text.index(" Al ") + 3)]
+
+
+def test_a_mention_found_only_inside_words_is_dropped() -> None:
+    assert fix_offsets("Normally I may run.", [entity("person", "Al", 0, 2)], TYPES) == []
+
+
+def test_mention_edges_that_are_not_word_characters_need_no_boundary() -> None:
+    text = "Goal:80 kg by June"  # ":" follows a letter: fine, the mention does not start with a word char
+    assert fix_offsets(text, [entity("metric", ":80", 0, 3)], TYPES) == [entity("metric", ":80", 4, 7)]
+
+
 def test_entities_spec_schema_and_parse() -> None:
     spec = entities_spec(TEXT, ["person"])
     schema = spec.response_format["json_schema"]["schema"]

@@ -9,8 +9,9 @@ import httpx2
 import msgspec
 import pytest
 
+from xenios_ai.llm.failures import Attempt, all_failed
 from xenios_ai.llm.failures import retry_after as _retry_after
-from xenios_ai.llm.wire import Message, SSELines, decode_chunk, request_body
+from xenios_ai.llm.wire import Message, SSELines, TooLarge, decode_chunk, request_body
 
 
 def test_sse_lines_reassemble_payloads_split_across_reads() -> None:
@@ -19,6 +20,18 @@ def test_sse_lines_reassemble_payloads_split_across_reads() -> None:
     assert lines.feed(b'ices":[]}\r\n\r\ndata: [DONE]\n') == [b'{"choices":[]}', b"[DONE]"]
     assert lines.feed(b"\n") == []
     assert lines.comments == 1
+
+
+def test_a_partial_line_longer_than_the_limit_is_refused() -> None:
+    lines = SSELines(max_line=16)
+    assert lines.feed(b"data: 0123456789\n") == [b"0123456789"]  # complete lines pass
+    assert lines.feed(b"data: 012345") == []
+    with pytest.raises(TooLarge):
+        lines.feed(b"6789abcdef")
+    ending = SSELines(max_line=16)
+    assert ending.feed(b"data: 012345") == []
+    with pytest.raises(TooLarge):
+        ending.feed(b"6789abcdef\n\n")  # the read that ends the line takes it past the limit
 
 
 def test_a_chunk_decodes_content_usage_and_a_mid_stream_error() -> None:
@@ -57,6 +70,11 @@ def test_request_body_asks_for_usage_on_streams_only() -> None:
         ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
         ({"retry-after": "soon"}, None),
         ({}, None),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "1e999"}, None),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after-ms": "inf", "retry-after": "2"}, 2.0),
+        ({"retry-after": "-3"}, 0.0),
     ],
 )
 def test_retry_after(headers: dict[str, str], seconds: float | None) -> None:
@@ -68,3 +86,8 @@ def test_retry_after_as_an_http_date() -> None:
     value = _retry_after(httpx2.Headers({"retry-after": when}))
     assert value is not None
     assert 28 <= value <= 31
+
+
+def test_an_enormous_retry_after_is_passed_on_capped_at_a_day() -> None:
+    error = all_failed("chat", [Attempt("m", 1.0, "http_503", 503)], retry_after=1e300)
+    assert error.headers["Retry-After"] == "86400"

@@ -76,6 +76,19 @@ def test_an_llm_request_is_recorded_from_its_usage_row() -> None:
     assert sample("xenios_llm_attempt_failures_total", model="unit/model-a", error="http_503") == 2
 
 
+def test_an_attempt_its_caller_abandoned_is_not_an_upstream_failure() -> None:
+    model = "unit/model-c"
+    record = UsageRecord(
+        created_at=0.0, request_id=None, owner=None, task="unit_task", mode="stream", status="cancelled",
+        model=model, fallback_used=False, prompt_tokens=None, completion_tokens=None, cost_usd=None,
+        latency_ms=50.0, ttft_ms=None,
+        attempts=[{"model": model, "duration_ms": 50.0, "error": "cancelled"}],
+    )  # fmt: skip
+    metrics.observe_llm(record)
+    assert sample("xenios_llm_requests_total", task="unit_task", model=model, outcome="cancelled") == 1
+    assert sample("xenios_llm_attempt_failures_total", model=model, error="cancelled") == 0
+
+
 def test_the_metrics_key_is_the_service_key_or_its_own() -> None:
     settings = load_settings({"XENIOS_BACKEND_API_KEY": "k1,k2"}, dotenv=False)
     assert key_matches(settings, "k2", None)

@@ -29,10 +29,15 @@ validation move on to the next model without a retry. Deadlines: a completion at
 (``: OPENROUTER PROCESSING`` comments do not count) and then ``llm_stream_idle_timeout_seconds`` between
 data. Once a stream has yielded text it never restarts: a later failure raises ``upstream_stalled`` (504),
 ``upstream_disconnected`` or ``upstream_stream_error`` (502), after any text that came before it.
-Closing the stream (client gone) closes the upstream connection.
+Closing the stream (client gone) closes the upstream connection. An answer larger than
+``wire.MAX_BODY_BYTES`` (a completion body, or one stream line) fails its attempt (``response_too_large``,
+next model). Streams ask for ``Accept-Encoding: identity`` (SSE must reach us as it is sent) and are
+decoded anyway when a proxy compresses them; completions accept gzip.
 
-Usage (tokens, OpenRouter's ``usage.cost``, summed over every attempt that reported it) goes to the
-`UsageSink` once per request, whatever the outcome, including cancellation.
+Usage (tokens, OpenRouter's ``usage.cost``) goes to the `UsageSink` once per request, whatever the
+outcome, including cancellation: per attempt the last usage reported counts (a provider may repeat its
+cumulative usage in every chunk), summed over the attempts. A cancelled request's row names the model that
+was running and its attempt (error ``cancelled``), with any usage the provider had sent.
 
 Performance: one ``AsyncOpenAI`` client on the aiohttp transport per process; requests go through the
 SDK's ``post`` with a msgspec-encoded body and come back as raw bytes decoded by msgspec (`wire`), so
@@ -52,7 +57,7 @@ from typing import Any, Literal, TypeVar
 import httpx2
 import msgspec
 from loguru import logger
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI, DefaultAioHttpClient, RequestOptions
 
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.llm import wire
@@ -64,6 +69,8 @@ from xenios_ai.observability.metrics import observe_llm
 from xenios_ai.settings import Settings
 
 _CHAT = "/chat/completions"
+_STREAM_OPTIONS: RequestOptions = {"headers": {"Accept-Encoding": "identity"}}
+"""Streams uncompressed: the transport does not decode compressed bodies, and compression would buffer."""
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -128,6 +135,11 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     created_at: float = field(default_factory=time.time)
     attempts: list[Attempt] = field(default_factory=list)
+    model: str | None = None
+    """The model of the attempt in flight (None between attempts)."""
+    attempt_started: float = 0.0
+    attempt_usage: wire.WireUsage | None = None
+    """A stream attempt's latest usage (cumulative: the last one counts)."""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
@@ -137,6 +149,18 @@ class _Call:
     fallback_used: bool = False
     retry_after: float | None = None
     """The latest Retry-After an upstream gave (passed on when every model failed)."""
+
+    def begin(self, model: str) -> None:
+        """An attempt on ``model`` starts: what the previous attempt learnt about its answer is reset."""
+        self.model = model
+        self.attempt_started = time.perf_counter()
+        self.provider = self.finish_reason = None
+
+    def end(self, error: str | None = None, status: int | None = None) -> None:
+        """The attempt in flight is over (``error`` unset: it succeeded)."""
+        if self.model is not None:
+            self.attempts.append(Attempt(self.model, _ms(self.attempt_started), error, status))
+            self.model = None
 
     def add_usage(self, usage: wire.WireUsage | None) -> None:
         if usage is None:
@@ -350,22 +374,20 @@ class LLMRouter:
         for index, model in enumerate(models):
             call.fallback_used = index > 0
             for retry in range(self._max_retries + 1):
-                started = time.perf_counter()
+                call.begin(model)
                 try:
                     completion = await self._complete_once(call, model)
                 except Failed as failed:
-                    if not await self._after_failure(call, model, started, failed, retry):
+                    if not await self._after_failure(call, model, failed, retry):
                         break
                     continue
-                call.attempts.append(Attempt(model, _ms(started)))
+                call.end()
                 return completion
         raise all_failed(call.task.name, call.attempts, call.retry_after)
 
-    async def _after_failure(
-        self, call: _Call, model: str, started: float, failed: Failed, retry: int
-    ) -> bool:
+    async def _after_failure(self, call: _Call, model: str, failed: Failed, retry: int) -> bool:
         """Note the failed attempt; raise when it ends the request; else wait and say whether to retry."""
-        call.attempts.append(Attempt(model, _ms(started), failed.error, failed.status))
+        call.end(failed.error, failed.status)
         if failed.retry_after is not None:
             call.retry_after = failed.retry_after
         logger.bind(task=call.task.name, model=model).warning(
@@ -391,12 +413,20 @@ class LLMRouter:
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._client.post(
-                    _CHAT, content=self._body(call, model, stream=False), cast_to=httpx2.Response
+                    _CHAT,
+                    content=self._body(call, model, stream=False),
+                    cast_to=httpx2.Response,
+                    stream=True,  # read here, within MAX_BODY_BYTES
+                    stream_cls=None,
                 )
+                try:
+                    body = await _read_body(response)
+                finally:
+                    await response.aclose()
         except Exception as exc:
             raise classify(exc, self._key) from None
         try:
-            answer = wire.decode_completion(response.content)
+            answer = wire.decode_completion(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise Failed("retry", "invalid_response") from None
         call.add_usage(answer.usage)
@@ -424,7 +454,7 @@ class LLMRouter:
             for index, model in enumerate(call.task.models):
                 call.fallback_used = index > 0
                 for retry in range(self._max_retries + 1):
-                    started = time.perf_counter()
+                    call.begin(model)
                     try:
                         async with contextlib.aclosing(self._stream_once(call, model)) as pieces:
                             async for piece in pieces:
@@ -433,12 +463,12 @@ class LLMRouter:
                                 yield Delta(piece)
                     except Failed as failed:
                         if call.ttft_ms is not None:  # text was sent: never restart, end with the error
-                            call.attempts.append(Attempt(model, _ms(started), failed.error, failed.status))
+                            call.end(failed.error, failed.status)
                             raise call.final_error(failed) from None
-                        if not await self._after_failure(call, model, started, failed, retry):
+                        if not await self._after_failure(call, model, failed, retry):
                             break
                         continue
-                    call.attempts.append(Attempt(model, _ms(started)))
+                    call.end()
                     status = "succeeded"
                     yield call.outcome(Done, model, ttft_ms=call.ttft_ms)
                     return
@@ -448,7 +478,7 @@ class LLMRouter:
             raise
         except (asyncio.CancelledError, GeneratorExit):
             if status != "succeeded":
-                status, error_code = "cancelled", "client_disconnected"
+                status, error_code = "cancelled", "cancelled"
             raise
         finally:
             self._record(call, status, error_code, "".join(text) if text is not None else None)
@@ -461,6 +491,7 @@ class LLMRouter:
                     _CHAT,
                     content=self._body(call, model, stream=True),
                     cast_to=httpx2.Response,
+                    options=_STREAM_OPTIONS,
                     stream=True,
                     stream_cls=None,  # cast_to=Response: the raw, unread response
                 )
@@ -474,12 +505,13 @@ class LLMRouter:
         """Yield the text of one upstream stream, read by read; raise `Failed` on any failure."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._first_token_timeout
-        call.finish_reason = None  # of this attempt only
         response = await self._open_stream(call, model, deadline)
         sent_text = False
         try:
             lines = wire.SSELines()
-            reads = response.aiter_raw()
+            # aiter_raw does not undo a Content-Encoding (the transport does not either): a proxy may
+            # compress despite Accept-Encoding: identity, and only then is aiter_bytes' decoding needed.
+            reads = response.aiter_bytes() if _encoded(response) else response.aiter_raw()
             finished = False
             while True:
                 try:
@@ -517,6 +549,8 @@ class LLMRouter:
                 interrupted(failure, model, self._idle_timeout)
             raise failure from None
         finally:
+            call.add_usage(call.attempt_usage)  # also when cancelled: what the provider reported so far
+            call.attempt_usage = None
             await response.aclose()
 
     # -- usage ---------------------------------------------------------------------------------------
@@ -528,6 +562,8 @@ class LLMRouter:
         error_code: str | None,
         content: str | None,
     ) -> None:
+        if call.model is not None:  # the attempt in flight when cancelled (or an unexpected error escaped)
+            call.end("cancelled" if status == "cancelled" else "unexpected_error")
         model = call.attempts[-1].model if call.attempts else None
         self._sink.record(
             usage := UsageRecord(
@@ -569,7 +605,7 @@ def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool, bool]:
         if chunk.error is not None:
             return "".join(pieces), finished, True
         if chunk.usage is not None:
-            call.add_usage(chunk.usage)
+            call.attempt_usage = chunk.usage
         if chunk.provider is not None:
             call.provider = chunk.provider
         for choice in chunk.choices:
@@ -578,6 +614,25 @@ def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool, bool]:
             if choice.finish_reason is not None:
                 call.finish_reason = choice.finish_reason
     return "".join(pieces), finished, False
+
+
+async def _read_body(response: httpx2.Response) -> bytes:
+    """The (decoded) body of an unread response, raising `wire.TooLarge` past `wire.MAX_BODY_BYTES`."""
+    reads = response.aiter_bytes() if _encoded(response) else response.aiter_raw()
+    parts: list[bytes] = []
+    size = 0
+    async for part in reads:
+        size += len(part)
+        if size > wire.MAX_BODY_BYTES:
+            raise wire.TooLarge(f"the answer is larger than {wire.MAX_BODY_BYTES} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _encoded(response: httpx2.Response) -> bool:
+    """Whether the body has a Content-Encoding to undo."""
+    encoding = response.headers.get("content-encoding")
+    return encoding is not None and encoding.strip().lower() not in ("", "identity")
 
 
 def _attempts(call: _Call) -> list[dict[str, Any]]:

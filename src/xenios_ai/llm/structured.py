@@ -9,8 +9,10 @@ intent are dropped and the rest sorted by confidence.
 Entities: offsets are Unicode code points into the text (Python ``str`` indexes; JavaScript needs
 ``Array.from(text)`` to use them). Models are unreliable with offsets, so they are *fixed*, not trusted:
 when ``text[start:end]`` is not the entity's text, the occurrence of that text nearest to the claimed
-start is used (exact case first, then ignoring case, reporting the text as it is in the source); an
-entity whose text does not occur at all, or of a type not asked for, is dropped. Duplicates are merged.
+start is used (exact case first, then ignoring case, reporting the text as it is in the source). Only
+whole-word occurrences count: where the mention starts (ends) with a word character, the text before
+(after) it must not be one, so "Al" is never found inside "Normally". An entity whose text does not occur
+that way, or of a type not asked for, is dropped. Duplicates are merged.
 """
 
 from __future__ import annotations
@@ -224,12 +226,23 @@ def fix_offsets(text: str, entities: Sequence[Entity], types: frozenset[str]) ->
 
 
 def _nearest(haystack: str, needle: str, hint: int) -> int:
+    """The whole-word occurrence of ``needle`` nearest to ``hint``, or -1."""
+    check_start, check_end = _is_word_char(needle[0]), _is_word_char(needle[-1])
     best, position = -1, haystack.find(needle)
     while position >= 0:
-        if best < 0 or abs(position - hint) < abs(best - hint):
+        end = position + len(needle)
+        if (
+            (best < 0 or abs(position - hint) < abs(best - hint))
+            and not (check_start and position > 0 and _is_word_char(haystack[position - 1]))
+            and not (check_end and end < len(haystack) and _is_word_char(haystack[end]))
+        ):
             best = position
         position = haystack.find(needle, position + 1)
     return best
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 # -- task defaults and service functions ------------------------------------------------------------

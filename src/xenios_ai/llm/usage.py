@@ -8,12 +8,17 @@ go out every ``llm_usage_flush_seconds``, as soon as ``llm_usage_batch_size`` ro
 PostgreSQL is unreachable it keeps the rows and retries with backoff; rows are never dropped silently:
 a row recorded while ``llm_usage_max_buffered`` rows wait, and the rows a failed final flush at shutdown
 leaves, are logged at ERROR level as JSON (``llm_usage_rows``) so they can be replayed from the logs.
+
+PostgreSQL's jsonb cannot hold U+0000, which a prompt or an answer may contain: it is stored as U+FFFD.
+When PostgreSQL refuses a batch for its data (a number out of range, ...), the batch is halved until only
+the refused rows are left, and those are logged as lost: one bad row never costs the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections import deque
@@ -95,13 +100,18 @@ _INSERT = (
 _encode = msgspec.json.Encoder().encode
 _MAX_BACKOFF = 5.0
 _WRITE_TIMEOUT = 5.0
+_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+"""A ``\\u0000`` escape in JSON text (not an escaped backslash followed by ``u0000``)."""
 
 
 def _batch_json(rows: list[UsageRecord]) -> str:
     for row in rows:
         if row.id is None:  # fixed at the first attempt: a retried batch does not insert twice
             row.id = uuid.uuid4()
-    return _encode(rows).decode()
+    data = _encode(rows)
+    if b"\\u0000" in data:  # jsonb rejects U+0000 (22P05): store U+FFFD instead
+        data = _NUL.sub(rb"\1\\ufffd", data)
+    return data.decode()
 
 
 class UsageWriter:
@@ -141,20 +151,32 @@ class UsageWriter:
         while self._rows:
             batch = [self._rows[i] for i in range(min(self._batch_size, len(self._rows)))]
             try:
-                async with (
-                    asyncio.timeout(timeout),
-                    self._pool.connection(timeout=timeout) as conn,
-                    conn.cursor() as cursor,
-                ):
-                    await cursor.execute(_INSERT, (_batch_json(batch),))
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                self._log_lost(batch, f"PostgreSQL refused the rows ({type(exc).__name__}: {exc})")
+                stored = await self._insert(batch, timeout)
             except BaseException:
                 self.failures += 1
                 raise
             for _ in batch:
                 self._rows.popleft()
-            self.written += len(batch)
+            self.written += stored
+
+    async def _insert(self, rows: list[UsageRecord], timeout: float) -> int:
+        """Insert ``rows``; when PostgreSQL refuses their data, halve them until only the refused rows are
+        left (logged as lost). Returns how many were stored."""
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                self._pool.connection(timeout=timeout) as conn,
+                conn.cursor() as cursor,
+            ):
+                await cursor.execute(_INSERT, (_batch_json(rows),))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            if len(rows) == 1:
+                self._log_lost(rows, f"PostgreSQL refused the row ({type(exc).__name__}: {exc})")
+                return 0
+        else:
+            return len(rows)
+        half = len(rows) // 2
+        return await self._insert(rows[:half], timeout) + await self._insert(rows[half:], timeout)
 
     async def _run(self) -> None:
         backoff = self._flush_seconds

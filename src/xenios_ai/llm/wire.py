@@ -22,6 +22,8 @@ class WireUsage(msgspec.Struct):
 class WireError(msgspec.Struct):
     code: int | str | None = None
     message: str = ""
+    metadata: Any = None
+    """OpenRouter: e.g. ``{"reasons": [...], "flagged_input": ...}`` on a moderation 403."""
 
 
 class _Message(msgspec.Struct):
@@ -99,24 +101,45 @@ def request_body(
     return encode(body)
 
 
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""The largest upstream answer read: a completion body, or one line of a stream (a longer one fails the
+attempt instead of growing without bound)."""
+
+
+class TooLarge(Exception):
+    """An upstream body or stream line is longer than `MAX_BODY_BYTES`."""
+
+
 class SSELines:
     """Splits an SSE byte stream into its ``data:`` payloads; comments and other fields are counted only.
 
     OpenAI-style streams carry one JSON document per ``data:`` line, so no multi-line event assembly is
-    needed. ``feed`` returns the payloads completed by ``data`` (a trailing partial line is kept).
+    needed. ``feed`` returns the payloads completed by ``data`` (a trailing partial line is kept; one
+    longer than ``max_line`` bytes raises `TooLarge`).
     """
 
-    __slots__ = ("_tail", "comments")
+    __slots__ = ("_max_line", "_size", "_tail", "comments")
 
-    def __init__(self) -> None:
-        self._tail = b""
+    def __init__(self, max_line: int = MAX_BODY_BYTES) -> None:
+        self._tail: list[bytes] = []
+        """The reads of a line not complete yet (joined once it is: a long line costs linear time)."""
+        self._size = 0
+        self._max_line = max_line
         self.comments = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._tail:
-            data = self._tail + data
+            newline = data.find(b"\n")
+            if newline < 0 or self._size + newline > self._max_line:
+                self._keep(data)  # raises TooLarge past the limit
+                return []
+            self._tail.append(data)
+            data = b"".join(self._tail)
+            self._tail, self._size = [], 0
         lines = data.split(b"\n")
-        self._tail = lines.pop()
+        tail = lines.pop()
+        if tail:
+            self._keep(tail)
         payloads = []
         for line in lines:
             if line.startswith(b"data:"):
@@ -124,3 +147,9 @@ class SSELines:
             elif line.startswith(b":"):
                 self.comments += 1
         return payloads
+
+    def _keep(self, part: bytes) -> None:
+        self._size += len(part)
+        if self._size > self._max_line:
+            raise TooLarge(f"a stream line is longer than {self._max_line} bytes")
+        self._tail.append(part)

@@ -178,8 +178,9 @@ def observe_llm(usage: UsageRecord) -> None:
     if usage.fallback_used:
         LLM_FALLBACKS.labels(task, model).inc()
     for attempt in usage.attempts:
-        if attempt.get("error"):
-            LLM_ATTEMPT_FAILURES.labels(attempt.get("model") or "none", attempt["error"]).inc()
+        error = attempt.get("error")
+        if error and error != "cancelled":  # the caller left: not an upstream failure
+            LLM_ATTEMPT_FAILURES.labels(attempt.get("model") or "none", error).inc()
 
 
 def observe_job_claimed(kind: str, queue: str, waited_seconds: float) -> None:
