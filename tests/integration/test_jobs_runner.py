@@ -10,20 +10,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 import redis
 
 from tests.conftest import make_settings
-from tests.support.processes import wait_until
-from xenios_ai.errors import InvalidInput, UpstreamUnavailable
-from xenios_ai.jobs import runner, store
+from tests.support.jobs import WebhookReceiver
+from tests.support.processes import RedisServer, wait_until
+from xenios_ai.errors import InvalidInput, NotFound, UpstreamUnavailable
+from xenios_ai.jobs import maintenance, runner, store
 from xenios_ai.jobs.models import Job, JobKind, RetryPolicy, UploadSpec
 from xenios_ai.jobs.queues import broker_namespace
 from xenios_ai.jobs.runner import JobContext, execute
 from xenios_ai.jobs.runtime import WorkerRuntime
+from xenios_ai.jobs.service import secret_key
 
 
 class Work(msgspec.Struct, kw_only=True):
@@ -305,3 +309,169 @@ def test_a_job_reads_its_upload_and_keeps_large_parts_as_blobs(runtime: WorkerRu
     done = _row(runtime, job.id)
     assert done.result == {"size": 5008, "key": f"jobs/{job.id}/result.json"}
     assert done.blobs == [f"jobs/{job.id}/upload", f"jobs/{job.id}/result.json"]
+
+
+def test_a_deaf_jobs_pdf_password_is_deleted_when_its_time_limit_ends_it(
+    runtime: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "HARD_LIMIT_GRACE_SECONDS", 0.2)
+
+    def deaf(ctx: JobContext, work: Work) -> None:
+        while True:
+            time.sleep(0.01)
+
+    job = runtime.call(runtime.services.jobs.submit(QUICK, "owner", Work(), secret=b"pdf-password")).job
+    execute(QUICK, deaf, str(job.id))
+    assert _row(runtime, job.id).status == "failed"
+    with pytest.raises(NotFound):
+        runtime.call(runtime.services.storage.read_bytes(secret_key(job.id)))
+
+
+def test_a_claimed_job_whose_cancel_was_never_settled_ends_cancelled_without_running(
+    runtime: WorkerRuntime,
+) -> None:
+    job = _submit(runtime, STEPS)
+    runtime.call(
+        _sql(runtime, "UPDATE ai_backend.jobs SET cancel_requested_at = now() WHERE id = %s", job.id)
+    )
+    calls: list[int] = []
+    execute(STEPS, lambda ctx, work: calls.append(1), str(job.id))
+    assert calls == []
+    cancelled = _row(runtime, job.id)
+    assert (cancelled.status, cancelled.attempts) == ("cancelled", 0)
+    assert cancelled.error is not None
+    assert cancelled.error.code == "cancelled"
+
+
+# -- database faults: a backend terminated while the statement waits (pg_terminate_backend) ------------
+
+
+def _database_url(runtime: WorkerRuntime) -> str:
+    assert runtime.settings.database_url is not None
+    return runtime.settings.database_url.get()
+
+
+def _terminate_waiting(url: str, statement: str) -> None:
+    """Terminate the backend whose ``statement`` waits for a lock in this database (once it waits)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+
+        def waiting() -> list[tuple[int]]:
+            return conn.execute(
+                """SELECT pid FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()
+                     AND wait_event_type = 'Lock' AND query LIKE %s""",
+                (f"%{statement}%",),
+            ).fetchall()
+
+        wait_until(lambda: bool(waiting()), 10, f"a statement like {statement!r} to wait", interval=0.01)
+        for (pid,) in waiting():
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_progress_write_that_fails_on_the_database_does_not_fail_the_job(runtime: WorkerRuntime) -> None:
+    url = _database_url(runtime)
+
+    def stepping_through_a_fault(ctx: JobContext, work: Work) -> str:
+        ctx.progress_sync(0.25, "before")
+        with psycopg.connect(url) as locker:  # holds the row's lock until it leaves
+            locker.execute("SELECT 1 FROM ai_backend.jobs WHERE id = %s FOR UPDATE", (ctx.job.id,))
+            killer = _in_background(lambda: _terminate_waiting(url, "SET progress = "))
+            ctx.progress_sync(0.5, "lost with its connection")
+            killer.join(10)
+            locker.rollback()
+        ctx.progress_sync(1.0, "after")
+        return "done"
+
+    job = _submit(runtime, STEPS)
+    execute(STEPS, stepping_through_a_fault, str(job.id))
+    done = _row(runtime, job.id)
+    assert (done.status, done.attempts, done.result, done.error) == ("succeeded", 1, "done", None)
+    assert done.progress_message == "after"
+
+
+def test_the_terminal_write_is_tried_again_after_a_database_error(runtime: WorkerRuntime) -> None:
+    url = _database_url(runtime)
+    unlocked = threading.Event()
+
+    def returning_into_a_fault(ctx: JobContext, work: Work) -> str:
+        locker = psycopg.connect(url)
+        locker.execute("SELECT 1 FROM ai_backend.jobs WHERE id = %s FOR UPDATE", (ctx.job.id,))
+
+        def kill_then_unlock() -> None:
+            _terminate_waiting(url, "SET status = $1, result = ")
+            locker.close()  # rolls back: the next try gets the row
+            unlocked.set()
+
+        _in_background(kill_then_unlock)
+        return "kept"
+
+    job = _submit(runtime, STEPS)
+    execute(STEPS, returning_into_a_fault, str(job.id))
+    assert unlocked.is_set()
+    done = _row(runtime, job.id)
+    assert (done.status, done.attempts, done.result) == ("succeeded", 1, "kept")
+
+
+# -- what a job's end sets off survives a failure right after the commit ---------------------------------
+
+
+def test_follow_ups_and_the_webhook_survive_redis_failing_right_after_the_commit(
+    fresh_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    env = fresh_env(REDIS_URL=redis_server.url, WEBHOOK_ALLOW_PRIVATE="true")
+    settings = make_settings(env, job_sweep_interval_seconds=3600.0, webhook_resend_seconds=1.0)
+    own = WorkerRuntime(settings)
+    own.start()
+    try:
+        with WebhookReceiver() as receiver:
+            jobs = own.services.jobs
+            parent = own.call(jobs.submit(STEPS, "owner", Work(), webhook_url=receiver.url)).job
+
+            def succeeding_as_redis_stops(ctx: JobContext, work: Work) -> dict[str, str]:
+                child = ctx.follow_up(STEPS, Work(steps=1))
+                redis_server.stop()  # the commit lands; sending the follow-up and the webhook fails
+                return {"follow_up": str(child)}
+
+            execute(STEPS, succeeding_as_redis_stops, str(parent.id))
+
+            done = _row(own, parent.id)
+            child = _row(own, uuid.UUID(done.result["follow_up"]))
+            assert done.status == "succeeded"
+            assert (done.webhook_attempts, done.webhook_due_at is not None) == (0, True)
+            assert (child.status, child.enqueued_at, child.source_job_id) == ("queued", None, parent.id)
+            assert child.webhook_url == receiver.url
+
+            redis_server.start()
+            time.sleep(1.0)  # the webhook is due WEBHOOK_RESEND_SECONDS after the job ended
+            first = own.call(maintenance.sweep(jobs))
+            again = own.call(maintenance.sweep(jobs))
+            assert (first.sent, first.webhooks, again.sent, again.webhooks) == (1, 1, 0, 0)
+            sent = _row(own, child.id)
+            assert sent.message_id is not None
+            assert own.call(_queued_for(own, "default", "job_steps", child.id)) == [sent.message_id]
+            assert len(own.call(_queued_for(own, "default", "deliver_webhook", parent.id))) == 1
+
+            own.call(jobs.deliver_webhook(own.services.webhooks, parent.id))  # what that message runs
+            delivered = _row(own, parent.id)
+            assert (delivered.webhook_attempts, delivered.webhook_due_at) == (1, None)
+            assert delivered.webhook_delivered_at is not None
+            time.sleep(1.0)
+            assert own.call(maintenance.sweep(jobs)).webhooks == 0
+            assert len(receiver.deliveries) == 1
+            assert msgspec.json.decode(receiver.deliveries[0][1])["type"] == "job.succeeded"
+    finally:
+        own.stop()
+        redis_server.stop()
+
+
+async def _queued_for(runtime: WorkerRuntime, queue: str, actor: str, job_id: uuid.UUID) -> list[str]:
+    """The Redis ids of the messages for ``actor(job_id)`` waiting in ``queue``."""
+    namespace = broker_namespace(runtime.settings.redis_namespace)
+    raw = await runtime.services.redis.hgetall(f"{namespace}:{queue}.msgs")
+    messages = {
+        key if isinstance(key, str) else key.decode(): msgspec.json.decode(value)
+        for key, value in raw.items()
+    }
+    return [key for key, m in messages.items() if m["actor_name"] == actor and m["args"] == [str(job_id)]]

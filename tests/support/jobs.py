@@ -20,9 +20,10 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-0123456789abc
 JOB_TIMINGS = {
     "WORKER_HEARTBEAT_SECONDS": "0.5",
     "STALE_JOB_SECONDS": "3",
-    "BROKER_HEARTBEAT_TIMEOUT_MS": "3000",
+    "BROKER_HEARTBEAT_TIMEOUT_MS": "5000",
     "JOB_SWEEP_INTERVAL_SECONDS": "0.5",
     "JOB_PROGRESS_INTERVAL_SECONDS": "0.05",
+    "WEBHOOK_RESEND_SECONDS": "2",
     "WEBHOOK_SECRET": WEBHOOK_SECRET,
 }
 """Short heartbeats and sweeps so crash recovery takes seconds in tests (production: see Settings)."""

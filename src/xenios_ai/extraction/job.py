@@ -5,8 +5,10 @@ options (`split_password`) and the job service keeps it as the job's secret blob
 (``jobs/<id>/secret``, next to the upload; `jobs.service.JobService.submit`). The handler reads it at the
 start of every attempt and deletes it when the attempt ends with an outcome (succeeded, failed, cancelled).
 An attempt that ends without one (the worker hands the job back at shutdown, or dies) leaves it for the
-next attempt; the blob is one of the job's blobs, so retention removes it in any case. An
-Idempotency-Key replay with another password counts as the same request.
+next attempt. Whatever ends the job (also a cancel while queued, the sweep, a hard time limit), the job
+service deletes the secret then (`JobService.after_terminal`); the blob is one of the job's blobs, so
+retention removes it in any case. An Idempotency-Key replay with another password counts as the same
+request.
 
 Large results: the Docling JSON document goes to blob storage when it is larger than
 EXTRACTION_INLINE_DOCUMENT_BYTES; the result then carries ``document_file`` (its URL under the job) instead of
@@ -32,7 +34,7 @@ from loguru import logger
 from xenios_ai.analysis import AnalysisTask, analyse_after
 from xenios_ai.errors import NotFound, XeniosError
 from xenios_ai.extraction.engine import Extractor
-from xenios_ai.extraction.models import ExtractionOptions, ExtractionResult
+from xenios_ai.extraction.models import DocumentLimits, ExtractionOptions, ExtractionResult
 from xenios_ai.extraction.sniff import DocumentFormat
 from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs.models import FollowUp
@@ -163,6 +165,7 @@ class _ProcessExtractor:
                 artifacts_path=settings.docling_artifacts_path,
                 max_pages=settings.extraction_max_pages,
                 document_timeout=settings.extraction_timeout_seconds,
+                limits=DocumentLimits.from_settings(settings),
             )
         except XeniosError as exc:  # a configuration problem: it stays until the worker restarts
             logger.error("document extraction is unavailable ({}): {}", exc.code, exc.detail)

@@ -8,9 +8,10 @@ the actor's thread: blocking engines, reporting progress with ``ctx.progress_syn
         with ctx.upload_file() as path:
             return extractor().extract(path, options, progress=ctx.progress_sync)
 
-Retry policy as data: job actors never retry through Dramatiq (``max_retries=0``); the runner applies
-the kind's `RetryPolicy` and keeps the row in step. The webhook actor retries transient delivery failures
-with Dramatiq's backoff, WEBHOOK_MAX_ATTEMPTS times in all.
+Retry policy as data: actors never retry through Dramatiq (``max_retries=0``). The runner applies the
+kind's `RetryPolicy` and keeps the row in step; a webhook's next delivery attempt is scheduled in its job's
+row (``webhook_due_at``, WEBHOOK_MAX_ATTEMPTS in all) and queued by the sweep, so it survives a worker or
+Redis restart.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from xenios_ai.jobs.models import JobKind
 from xenios_ai.jobs.runner import Handler, JobContext, execute
 from xenios_ai.jobs.runtime import WorkerRuntime
 from xenios_ai.jobs.service import WEBHOOK_ACTOR
-from xenios_ai.jobs.webhooks import WebhookRetry, deliver_for_job
 from xenios_ai.transcription import TranscriptionJobOptions, TranscriptionJobResult, shared_transcriber
 
 H = TypeVar("H", bound=Handler)
@@ -71,22 +71,8 @@ def extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJobResu
     return run_extraction(ctx, request)
 
 
-def _retry_webhook(retries: int, exc: BaseException) -> bool:
-    attempts = WorkerRuntime.current().settings.webhook_max_attempts
-    return isinstance(exc, dramatiq.Retry) and retries + 1 < attempts
-
-
-@dramatiq.actor(
-    actor_name=WEBHOOK_ACTOR,
-    queue_name="default",
-    retry_when=_retry_webhook,
-    min_backoff=1_000,
-    max_backoff=300_000,
-)
+@dramatiq.actor(actor_name=WEBHOOK_ACTOR, queue_name="default", max_retries=0)
 def deliver_webhook(job_id: str) -> None:
     runtime = WorkerRuntime.current()
     services = runtime.services
-    try:
-        runtime.call(deliver_for_job(services.db, services.webhooks, runtime.settings, UUID(job_id)))
-    except WebhookRetry as exc:  # expected: retried with backoff, logged as a warning, not as a crash
-        raise dramatiq.Retry(exc.detail) from None
+    runtime.call(services.jobs.deliver_webhook(services.webhooks, UUID(job_id)))

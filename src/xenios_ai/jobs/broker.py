@@ -40,6 +40,8 @@ from xenios_ai.settings import Settings
 
 _DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
 _BUSY_POLL_MS = 50
+_SOCKET_CONNECT_TIMEOUT = 2.0
+_SOCKET_TIMEOUT = 10.0
 _wake_events: dict[str, threading.Event] = {}
 _wake_lock = threading.Lock()
 
@@ -110,15 +112,18 @@ class RedisBroker(_DramatiqRedisBroker):
 
 
 def make_broker(settings: Settings, middleware: list[dramatiq.Middleware]) -> RedisBroker:
+    # The pool is built here: given a URL, Dramatiq builds it from the URL alone and redis-py then ignores
+    # any connection keyword arguments passed next to it.
+    pool = redis.ConnectionPool.from_url(
+        redis_url(settings), socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT
+    )
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=redis_url(settings),
+        client=redis.Redis(connection_pool=pool),
         namespace=broker_namespace(settings.redis_namespace),
         middleware=middleware,
         heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
         maintenance_chance=settings.broker_maintenance_chance,
         dead_message_ttl=_DEAD_MESSAGE_TTL_MS,
-        socket_connect_timeout=2.0,
-        socket_timeout=10.0,
     )
 
 

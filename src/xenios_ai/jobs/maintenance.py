@@ -4,9 +4,14 @@ The sweep is the second net under Dramatiq's own redelivery:
 
 1. ``running`` jobs whose heartbeat is older than STALE_JOB_SECONDS (their worker died) go back to the
    queue, or end ``cancelled`` (a cancel was asked) or ``failed``/``worker_lost`` (no attempts left).
+   Jobs a live worker lists as its current jobs in the worker registry (Redis) are left alone: their
+   database heartbeats failed (a database outage), the worker did not.
 2. ``queued`` jobs whose message is no longer in Redis (Redis lost it, or a worker failed before it could
    claim the job) are marked unsent.
-3. Unsent jobs (Redis was down at submit, re-queued by 1 or 2, or a retry whose backoff is over) are sent.
+3. Unsent jobs (Redis was down at submit, re-queued by 1 or 2, a retry whose backoff is over, follow-ups
+   whose worker could not send them) are sent.
+4. Webhooks that are due (the enqueue after the job's end was lost, or a failed delivery's backoff is
+   over) are queued for delivery.
 
 Retention deletes finished jobs older than JOB_RETENTION_DAYS, their blobs first.
 """
@@ -14,12 +19,13 @@ Retention deletes finished jobs older than JOB_RETENTION_DAYS, their blobs first
 from __future__ import annotations
 
 from dataclasses import dataclass
+from uuid import UUID
 
 from loguru import logger
 
 from xenios_ai.jobs import store
-from xenios_ai.jobs.queues import broker_namespace
-from xenios_ai.jobs.service import JobService
+from xenios_ai.jobs.queues import alive_workers, broker_namespace
+from xenios_ai.jobs.service import WEBHOOK_ACTOR, JobService
 
 
 def actor_name(kind: str) -> str:
@@ -33,11 +39,17 @@ class SweepReport:
     requeued: int = 0
     lost_messages: int = 0
     sent: int = 0
+    webhooks: int = 0
 
 
 async def sweep(jobs: JobService) -> SweepReport:
     settings = jobs.settings
-    ended, requeued = await store.sweep_stale(jobs.db, settings.stale_job_seconds)
+    ended, requeued = await store.sweep_stale(
+        jobs.db,
+        settings.stale_job_seconds,
+        alive=await running_on_live_workers(jobs),
+        webhook_after=settings.webhook_resend_seconds,
+    )
     for job in ended:
         logger.warning("job {} ended {} by the sweep ({})", job.id, job.status, job.error)
         await jobs.after_terminal(job)
@@ -63,7 +75,26 @@ async def sweep(jobs: JobService) -> SweepReport:
     for job_id, kind, queue, message_id in await store.take_due(jobs.db):
         await jobs.enqueuer.send(queue, actor_name(kind), (str(job_id),), message_id=message_id)
         sent += 1
-    return SweepReport(len(ended), requeued, lost, sent)
+
+    webhooks = 0
+    for job_id in await store.webhooks_due(jobs.db, settings.webhook_resend_seconds):
+        await jobs.enqueuer.send("default", WEBHOOK_ACTOR, (str(job_id),))
+        webhooks += 1
+    return SweepReport(len(ended), requeued, lost, sent, webhooks)
+
+
+async def running_on_live_workers(jobs: JobService) -> list[UUID]:
+    """The jobs that workers seen within STALE_JOB_SECONDS (worker registry) say they are running."""
+    settings = jobs.settings
+    workers = await alive_workers(jobs.redis, settings.redis_namespace, max_age=settings.stale_job_seconds)
+    running = []
+    for worker in workers:
+        for job_id in worker.current_jobs:
+            try:
+                running.append(UUID(job_id))
+            except ValueError:
+                continue
+    return running
 
 
 async def expire(jobs: JobService) -> int:

@@ -74,6 +74,8 @@ class Job(msgspec.Struct, kw_only=True):
     webhook_attempts: int = 0
     webhook_delivered_at: datetime | None = None
     webhook_error: str | None = None
+    webhook_due_at: datetime | None = None
+    """Set while the webhook waits for (another) delivery attempt: the sweep hands it to the queue then."""
     source_job_id: UUID | None = None
     blobs: list[str] = msgspec.field(default_factory=list)
     message_id: str | None = None

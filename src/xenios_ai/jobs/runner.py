@@ -19,6 +19,16 @@ the attempt lost the job (heartbeat stale)  nothing: the attempt that took over 
 
 Handlers are ``async def handler(ctx, input)`` (run on the runtime's loop) or plain ``def`` (run on the
 actor's own thread: blocking engines), returning a msgspec-encodable result.
+
+A sync handler that ignores its time limit gets an exception raised into its thread
+HARD_LIMIT_GRACE_SECONDS after the limit. That only lands when the thread runs Python again: one stuck
+in native code (a conversion inside a C library) cannot be stopped, so HARD_LIMIT_EXIT_SECONDS later the
+worker process exits (Dramatiq, then compose or systemd, restart the worker; the job comes back through
+the sweep, and its attempt cap ends it).
+
+Database trouble: a progress write that fails is logged (throttled) and skipped, the heartbeat tells
+the attempt about a cancel or a lost job; the terminal write is retried a few times with backoff. The
+follow-up jobs and the webhook go into the same transaction as the terminal state (see `jobs.store`).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import threading
 import time
 import uuid
@@ -35,12 +46,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import msgspec
+import psycopg
 from dramatiq.middleware.threading import raise_thread_exception
 from loguru import logger
+from psycopg_pool import PoolTimeout
+from redis.exceptions import RedisError
 
 from xenios_ai.errors import InvalidInput, JobCancelled, LimitExceeded, XeniosError
 from xenios_ai.jobs import events, store
 from xenios_ai.jobs.events import Progress, StateChanged
+from xenios_ai.jobs.maintenance import actor_name
 from xenios_ai.jobs.models import Job, JobError, JobKind
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime, WorkerServices
 from xenios_ai.observability.metrics import observe_job_attempt, observe_job_claimed
@@ -52,8 +67,37 @@ I = TypeVar("I", bound=msgspec.Struct)  # noqa: E741
 Handler = Callable[["JobContext", Any], Any]
 HARD_LIMIT_GRACE_SECONDS = 30.0
 """A sync handler that reaches no checkpoint is interrupted this long after its time limit."""
+HARD_LIMIT_EXIT_SECONDS = 30.0
+"""A sync handler still running this long after its interruption is stuck in native code: the worker
+process exits (STUCK_EXIT_CODE) so that it is restarted."""
+STUCK_EXIT_CODE = 70
+FINISH_TRIES = 5
+"""Tries of a terminal write on database errors, FINISH_BACKOFF_SECONDS apart, doubling."""
+FINISH_BACKOFF_SECONDS = 0.2
+_DB_ERRORS = (psycopg.Error, PoolTimeout)
 _encoder = msgspec.json.Encoder()
 _CANCELLED = JobError("cancelled", "the job was cancelled")
+
+
+class _Throttled:
+    """At most one warning a minute about a recurring failure."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < 60:
+            return False
+        self._last = now
+        return True
+
+
+_progress_failures = _Throttled()
+
+
+class _NotRecorded(Exception):
+    """The terminal write kept failing on database errors."""
 
 
 class _Lost(BaseException):
@@ -139,7 +183,14 @@ class JobContext:
     async def _write_progress(self, fraction: float, message: str | None) -> None:
         fraction = min(1.0, max(0.0, fraction))
         attempt = self._attempt
-        owned = await store.report_progress(self.services.db, self.job.id, attempt.token, fraction, message)
+        try:
+            owned = await store.report_progress(
+                self.services.db, self.job.id, attempt.token, fraction, message
+            )
+        except _DB_ERRORS as exc:  # the job goes on; the heartbeat still tells a cancel or a lost job
+            if _progress_failures.ready():
+                logger.warning("job {} progress not recorded ({}); going on", self.job.id, type(exc).__name__)
+            owned = False
         if owned is None:
             attempt.lost = True
         elif owned:
@@ -173,12 +224,21 @@ class JobContext:
         self._follow_ups.append((kind, input, job_id))
         return job_id
 
-    async def _submit_follow_ups(self) -> None:
-        for kind, input, job_id in self._follow_ups:
-            await self.services.jobs.submit(
-                kind, self.job.owner, input, source_job_id=self.job.id, job_id=job_id,
-                webhook_url=self.job.webhook_url,
-            )  # fmt: skip
+    def _follow_up_rows(self) -> list[store.FollowUpRow]:
+        job = self.job
+        return [
+            store.FollowUpRow(
+                id=job_id,
+                kind=kind.name,
+                queue=kind.queue,
+                owner=job.owner,
+                input_json=_encoder.encode(input),
+                max_attempts=kind.retry.max_attempts,
+                webhook_url=job.webhook_url,
+                source_job_id=job.id,
+            )
+            for kind, input, job_id in self._follow_ups
+        ]
 
 
 def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
@@ -186,10 +246,17 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
     runtime = WorkerRuntime.current()
     settings = runtime.settings
     job = runtime.call(
-        store.claim(runtime.services.db, UUID(job_id), runtime.worker_id, settings.stale_job_seconds)
-    )
+        store.claim(
+            runtime.services.db, UUID(job_id), runtime.worker_id, settings.stale_job_seconds,
+            webhook_after=settings.webhook_resend_seconds,
+        )
+    )  # fmt: skip
     if job is None:
         logger.info("job {} is not waiting to run (finished, cancelled or running elsewhere)", job_id)
+        return
+    if job.terminal:  # its cancel had not been settled: the claim did it
+        logger.info("job {} was cancelled before it ran", job_id)
+        runtime.call(runtime.services.jobs.after_terminal(job))
         return
     attempt = Attempt(job=job, kind=kind, deadline=time.monotonic() + kind.time_limit)
     observe_job_claimed(kind.name, kind.queue, time.time() - (job.enqueued_at or job.created_at).timestamp())
@@ -266,24 +333,44 @@ def _run_sync(
     thread_id = threading.get_ident()
     in_handler = True
 
-    def hard_stop() -> None:
+    timers: list[asyncio.TimerHandle] = []  # touched on the loop only
+
+    def hard_stop() -> None:  # on the loop
         with attempt.lock:
-            if in_handler:
-                logger.error("job {} ignored its time limit; interrupting its thread", attempt.job.id)
-                raise_thread_exception(thread_id, _HardTimeLimit)  # type: ignore[no-untyped-call]
+            if not in_handler:
+                return
+            logger.error("job {} ignored its time limit; interrupting its thread", attempt.job.id)
+            raise_thread_exception(thread_id, _HardTimeLimit)  # type: ignore[no-untyped-call]
+        timers.append(asyncio.get_running_loop().call_later(HARD_LIMIT_EXIT_SECONDS, give_up))
+
+    def give_up() -> None:  # on the loop
+        with attempt.lock:
+            if not in_handler:
+                return
+        runtime.running.pop(attempt.job.id, None)  # no more heartbeats: the job is to be swept
+        logger.critical(
+            "job {} is stuck in native code {:g} s after its interruption; exiting the worker process "
+            "(code {}) to be restarted", attempt.job.id, HARD_LIMIT_EXIT_SECONDS, STUCK_EXIT_CODE,
+        )  # fmt: skip
+        os._exit(STUCK_EXIT_CODE)
 
     delay = max(0.0, attempt.deadline - time.monotonic()) + HARD_LIMIT_GRACE_SECONDS
-    timer = runtime.call(_call_later(delay, hard_stop))
+    timers.append(runtime.call(_call_later(delay, hard_stop)))
     try:
         return handler(context, input)
     finally:
         with attempt.lock:
             in_handler = False
-        runtime.call_soon(timer.cancel)
+        runtime.call_soon(_cancel_all, timers)
 
 
 async def _call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
     return asyncio.get_running_loop().call_later(delay, callback)
+
+
+def _cancel_all(timers: list[asyncio.TimerHandle]) -> None:
+    for timer in timers:
+        timer.cancel()
 
 
 def _fail(runtime: WorkerRuntime, attempt: Attempt, exc: XeniosError) -> None:
@@ -326,18 +413,25 @@ async def _settle_async(
     context: JobContext | None,
 ) -> None:
     services, job = runtime.services, attempt.job
-    done = await store.finish(
-        services.db, job.id, job.attempts, status, result_json=result_json, error=error, blobs=attempt.blobs
-    )
-    if done is None and status == "succeeded":
-        # A cancel arrived after the last checkpoint: the job ends cancelled, the result is dropped.
-        status, error = "cancelled", _CANCELLED
-        done = await store.finish(services.db, job.id, job.attempts, status, error=error, blobs=attempt.blobs)
+    follow_ups = context._follow_up_rows() if context is not None and status == "succeeded" else []
+    try:
+        done = await _finish(runtime, attempt, status, result_json, error, follow_ups)
+        if done is None and status == "succeeded":
+            # A cancel arrived after the last checkpoint: the job ends cancelled, the result is dropped.
+            status, error = "cancelled", _CANCELLED
+            done = await _finish(runtime, attempt, status, None, error, [])
+    except _NotRecorded as exc:
+        logger.error(
+            "job {} attempt {} could not record {} ({}); the sweep puts the job back in the queue",
+            job.id, job.attempts, status, exc,
+        )  # fmt: skip
+        return
     if done is None:
         logger.warning(
             "job {} attempt {} could not record {}: it no longer owns the job", job.id, job.attempts, status
         )
         return
+    status, error = done.status, done.error
     ms = (time.perf_counter() - attempt.started) * 1000
     outcome = f"{status} ({error.code}: {error.message})" if status == "failed" and error else status
     logger.bind(status=status, attempt=job.attempts, duration_ms=round(ms, 2)).log(
@@ -346,9 +440,64 @@ async def _settle_async(
         job.id, outcome, ms, job.attempts, job.max_attempts,
     )  # fmt: skip
     _count(attempt, status)
-    if status == "succeeded" and context is not None:
-        await context._submit_follow_ups()
+    if follow_ups and status == "succeeded":
+        await _send_follow_ups(runtime, job.id, [row.id for row in follow_ups])
     await services.jobs.after_terminal(done)
+
+
+async def _finish(
+    runtime: WorkerRuntime,
+    attempt: Attempt,
+    status: str,
+    result_json: bytes | None,
+    error: JobError | None,
+    follow_ups: list[store.FollowUpRow],
+) -> Job | None:
+    """The terminal write, tried FINISH_TRIES times on database errors. After a failed try, a refusal may
+    mean that the failed try did commit (its answer was lost): the row tells."""
+    db, job = runtime.services.db, attempt.job
+    for n in range(FINISH_TRIES):
+        try:
+            done = await store.finish(
+                db, job.id, job.attempts, status, result_json=result_json, error=error, blobs=attempt.blobs,
+                follow_ups=follow_ups, webhook_after=runtime.settings.webhook_resend_seconds,
+            )  # fmt: skip
+            if done is None and n > 0:
+                row = await store.get(db, job.id)
+                if row is not None and row.terminal and row.attempts == job.attempts:
+                    return row
+            return done
+        except _DB_ERRORS as exc:
+            if n == FINISH_TRIES - 1:
+                raise _NotRecorded(f"{type(exc).__name__}, {FINISH_TRIES} tries") from None
+            logger.warning(
+                "job {} attempt {}: recording {} failed ({}); trying again",
+                job.id, job.attempts, status, type(exc).__name__,
+            )  # fmt: skip
+            await asyncio.sleep(FINISH_BACKOFF_SECONDS * 2**n)
+    raise AssertionError("unreachable")
+
+
+async def _send_follow_ups(runtime: WorkerRuntime, job_id: UUID, ids: list[UUID]) -> None:
+    """Send the messages of the follow-up jobs committed with ``job_id``'s success; what is not sent here
+    (Redis or the database down, or this process dies) the sweep sends."""
+    services = runtime.services
+    try:
+        taken = await store.take_due(services.db, ids=ids)
+    except _DB_ERRORS as exc:
+        logger.warning("follow-ups of job {} left to the sweep ({})", job_id, type(exc).__name__)
+        return
+    for follow_up, kind, queue, message_id in taken:
+        try:
+            await services.jobs.enqueuer.send(
+                queue, actor_name(kind), (str(follow_up),), message_id=message_id
+            )
+        except (RedisError, OSError, RuntimeError) as exc:
+            logger.warning(
+                "follow-up job {} not sent ({}); the sweep sends it", follow_up, type(exc).__name__
+            )
+            with contextlib.suppress(*_DB_ERRORS):
+                await store.set_message(services.db, follow_up, None)
 
 
 async def _publish_state(runtime: WorkerRuntime, job_id: UUID, status: str) -> None:

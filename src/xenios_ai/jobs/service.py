@@ -1,9 +1,9 @@
 """The job service: submit (with or without an uploaded file), get, list, cancel and follow a job.
 
-Used by the API and by workers (follow-up jobs). Submitting writes the row first, with the id of the
-message about to be sent, and then sends it: if Redis is down the job is still accepted (202) and the
-sweep sends it later, so an accepted job is never lost. Everything is scoped to the owner: another
-user's job is "not found", never "forbidden".
+Used by the API and by workers. Submitting writes the row first, with the id of the message about to be
+sent, and then sends it: if Redis is down the job is still accepted (202) and the sweep sends it later,
+so an accepted job is never lost. Everything is scoped to the owner: another user's job is "not found",
+never "forbidden".
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
+import aiohttp
 import msgspec
 from loguru import logger
+from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 
 from xenios_ai.db.pool import Pool
@@ -30,12 +32,15 @@ from xenios_ai.jobs import events, store
 from xenios_ai.jobs.broker import Enqueuer
 from xenios_ai.jobs.events import EventHub, Progress, Resync, StateChanged
 from xenios_ai.jobs.models import Job, JobKind, JobStatus, Upload
-from xenios_ai.jobs.webhooks import check_url
+from xenios_ai.jobs.webhooks import WebhookRetry, check_url, deliver_for_job
 from xenios_ai.settings import Settings
 from xenios_ai.storage import BlobStorage
 
 WEBHOOK_ACTOR = "deliver_webhook"
 """The actor (queue ``default``) that delivers a finished job's webhook."""
+WEBHOOK_BACKOFF_SECONDS = 1.0
+"""Delay before the second delivery attempt of a webhook; doubled for each further one (with jitter)."""
+WEBHOOK_MAX_BACKOFF_SECONDS = 300.0
 
 _encoder = msgspec.json.Encoder(order="sorted")
 StreamItem = (
@@ -57,6 +62,24 @@ def upload_key(job_id: UUID) -> str:
 def secret_key(job_id: UUID) -> str:
     """Where a job's secret (see `JobService.submit`) is kept."""
     return f"jobs/{job_id}/secret"
+
+
+def _request_hash(
+    kind: JobKind,
+    input_json: bytes,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    source_job_id: UUID | None,
+    upload: Upload | None,
+) -> str | None:
+    """What an Idempotency-Key stands for: the request's kind, input, webhook, source and file."""
+    if idempotency_key is None:
+        return None
+    digest = hashlib.sha256(f"{kind.name}\0{webhook_url or ''}\0{source_job_id or ''}\0".encode())
+    digest.update(input_json)
+    if upload is not None:
+        digest.update(f"\0{upload.sha256}\0{upload.filename or ''}".encode())
+    return digest.hexdigest()
 
 
 def encode_cursor(job: Job) -> str:
@@ -129,79 +152,82 @@ class JobService:
         secret: bytes | None = None,
     ) -> Submitted:
         """Write the queued job, then send its message. ``webhook_url`` must have passed check_webhook;
-        ``upload`` (from store_upload, with the same ``job_id``) is removed again when the submit fails or
-        replays an earlier one. ``secret`` (a PDF's password) never enters the row: it is stored as the
-        blob `secret_key` before the message is sent, listed in the job's blobs (so it goes with the job
-        at the latest), and removed like the upload."""
+        ``upload`` (from store_upload, with the same ``job_id``) is removed again when the submit fails
+        before the row exists or replays an earlier one; once the row exists the job is accepted and its
+        files stay. ``secret`` (a PDF's password) never enters the row: it is stored as the blob
+        `secret_key` before the message is sent, listed in the job's blobs, removed like the upload and
+        when the job ends (`after_terminal`; retention at the latest)."""
         job_id = job_id or uuid.uuid4()
         own = [upload.key] if upload is not None else []
+        writing = False  # from the INSERT on, the row may exist whatever the outcome looks like
+        replayed: Submitted | None = None
         try:
             if secret is not None:
                 own.append((await self.storage.put_bytes(secret_key(job_id), secret)).key)
                 blobs = [*blobs, own[-1]]
-            submitted = await self._submit(
-                kind, owner, input, idempotency_key, webhook_url, source_job_id, upload, job_id, blobs
+            input_json = _encoder.encode(input)
+            request_hash = _request_hash(
+                kind, input_json, idempotency_key, webhook_url, source_job_id, upload
             )
-        except BaseException:
-            for key in own:
-                await self.storage.delete(key)
+            message_id = str(uuid.uuid4())
+            writing = True
+            job = await store.insert(
+                self.db,
+                id=job_id,
+                kind=kind.name,
+                queue=kind.queue,
+                owner=owner,
+                input_json=input_json,
+                upload_json=_encoder.encode(upload) if upload else None,
+                max_attempts=kind.retry.max_attempts,
+                message_id=message_id,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                webhook_url=webhook_url,
+                source_job_id=source_job_id,
+                blobs=[*blobs, *([upload.key] if upload else [])],
+            )
+            if job is None:  # the key is taken: this row was not written
+                writing = False
+                assert idempotency_key is not None
+                replayed = await self._replay(owner, idempotency_key, request_hash)
+        except BaseException as exc:
+            if not writing or not await self._written(job_id, exc):
+                for key in own:
+                    await self.storage.delete(key)
             raise
-        if submitted.replayed:
+        if job is None:
             for key in own:
                 await self.storage.delete(key)
-        return submitted
-
-    async def _submit(
-        self,
-        kind: JobKind,
-        owner: str,
-        input: msgspec.Struct,
-        idempotency_key: str | None,
-        webhook_url: str | None,
-        source_job_id: UUID | None,
-        upload: Upload | None,
-        job_id: UUID | None,
-        blobs: Sequence[str],
-    ) -> Submitted:
-        job_id = job_id or uuid.uuid4()
-        input_json = _encoder.encode(input)
-        request_hash = None
-        if idempotency_key is not None:
-            digest = hashlib.sha256(f"{kind.name}\0{webhook_url or ''}\0{source_job_id or ''}\0".encode())
-            digest.update(input_json)
-            if upload is not None:
-                digest.update(f"\0{upload.sha256}\0{upload.filename or ''}".encode())
-            request_hash = digest.hexdigest()
-        message_id = str(uuid.uuid4())
-        job = await store.insert(
-            self.db,
-            id=job_id,
-            kind=kind.name,
-            queue=kind.queue,
-            owner=owner,
-            input_json=input_json,
-            upload_json=_encoder.encode(upload) if upload else None,
-            max_attempts=kind.retry.max_attempts,
-            message_id=message_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            webhook_url=webhook_url,
-            source_job_id=source_job_id,
-            blobs=[*blobs, *([upload.key] if upload else [])],
-        )
-        if job is None:
-            assert idempotency_key is not None
-            return await self._replay(owner, idempotency_key, request_hash)
-        try:
-            await self.enqueuer.send(kind.queue, kind.actor_name, (str(job_id),), message_id=message_id)
-        except (RedisError, OSError) as exc:
-            # Accepted all the same: the row is the truth and the sweep sends unsent jobs.
-            logger.warning("job {} accepted but not sent ({}); the sweep will send it", job_id, exc)
-            try:
-                await store.set_message(self.db, job_id, None)
-            except Exception as db_exc:  # the sweep finds the lost message by its id anyway
-                logger.warning("could not mark job {} unsent: {}", job_id, type(db_exc).__name__)
+            assert replayed is not None
+            return replayed
+        await self._send(kind, job, message_id)
         return Submitted(job, replayed=False)
+
+    async def _written(self, job_id: UUID, exc: BaseException) -> bool:
+        """Whether the row of a submit whose INSERT raised ``exc`` exists (unknown counts as yes: the
+        files of an accepted job must stay; retention removes them with the row)."""
+        if isinstance(exc, PoolTimeout):  # no connection was had: nothing was written
+            return False
+        try:
+            async with asyncio.timeout(5):
+                return await store.get(self.db, job_id) is not None
+        except Exception:
+            logger.warning("could not tell whether job {} was written; keeping its files", job_id)
+            return True
+
+    async def _send(self, kind: JobKind, job: Job, message_id: str) -> None:
+        try:
+            await self.enqueuer.send(kind.queue, kind.actor_name, (str(job.id),), message_id=message_id)
+        except Exception as exc:
+            # Accepted all the same: the row is the truth and the sweep sends unsent jobs.
+            logger.opt(exception=not isinstance(exc, RedisError | OSError)).warning(
+                "job {} accepted but not sent ({}); the sweep will send it", job.id, type(exc).__name__
+            )
+            try:
+                await store.set_message(self.db, job.id, None)
+            except Exception as db_exc:  # the sweep finds the lost message by its id anyway
+                logger.warning("could not mark job {} unsent: {}", job.id, type(db_exc).__name__)
 
     async def _replay(self, owner: str, key: str, request_hash: str | None) -> Submitted:
         existing = await store.get_by_idempotency_key(self.db, owner, key)
@@ -269,7 +295,9 @@ class JobService:
     async def cancel(self, job_id: UUID, owner: str) -> Job:
         """Queued: cancelled now, never runs. Running: the worker stops at its next checkpoint and the
         job ends cancelled. Already cancelled: unchanged. Succeeded or failed: 409."""
-        changed = await store.cancel(self.db, job_id, owner)
+        changed = await store.cancel(
+            self.db, job_id, owner, webhook_after=self.settings.webhook_resend_seconds
+        )
         if changed is None:
             job = await self.get(job_id, owner)
             if job.status == "cancelled":
@@ -285,13 +313,46 @@ class JobService:
         return job
 
     async def after_terminal(self, job: Job) -> None:
-        """Tell listeners, and have the webhook delivered if one was asked for."""
+        """Tell listeners, delete the job's secret, and have the webhook delivered if one was asked for.
+
+        Called once a terminal state is committed, wherever it happens (worker, cancel, sweep). Never
+        raises: the webhook is also due in the row, and the sweep queues it when this enqueue is lost.
+        """
         await events.publish(self.redis, self._prefix, job.id, StateChanged(job.status))
+        if (key := secret_key(job.id)) in job.blobs:
+            try:
+                await self.storage.delete(key)
+            except Exception as exc:  # retention removes it with the job
+                logger.warning("secret of job {} not deleted: {}", job.id, type(exc).__name__)
         if job.webhook_url:
             try:
                 await self.enqueuer.send("default", WEBHOOK_ACTOR, (str(job.id),))
-            except (RedisError, OSError) as exc:
-                logger.warning("webhook of job {} not sent: {}", job.id, type(exc).__name__)
+            except Exception as exc:
+                logger.warning(
+                    "webhook of job {} not queued now ({}); the sweep queues it", job.id, type(exc).__name__
+                )
+
+    async def deliver_webhook(self, session: aiohttp.ClientSession, job_id: UUID) -> None:
+        """One delivery attempt of a finished job's webhook (the webhook actor's body). A failure worth
+        retrying makes the webhook due again after a backoff, and the sweep queues it then, until
+        WEBHOOK_MAX_ATTEMPTS were made; any other end (delivered, refused, nothing to deliver) leaves
+        nothing due."""
+        try:
+            await deliver_for_job(self.db, session, self.settings, job_id)
+        except WebhookRetry:
+            due = await store.webhook_retry_later(
+                self.db,
+                job_id,
+                max_attempts=self.settings.webhook_max_attempts,
+                backoff_seconds=WEBHOOK_BACKOFF_SECONDS,
+                max_backoff_seconds=WEBHOOK_MAX_BACKOFF_SECONDS,
+            )
+            if due is None:
+                logger.warning(
+                    "webhook of job {} given up after {} attempts", job_id, self.settings.webhook_max_attempts
+                )
+            return
+        await store.webhook_settled(self.db, job_id)
 
     # -- events ---------------------------------------------------------------------------------------
 

@@ -3,12 +3,17 @@
 The run token of an attempt is the ``attempts`` value its claim returned: progress, heartbeat and the
 terminal write all require ``status = 'running' AND attempts = <token>``. A worker that lost its job (taken
 over after its heartbeat went stale, or cancelled) changes nothing, and a job succeeds exactly once.
+
+The row is also the outbox of what a job's end sets off: the terminal write inserts the follow-up jobs
+(unsent, so the sweep sends them if the worker cannot) and marks the webhook due (``webhook_due_at``) in
+the same transaction, so neither is lost when the worker dies or Redis is down right after the commit.
 """
 
 # ruff: noqa: S608 - the only interpolated SQL is this module's constant column lists and fixed clauses
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
@@ -23,9 +28,11 @@ _decode = msgspec.json.decode
 
 _COLUMNS = """id, kind, queue, status, owner, input::text AS input, upload::text AS upload, result::text AS result,
     error::text AS error, progress, progress_message, attempts, max_attempts, idempotency_key, request_hash,
-    webhook_url, webhook_attempts, webhook_delivered_at, webhook_error, source_job_id, blobs, message_id,
-    worker_id, cancel_requested_at, run_after, created_at, enqueued_at, started_at, heartbeat_at,
+    webhook_url, webhook_attempts, webhook_delivered_at, webhook_error, webhook_due_at, source_job_id, blobs,
+    message_id, worker_id, cancel_requested_at, run_after, created_at, enqueued_at, started_at, heartbeat_at,
     finished_at"""
+_J_COLUMNS = ", ".join(f"j.{column.strip()}" for column in _COLUMNS.split(","))
+"""_COLUMNS of the table aliased ``j``."""
 
 
 def to_job(row: dict[str, Any]) -> Job:
@@ -39,6 +46,26 @@ def to_job(row: dict[str, Any]) -> Job:
 
 def encode_error(error: JobError) -> str:
     return _encode(error).decode()
+
+
+_CANCELLED_JSON = encode_error(JobError("cancelled", "the job was cancelled"))
+_LOST_JSON = encode_error(JobError("worker_lost", "the worker running the job stopped on every attempt"))
+# Every terminal transition marks the webhook due (if the job has one), ``webhook_after`` seconds ahead.
+_WEBHOOK_DUE = "CASE WHEN webhook_url IS NOT NULL THEN now() + make_interval(secs => %s) END"
+
+
+@dataclass(frozen=True)
+class FollowUpRow:
+    """A job to insert, unsent, together with the success of the job that asked for it."""
+
+    id: UUID
+    kind: str
+    queue: str
+    owner: str
+    input_json: bytes
+    max_attempts: int
+    webhook_url: str | None
+    source_job_id: UUID
 
 
 async def insert(
@@ -141,18 +168,33 @@ async def set_message(db: Pool, job_id: UUID, message_id: str | None) -> None:
         )
 
 
-async def claim(db: Pool, job_id: UUID, worker_id: str, stale_seconds: float) -> Job | None:
-    """queued -> running (or take over a running job whose heartbeat is stale); the new attempt's row."""
+async def claim(
+    db: Pool, job_id: UUID, worker_id: str, stale_seconds: float, *, webhook_after: float
+) -> Job | None:
+    """queued -> running (or take over a running job whose heartbeat is stale); the new attempt's row.
+
+    A job whose cancel was asked but never settled (queued, or running on a dead worker) ends
+    ``cancelled`` here instead: the returned row is then terminal and the caller runs nothing.
+    """
     async with db.connection() as conn:
         cur = await conn.execute(
             f"""UPDATE ai_backend.jobs
-                SET status = 'running', attempts = attempts + 1, worker_id = %s, heartbeat_at = now(),
-                    started_at = coalesce(started_at, now()), run_after = NULL
-                WHERE id = %s AND cancel_requested_at IS NULL
+                SET status = CASE WHEN cancel_requested_at IS NULL THEN 'running' ELSE 'cancelled' END,
+                    attempts = CASE WHEN cancel_requested_at IS NULL THEN attempts + 1 ELSE attempts END,
+                    worker_id = CASE WHEN cancel_requested_at IS NULL THEN %s ELSE worker_id END,
+                    heartbeat_at = CASE WHEN cancel_requested_at IS NULL THEN now() END,
+                    started_at = CASE WHEN cancel_requested_at IS NULL THEN coalesce(started_at, now())
+                                      ELSE started_at END,
+                    run_after = NULL,
+                    error = CASE WHEN cancel_requested_at IS NULL THEN error ELSE %s::jsonb END,
+                    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+                    webhook_due_at = CASE WHEN cancel_requested_at IS NOT NULL AND webhook_url IS NOT NULL
+                                          THEN now() + make_interval(secs => %s) END
+                WHERE id = %s
                   AND (status = 'queued' OR (status = 'running'
                        AND heartbeat_at < now() - make_interval(secs => %s)))
                 RETURNING {_COLUMNS}""",
-            (worker_id, job_id, stale_seconds),
+            (worker_id, _CANCELLED_JSON, webhook_after, job_id, stale_seconds),
         )
         row = await cur.fetchone()
     return to_job(row) if row else None
@@ -198,26 +240,46 @@ async def finish(
     result_json: bytes | None = None,
     error: JobError | None = None,
     blobs: Sequence[str] = (),
+    follow_ups: Sequence[FollowUpRow] = (),
+    webhook_after: float,
 ) -> Job | None:
     """running -> succeeded | failed | cancelled for the attempt that owns the job; None otherwise.
 
     Success requires that no cancel was requested meanwhile: a cancelled job never turns succeeded.
+    ``follow_ups`` are inserted (queued, unsent) in the same transaction, only when the job ends here;
+    the webhook, if any, becomes due ``webhook_after`` seconds from now (see the module).
     """
     cancel_guard = "AND cancel_requested_at IS NULL" if status == "succeeded" else ""
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            f"""UPDATE ai_backend.jobs
+    query = f"""UPDATE ai_backend.jobs
                 SET status = %s, result = %s::jsonb, error = %s::jsonb, finished_at = now(),
                     progress = CASE WHEN %s = 'succeeded' THEN 1 ELSE progress END,
-                    blobs = blobs || %s::text[]
+                    blobs = blobs || %s::text[], webhook_due_at = {_WEBHOOK_DUE}
                 WHERE id = %s AND attempts = %s AND status = 'running' {cancel_guard}
-                RETURNING {_COLUMNS}""",
-            (
-                status, result_json.decode() if result_json is not None else None,
-                encode_error(error) if error else None, status, list(blobs), job_id, attempt,
-            ),
-        )  # fmt: skip
-        row = await cur.fetchone()
+                RETURNING {_COLUMNS}"""
+    params = (
+        status, result_json.decode() if result_json is not None else None,
+        encode_error(error) if error else None, status, list(blobs), webhook_after, job_id, attempt,
+    )  # fmt: skip
+    async with db.connection() as conn:
+        if not follow_ups:  # one statement: atomic without a transaction block (no extra round trips)
+            cur = await conn.execute(query, params)
+            row = await cur.fetchone()
+        else:
+            async with conn.transaction():
+                cur = await conn.execute(query, params)
+                row = await cur.fetchone()
+                if row is not None:
+                    async with conn.cursor() as insert:
+                        await insert.executemany(
+                            """INSERT INTO ai_backend.jobs (id, kind, queue, owner, input, max_attempts,
+                                   webhook_url, source_job_id)
+                               VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s)""",
+                            [
+                                (f.id, f.kind, f.queue, f.owner, f.input_json.decode(), f.max_attempts,
+                                 f.webhook_url, f.source_job_id)
+                                for f in follow_ups
+                            ],
+                        )  # fmt: skip
     return to_job(row) if row else None
 
 
@@ -249,10 +311,9 @@ async def release(db: Pool, job_id: UUID, attempt: int, message_id: str) -> bool
         return await cur.fetchone() is not None
 
 
-async def cancel(db: Pool, job_id: UUID, owner: str) -> tuple[Job, str] | None:
+async def cancel(db: Pool, job_id: UUID, owner: str, *, webhook_after: float) -> tuple[Job, str] | None:
     """Cancel for the owner: queued -> cancelled at once; running -> cancel requested (the worker stops
     at its next progress checkpoint). Returns (job, status before); None when nothing changed."""
-    cancelled = encode_error(JobError("cancelled", "the job was cancelled"))
     async with db.connection() as conn, conn.transaction():
         cur = await conn.execute(
             "SELECT status FROM ai_backend.jobs WHERE id = %s AND owner = %s FOR UPDATE", (job_id, owner)
@@ -265,48 +326,61 @@ async def cancel(db: Pool, job_id: UUID, owner: str) -> tuple[Job, str] | None:
                 SET cancel_requested_at = coalesce(cancel_requested_at, now()),
                     status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
                     error = CASE WHEN status = 'queued' THEN %s::jsonb ELSE error END,
-                    finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+                    finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
+                    webhook_due_at = CASE WHEN status = 'queued' THEN {_WEBHOOK_DUE} END
                 WHERE id = %s
                 RETURNING {_COLUMNS}""",
-            (cancelled, job_id),
+            (_CANCELLED_JSON, webhook_after, job_id),
         )
         row = await cur.fetchone()
     assert row is not None
     return to_job(row), str(before["status"])
 
 
-async def sweep_stale(db: Pool, stale_seconds: float, limit: int = 500) -> tuple[list[Job], int]:
+async def sweep_stale(
+    db: Pool,
+    stale_seconds: float,
+    *,
+    alive: Sequence[UUID] = (),
+    webhook_after: float,
+    limit: int = 500,
+) -> tuple[list[Job], int]:
     """Running jobs whose heartbeat stopped: cancelled if that was asked, failed when out of attempts,
-    otherwise back to queued (unsent, so the next send pass picks them up).
+    otherwise back to queued (unsent, so the next send pass picks them up). One statement, so a row is
+    either ended or re-queued, never re-queued past its cancel or attempt budget. Jobs in ``alive`` (a
+    live worker says it runs them: its database heartbeats failed, e.g. during an outage) are left alone.
 
     Returns the jobs that reached a terminal state here and the number re-queued.
     """
-    lost = encode_error(JobError("worker_lost", "the worker running the job stopped on every attempt"))
-    cancelled = encode_error(JobError("cancelled", "the job was cancelled"))
-    stale = "status = 'running' AND heartbeat_at < now() - make_interval(secs => %s)"
     async with db.connection() as conn:
         cur = await conn.execute(
-            f"""UPDATE ai_backend.jobs
-                SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'failed' END,
-                    error = CASE WHEN cancel_requested_at IS NOT NULL THEN %s::jsonb ELSE %s::jsonb END,
-                    finished_at = now()
-                WHERE id IN (SELECT id FROM ai_backend.jobs WHERE {stale}
-                             AND (cancel_requested_at IS NOT NULL OR attempts >= max_attempts)
-                             LIMIT %s FOR UPDATE SKIP LOCKED)
-                RETURNING {_COLUMNS}""",
-            (cancelled, lost, stale_seconds, limit),
+            f"""WITH stale AS (
+                    SELECT id,
+                           CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                                WHEN attempts >= max_attempts THEN 'failed'
+                                ELSE 'queued' END AS next
+                    FROM ai_backend.jobs
+                    WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => %s)
+                      AND NOT id = ANY(%s::uuid[])
+                    LIMIT %s FOR UPDATE SKIP LOCKED)
+                UPDATE ai_backend.jobs AS j
+                SET status = stale.next,
+                    error = CASE stale.next WHEN 'cancelled' THEN %s::jsonb WHEN 'failed' THEN %s::jsonb
+                                            ELSE j.error END,
+                    finished_at = CASE WHEN stale.next = 'queued' THEN NULL ELSE now() END,
+                    enqueued_at = NULL,
+                    message_id = CASE WHEN stale.next = 'queued' THEN NULL ELSE j.message_id END,
+                    worker_id = CASE WHEN stale.next = 'queued' THEN NULL ELSE j.worker_id END,
+                    heartbeat_at = CASE WHEN stale.next = 'queued' THEN NULL ELSE j.heartbeat_at END,
+                    webhook_due_at = CASE WHEN stale.next <> 'queued' AND j.webhook_url IS NOT NULL
+                                          THEN now() + make_interval(secs => %s) END
+                FROM stale WHERE j.id = stale.id
+                RETURNING {_J_COLUMNS}""",
+            (stale_seconds, list(alive), limit, _CANCELLED_JSON, _LOST_JSON, webhook_after),
         )
-        ended = [to_job(row) for row in await cur.fetchall()]
-        cur = await conn.execute(
-            f"""UPDATE ai_backend.jobs
-                SET status = 'queued', enqueued_at = NULL, message_id = NULL, worker_id = NULL,
-                    heartbeat_at = NULL
-                WHERE id IN (SELECT id FROM ai_backend.jobs WHERE {stale} LIMIT %s FOR UPDATE SKIP LOCKED)
-                RETURNING id""",
-            (stale_seconds, limit),
-        )
-        requeued = len(await cur.fetchall())
-    return ended, requeued
+        jobs = [to_job(row) for row in await cur.fetchall()]
+    ended = [job for job in jobs if job.terminal]
+    return ended, len(jobs) - len(ended)
 
 
 async def queued_sent_before(db: Pool, seconds: float, limit: int = 1000) -> list[tuple[UUID, str, str]]:
@@ -332,20 +406,25 @@ async def mark_unsent(db: Pool, job_id: UUID, message_id: str) -> None:
         )
 
 
-async def take_due(db: Pool, limit: int = 500) -> list[tuple[UUID, str, str, str]]:
-    """Queued jobs with no message (never sent, retry due, re-queued): give each a message id and return
-    (id, kind, queue, message id) for the caller to send. Concurrent callers get disjoint rows."""
+async def take_due(
+    db: Pool, limit: int = 500, *, ids: Sequence[UUID] | None = None
+) -> list[tuple[UUID, str, str, str]]:
+    """Queued jobs with no message (never sent, retry due, re-queued, follow-ups): give each a message id
+    and return (id, kind, queue, message id) for the caller to send; with ``ids``, only among those.
+    Concurrent callers get disjoint rows."""
+    only = "AND id = ANY(%s::uuid[])" if ids is not None else ""
+    params: tuple[Any, ...] = (list(ids), limit) if ids is not None else (limit,)
     async with db.connection() as conn:
         cur = await conn.execute(
-            """WITH due AS (
+            f"""WITH due AS (
                    SELECT id FROM ai_backend.jobs
                    WHERE status = 'queued' AND enqueued_at IS NULL
-                     AND (run_after IS NULL OR run_after <= now())
+                     AND (run_after IS NULL OR run_after <= now()) {only}
                    ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)
                UPDATE ai_backend.jobs AS j SET enqueued_at = now(), message_id = gen_random_uuid()::text
                FROM due WHERE j.id = due.id
                RETURNING j.id, j.kind, j.queue, j.message_id""",
-            (limit,),
+            params,
         )
         rows = await cur.fetchall()
     return [
@@ -373,11 +452,55 @@ async def delete(db: Pool, job_ids: Sequence[UUID]) -> int:
 
 
 async def record_webhook(db: Pool, job_id: UUID, *, delivered: bool, error: str | None) -> None:
+    """One delivery attempt of the job's webhook; a delivered one is no longer due."""
     async with db.connection() as conn:
         await conn.execute(
             """UPDATE ai_backend.jobs
                SET webhook_attempts = webhook_attempts + 1, webhook_error = %s,
-                   webhook_delivered_at = CASE WHEN %s THEN now() ELSE webhook_delivered_at END
+                   webhook_delivered_at = CASE WHEN %s THEN now() ELSE webhook_delivered_at END,
+                   webhook_due_at = CASE WHEN %s THEN NULL ELSE webhook_due_at END
                WHERE id = %s""",
-            (error, delivered, job_id),
+            (error, delivered, delivered, job_id),
         )
+
+
+async def webhooks_due(db: Pool, lease_seconds: float, limit: int = 500) -> list[UUID]:
+    """Finished jobs whose webhook is due: each becomes due again ``lease_seconds`` from now (should the
+    delivery handed to the queue now be lost too) and is returned for the caller to hand to the queue."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            """WITH due AS (
+                   SELECT id FROM ai_backend.jobs
+                   WHERE webhook_due_at <= now() AND status IN ('succeeded', 'failed', 'cancelled')
+                   ORDER BY webhook_due_at LIMIT %s FOR UPDATE SKIP LOCKED)
+               UPDATE ai_backend.jobs AS j SET webhook_due_at = now() + make_interval(secs => %s)
+               FROM due WHERE j.id = due.id
+               RETURNING j.id""",
+            (limit, lease_seconds),
+        )
+        rows = await cur.fetchall()
+    return [cast(UUID, row["id"]) for row in rows]
+
+
+async def webhook_settled(db: Pool, job_id: UUID) -> None:
+    """Nothing more to deliver for the job (delivered, refused by the receiver, or not deliverable)."""
+    async with db.connection() as conn:
+        await conn.execute("UPDATE ai_backend.jobs SET webhook_due_at = NULL WHERE id = %s", (job_id,))
+
+
+async def webhook_retry_later(
+    db: Pool, job_id: UUID, *, max_attempts: int, backoff_seconds: float, max_backoff_seconds: float
+) -> datetime | None:
+    """After a failed delivery attempt: when the next one is due (jittered exponential backoff over the
+    attempts so far), or None when ``max_attempts`` were made (given up: no longer due)."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            """UPDATE ai_backend.jobs
+               SET webhook_due_at = CASE WHEN webhook_attempts < %s THEN now() + make_interval(secs =>
+                       least(%s, %s * 2 ^ greatest(0, webhook_attempts - 1)) * (0.5 + random() / 2)) END
+               WHERE id = %s
+               RETURNING webhook_due_at""",
+            (max_attempts, max_backoff_seconds, backoff_seconds, job_id),
+        )
+        row = await cur.fetchone()
+    return cast(datetime | None, row["webhook_due_at"]) if row else None

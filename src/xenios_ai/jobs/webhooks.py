@@ -2,11 +2,17 @@
 
 Headers ``webhook-id`` (the same on every retry of one event), ``webhook-timestamp`` (Unix seconds) and
 ``webhook-signature`` = ``v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>.<body>")>``, where the secret is
-the base64 part of a ``whsec_...`` WEBHOOK_SECRET (any other value is used as raw bytes).
+the base64 part of a ``whsec_...`` WEBHOOK_SECRET (any other value is used as raw bytes; a ``whsec_`` value
+that is not strict base64 stops start-up, see `settings.webhook_key`).
 
-Never to loopback, private, link-local or otherwise non-global addresses unless WEBHOOK_ALLOW_PRIVATE:
-the URL is checked at submit (422) and again at delivery by the connector's resolver, so a name that
-resolves elsewhere later (DNS rebinding) is still refused; redirects are not followed.
+Never to loopback, private, link-local or otherwise non-global addresses unless WEBHOOK_ALLOW_PRIVATE,
+also when hidden in an IPv6 address that embeds IPv4 (mapped, 6to4, NAT64). At submit, `check_url`
+refuses (422) a bad URL, a private IP literal, a name that does not exist and a name that resolves to a
+private address; a name that cannot be resolved *right now* (a temporary DNS failure or a lookup slower
+than a few seconds) is accepted, since the delivery checks again. At delivery, `check_delivery_url` checks
+IP literals without any DNS, and names are checked by the connector's resolver on every connection, so a
+name that resolves elsewhere later (DNS rebinding) is still refused, and a DNS failure there is retried like
+any network error; redirects are not followed. Only a few KiB of a receiver's answer are read.
 """
 
 from __future__ import annotations
@@ -32,9 +38,20 @@ from xenios_ai.db.pool import Pool
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.jobs import store
 from xenios_ai.jobs.models import Job
-from xenios_ai.settings import Settings
+from xenios_ai.settings import Settings, webhook_key
 
 _MAX_URL_LENGTH = 2048
+_MAX_RESPONSE_BYTES = 4096
+"""Read of a receiver's answer: only its status matters, the rest is not waited for."""
+_RESOLVE_TIMEOUT_SECONDS = 5.0
+"""Longest DNS lookup at submit; past it the name is accepted and checked at delivery."""
+_NO_SUCH_NAME = frozenset(
+    getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(socket, name)
+)
+"""getaddrinfo's answers that a name does not exist (EAI_AGAIN, EAI_FAIL and others may pass)."""
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 _encoder = msgspec.json.Encoder()
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -44,9 +61,9 @@ class WebhookRetry(UpstreamUnavailable):
 
 
 def secret_bytes(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_"))
-    return secret.encode()
+    """The signing key of a WEBHOOK_SECRET; SettingsError (naming the variable, not the value) when a
+    ``whsec_`` secret is not strict base64."""
+    return webhook_key(secret)
 
 
 def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -54,9 +71,26 @@ def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries traffic to: IPv4-mapped, 6to4 (2002::/16), NAT64
+    (64:ff9b::/96) and the deprecated IPv4-compatible ::/96."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def address_allowed(address: IPAddress, *, allow_private: bool) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Whether a webhook may connect to ``address``. An IPv6 address that embeds IPv4 is judged by that
+    IPv4 address; local-use NAT64 (64:ff9b:1::/48, whose IPv4 position depends on the operator's prefix)
+    and Teredo (2001::/32) are refused outright unless private addresses are allowed."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if not allow_private and (address in _NAT64_LOCAL or address.teredo is not None):
+            return False
+        address = _embedded_ipv4(address) or address
     if allow_private:
         return not (address.is_multicast or address.is_unspecified)
     return address.is_global and not address.is_multicast
@@ -66,9 +100,8 @@ def _invalid(reason: str) -> InvalidInput:
     return InvalidInput(f"webhook_url: {reason}", code="invalid_webhook_url")
 
 
-async def check_url(url: str, *, allow_private: bool) -> str:
-    """Validate a webhook URL at submit: http(s), a host, no credentials, and every address it resolves
-    to allowed. Raises InvalidInput (422) ``invalid_webhook_url``."""
+def _host_and_port(url: str) -> tuple[str, int]:
+    """The host and port of an http(s) URL without credentials; InvalidInput otherwise."""
     if len(url) > _MAX_URL_LENGTH:
         raise _invalid("too long")
     try:
@@ -83,26 +116,71 @@ async def check_url(url: str, *, allow_private: bool) -> str:
     host = parts.hostname
     if not host:
         raise _invalid("has no host")
+    return host, port or (443 if parts.scheme == "https" else 80)
+
+
+def _ip_literal(host: str) -> IPAddress | None:
     try:
-        addresses: list[IPAddress] = [ipaddress.ip_address(host)]
+        return ipaddress.ip_address(host)
     except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
-            )
-        except OSError:
-            raise _invalid(f"the host {host} does not resolve") from None
-        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        return None
+
+
+def _refuse_unless_allowed(addresses: list[IPAddress], *, allow_private: bool) -> None:
     if not all(address_allowed(a, allow_private=allow_private) for a in addresses):
         raise _invalid("points to a private, loopback or link-local address")
+
+
+def check_delivery_url(url: str, *, allow_private: bool) -> str:
+    """The delivery's check, without DNS: a valid URL, and an IP-literal host allowed. A named host is
+    checked by the session's `GuardedResolver` when it connects, where a DNS failure is retried.
+    Raises InvalidInput ``invalid_webhook_url`` (not retried)."""
+    host, _ = _host_and_port(url)
+    literal = _ip_literal(host)
+    if literal is not None:
+        _refuse_unless_allowed([literal], allow_private=allow_private)
+    return url
+
+
+async def check_url(
+    url: str,
+    *,
+    allow_private: bool,
+    resolver: AbstractResolver | None = None,
+    resolve_timeout: float = _RESOLVE_TIMEOUT_SECONDS,
+) -> str:
+    """Validate a webhook URL at submit: http(s), a host, no credentials, and every address it resolves
+    to (through ``resolver``, aiohttp's default when None) allowed. Raises InvalidInput (422)
+    ``invalid_webhook_url``, also for a name that does not exist; a name that cannot be resolved now
+    (temporary failure, no answer within ``resolve_timeout``) is accepted: the delivery checks again."""
+    host, port = _host_and_port(url)
+    literal = _ip_literal(host)
+    if literal is not None:
+        _refuse_unless_allowed([literal], allow_private=allow_private)
+        return url
+    owned = resolver is None
+    resolver = resolver or DefaultResolver()
+    try:
+        async with asyncio.timeout(resolve_timeout):
+            results = await resolver.resolve(host, port, socket.AF_UNSPEC)
+    except (OSError, TimeoutError) as exc:
+        if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME:
+            raise _invalid(f"the host {host} does not resolve") from None
+        logger.info("webhook host {} not resolved now ({!r}); accepted, checked at delivery", host, exc)
+        return url
+    finally:
+        if owned:
+            await resolver.close()
+    _refuse_unless_allowed([ipaddress.ip_address(r["host"]) for r in results], allow_private=allow_private)
     return url
 
 
 class GuardedResolver(AbstractResolver):
-    """Resolves like aiohttp's default and refuses hosts with any disallowed address."""
+    """Resolves like ``inner`` (aiohttp's default when None) and refuses hosts with any disallowed
+    address."""
 
-    def __init__(self, *, allow_private: bool) -> None:
-        self._inner = DefaultResolver()
+    def __init__(self, *, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
         self._allow_private = allow_private
 
     async def resolve(
@@ -118,8 +196,13 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def webhook_session(*, allow_private: bool, timeout: float) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow_private=allow_private), limit=64)
+def webhook_session(
+    *, allow_private: bool, timeout: float, resolver: AbstractResolver | None = None
+) -> aiohttp.ClientSession:
+    """The delivery session: every connection's addresses checked (names resolved by ``resolver``,
+    aiohttp's default when None), ``timeout`` over the whole attempt including DNS."""
+    guarded = GuardedResolver(allow_private=allow_private, inner=resolver)
+    connector = aiohttp.TCPConnector(resolver=guarded, limit=64)
     return aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), auto_decompress=False
     )
@@ -166,7 +249,7 @@ async def deliver(session: aiohttp.ClientSession, url: str, secret: bytes, msg_i
     try:
         async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
             status = response.status
-            await response.read()
+            await response.content.read(_MAX_RESPONSE_BYTES)  # any more is dropped with the connection
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise WebhookRetry(f"webhook delivery failed: {type(exc).__name__}: {exc}") from None
     if 200 <= status < 300:
@@ -174,6 +257,15 @@ async def deliver(session: aiohttp.ClientSession, url: str, secret: bytes, msg_i
     if status in (408, 429) or status >= 500:
         raise WebhookRetry(f"the receiver answered {status}")
     raise XeniosError(f"the receiver answered {status}", code="webhook_rejected")
+
+
+async def attempt_delivery(
+    session: aiohttp.ClientSession, url: str, secret: bytes, msg_id: str, body: bytes, *, allow_private: bool
+) -> int:
+    """One attempt as `deliver_for_job` makes it: `check_delivery_url` (no DNS: a DNS failure must be
+    retried, never refuse the webhook), then `deliver`."""
+    check_delivery_url(url, allow_private=allow_private)
+    return await deliver(session, url, secret, msg_id, body)
 
 
 async def deliver_for_job(db: Pool, session: aiohttp.ClientSession, settings: Settings, job_id: UUID) -> None:
@@ -187,9 +279,10 @@ async def deliver_for_job(db: Pool, session: aiohttp.ClientSession, settings: Se
         return
     msg_id, body = event_body(job)
     try:
-        await check_url(job.webhook_url, allow_private=settings.webhook_allow_private)
-        status = await deliver(
-            session, job.webhook_url, secret_bytes(settings.webhook_secret.get()), msg_id, body
+        secret = secret_bytes(settings.webhook_secret.get())
+        allow_private = settings.webhook_allow_private
+        status = await attempt_delivery(
+            session, job.webhook_url, secret, msg_id, body, allow_private=allow_private
         )
     except WebhookRetry as exc:
         await store.record_webhook(db, job.id, delivered=False, error=exc.detail)
