@@ -81,6 +81,11 @@ def test_env(
         "HF_HUB_OFFLINE": "1",
         "OPENROUTER_BASE_URL": fake_openrouter.base_url,
         "OPENROUTER_API_KEY": fake_openrouter.api_key or "",
+        # Limits on and counted in Redis, but out of reach of the suite's few shared users (see
+        # tests/integration/test_rate_limits.py for the limits themselves).
+        "RATE_LIMIT_LLM_PER_MINUTE": "1000000",
+        "RATE_LIMIT_LLM_STREAMS": "10000",
+        "RATE_LIMIT_JOBS_PER_MINUTE": "1000000",
         **JOB_TIMINGS,
     }
 

@@ -92,6 +92,17 @@ class RateLimited(XeniosError):
         self.headers.setdefault("Retry-After", str(max(1, round(retry_after))))
 
 
+class ClientGone(XeniosError):
+    """The client closed the connection before the answer (nginx's 499): mid-body or while waiting.
+
+    Nobody reads this response; it is there for the request log and the metrics, never as an error.
+    """
+
+    status = 499
+    default_code = "client_disconnected"
+    title = "Client closed request"
+
+
 class UpstreamError(XeniosError):
     """An upstream answered, but not usefully (bad gateway)."""
 

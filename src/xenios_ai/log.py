@@ -85,11 +85,15 @@ def setup_logging(settings: Settings, *, stream: TextIO | None = None, component
     out = stream or sys.stderr
     logger.remove()
     logger.configure(extra={"component": component})
+    # diagnose=False: loguru's default prints every frame's local variables in a traceback, and those can
+    # hold tokens, keys or passwords (pretty logs are allowed in production). backtrace=False: the
+    # standard traceback, without the frames above the one that caught the error.
+    level = settings.log_level.upper()
     if settings.log_json:
-        logger.add(_json_sink(out), level=settings.log_level.upper(), format="{message}")
+        logger.add(_json_sink(out), level=level, format="{message}", diagnose=False, backtrace=False)
     else:
         logger.configure(patcher=_pretty_patcher)
-        logger.add(out, level=settings.log_level.upper(), format=_PRETTY, colorize=out.isatty())
+        logger.add(out, level=level, format=_PRETTY, colorize=out.isatty(), diagnose=False, backtrace=False)
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
     for noisy in (
         "httpx",

@@ -6,6 +6,8 @@ Secrets are typed ``Secret``: their repr is masked, so a settings dump or a log 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +74,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Required `aud` claim of user tokens."""
     jwks_cache_seconds: float = 600.0
     """How long fetched JWKS keys are trusted before they are fetched again."""
+    jwks_retry_seconds: float = 15.0
+    """After a failed JWKS fetch, how long before it is tried again; keys already held keep working
+    meanwhile, up to twice jwks_cache_seconds after the last successful fetch."""
     jwt_leeway_seconds: float = 30.0
     """Clock skew allowed when checking `exp` and `nbf`."""
 
@@ -82,6 +87,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Connections the PostgreSQL pool keeps open per process."""
     db_pool_max: int = 10
     """Most connections the PostgreSQL pool opens per process."""
+    db_pool_timeout_seconds: float = 10.0
+    """How long a request waits for a pooled PostgreSQL connection; then 503 dependency_unavailable."""
     redis_url: Secret | None = None
     """Redis URL (broker, progress pub/sub). In dev, unset means an embedded server."""
     redis_namespace: str = "xenios"
@@ -132,10 +139,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Default upload limit per file (413 past it); kinds may set their own."""
     job_retention_days: float = 7.0
     """Finished jobs, their uploads and result blobs are deleted after this long."""
-    worker_heartbeat_seconds: float = 5.0
+    worker_heartbeat_seconds: float = 3.0
     """How often a worker refreshes its registry entry and its running jobs' heartbeats."""
-    stale_job_seconds: float = 30.0
-    """A running job whose worker heartbeat is older than this is re-enqueued by the sweep."""
+    stale_job_seconds: float = 12.0
+    """A running job whose worker heartbeat is older than this is re-enqueued by the sweep, or taken over by
+    its redelivered message. At least 2x worker_heartbeat_seconds, and 2 s or more below
+    broker_heartbeat_timeout_ms (checked at start-up), so a dead worker's redelivered job is run, not dropped."""
     broker_heartbeat_timeout_ms: int = 15_000
     """Dramatiq: a worker silent this long is dead and its unacked messages come back."""
     webhook_secret: Secret | None = None
@@ -146,6 +155,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Delivery attempts of a webhook (with backoff) before it is given up."""
     webhook_timeout_seconds: float = 10.0
     """Whole-request limit of one webhook delivery attempt."""
+    webhook_resend_seconds: float = 60.0
+    """A finished job's webhook with no recorded delivery attempt this long after the job ended (or after the
+    sweep last queued it) is queued again by the sweep: the worker died or Redis was down at the time."""
     broker_maintenance_chance: int = 1_000_000
     """Dramatiq: per million broker calls, how many also requeue dead workers' messages (all of them: a
     killed worker's job comes back within broker_heartbeat_timeout_ms of the next poll)."""
@@ -155,6 +167,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """How often one worker (a Redis lock picks it) re-sends lost and due jobs and re-queues stale ones."""
     job_retention_sweep_seconds: float = 600.0
     """How often one worker deletes finished jobs (and their blobs) older than job_retention_days."""
+
+    # --- rate limits (per user, the JWT's sub; counted in Redis, shared by every API process)
+    rate_limit_llm_per_minute: int = 120
+    """LLM requests (complete, stream, classify-intent, extract-entities) a user may start per minute; past it
+    429 rate_limited with Retry-After (seconds until the minute's window resets). 0: no limit."""
+    rate_limit_llm_streams: int = 10
+    """LLM streams a user may have open at once; past it 429 too_many_streams. 0: no limit."""
+    rate_limit_jobs_per_minute: int = 30
+    """Job submits (extraction, transcription, analysis) a user may make per minute; past it 429 rate_limited
+    with Retry-After, before an upload is read. 0: no limit."""
 
     # --- extraction
     docling_pipeline: Literal["native", "layout"] = "native"
@@ -172,6 +194,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     extraction_inline_document_bytes: int = 256 * 1024
     """A Docling JSON document larger than this (encoded) is kept in blob storage, not in the job row; the
     result links to it (50 PDF pages make about 1 MB)."""
+    extraction_max_archive_bytes: int = 256 * 1024 * 1024
+    """DOCX, PPTX, XLSX: largest total uncompressed size of the package's members (the Office readers hold
+    them in memory); past it, or past any EXTRACTION_MAX_ARCHIVE_* limit, the job fails with
+    document_too_large before converting."""
+    extraction_max_archive_member_bytes: int = 64 * 1024 * 1024
+    """DOCX, PPTX, XLSX: largest uncompressed size of one member of the package."""
+    extraction_max_archive_members: int = 10_000
+    """DOCX, PPTX, XLSX: most members in the package."""
+    extraction_max_compression_ratio: float = 100.0
+    """DOCX, PPTX, XLSX: highest uncompressed/compressed ratio of a member over 1 MiB (zip bombs: ~1000)."""
+    extraction_max_text_bytes: int = 4 * 1024 * 1024
+    """HTML, Markdown, CSV: largest file (document_too_large past it)."""
+    extraction_max_items: int = 50_000
+    """Most paragraphs and table cells in a document, counted in its source before converting (CSV: rows x
+    columns): 50,000 CSV cells cost ~300 MB in a worker. document_too_large past it."""
 
     # --- transcription
     whisper_model: str | None = None
@@ -278,8 +315,26 @@ def _name_variable(message: str) -> str:
     return message
 
 
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a WEBHOOK_SECRET: the base64 part of ``whsec_<base64>`` (strictly decoded, so a
+    mistyped secret is an error rather than another key), else the value's own bytes."""
+    if not secret.startswith("whsec_"):
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        key = b""
+    if not key:
+        raise SettingsError("WEBHOOK_SECRET: the part after whsec_ is not valid (non-empty) base64")
+    return key
+
+
 def check_settings(settings: Settings) -> None:
-    """Stop start-up on what production cannot run without, naming the variable."""
+    """Stop start-up on a malformed WEBHOOK_SECRET and on what production cannot run without, naming the
+    variable."""
+    if settings.webhook_secret is not None:
+        webhook_key(settings.webhook_secret.get())
+    _check_job_timings(settings)
     if settings.environment != "production":
         return
     missing = [name.upper() for name in _REQUIRED_IN_PRODUCTION if not getattr(settings, name)]
@@ -287,3 +342,18 @@ def check_settings(settings: Settings) -> None:
         missing.append("SUPABASE_URL or SUPABASE_JWT_SECRET")
     if missing:
         raise SettingsError(f"missing required setting(s) for production: {', '.join(missing)}")
+
+
+def _check_job_timings(settings: Settings) -> None:
+    """A live job must survive a missed heartbeat, and a dead worker's redelivered message (Dramatiq, after
+    BROKER_HEARTBEAT_TIMEOUT_MS) must find its job stale, or it is dropped and only the sweep recovers it."""
+    heartbeat, stale = settings.worker_heartbeat_seconds, settings.stale_job_seconds
+    if stale < 2 * heartbeat:
+        raise SettingsError(
+            f"STALE_JOB_SECONDS ({stale:g}) must be at least twice WORKER_HEARTBEAT_SECONDS ({heartbeat:g})"
+        )
+    if settings.broker_heartbeat_timeout_ms < (stale + 2) * 1000:
+        raise SettingsError(
+            f"BROKER_HEARTBEAT_TIMEOUT_MS ({settings.broker_heartbeat_timeout_ms}) must be at least "
+            f"STALE_JOB_SECONDS + 2 s ({(stale + 2) * 1000:g})"
+        )

@@ -65,6 +65,10 @@ def service_env(database_url: str, redis_url: str, **settings: str) -> dict[str,
         "SUPABASE_JWT_SECRET": tokens.TEST_JWT_SECRET,
         "OPENROUTER_API_KEY": "sk-or-v1-bench-unused",
         "OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1",
+        # One user drives the load: the limits are checked (their cost is measured) but never reached.
+        "RATE_LIMIT_LLM_PER_MINUTE": "1000000000",
+        "RATE_LIMIT_LLM_STREAMS": "1000000",
+        "RATE_LIMIT_JOBS_PER_MINUTE": "1000000000",
     } | settings
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -14,10 +19,19 @@ from litestar.testing import AsyncTestClient
 
 from tests.conftest import make_settings
 from tests.support import tokens
+from tests.support.processes import ApiServer
 from tests.support.tokens import JWKSServer
 from xenios_ai.api.app import create_app
 
 ME = "/api/v1/me"
+CHALLENGE = "Bearer"
+REJECTED = 'Bearer error="invalid_token"'
+_users = itertools.count()
+
+
+def new_user() -> str:
+    """A fresh ``sub``, so each token is new to the service (not in its verified-token cache)."""
+    return f"user-{next(_users)}"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +72,10 @@ async def test_health_needs_no_auth(client: AsyncTestClient[Any]) -> None:
 async def test_user_routes_need_a_bearer_token(client: AsyncTestClient[Any]) -> None:
     response = await client.get(ME, headers={"X-API-Key": tokens.API_KEY})
     assert_problem(response, 401, "missing_token")
+    assert response.headers["www-authenticate"] == CHALLENGE  # RFC 6750: no error code without a token
+    response = await client.get(ME, headers={"X-API-Key": tokens.API_KEY, "Authorization": "Basic eDp5"})
+    assert_problem(response, 401, "missing_token")
+    assert response.headers["www-authenticate"] == CHALLENGE
     response = await client.get(ME, headers={"Authorization": f"Bearer {tokens.hs256_token()}"})
     assert_problem(response, 401, "invalid_api_key")  # a user token never replaces the API key
 
@@ -145,12 +163,38 @@ async def test_attacks_get_401_problem(
     assert response.status_code == 401, (attack, response.text)
     body = response.json()
     assert body["code"] in {"invalid_token", "token_expired"}
+    assert response.headers["www-authenticate"] == REJECTED
     assert token not in response.text  # the token is never echoed
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": ["ES256"], "kid": "ec-1"},
+        {"alg": {"ES256": True}, "kid": "ec-1"},
+        {"alg": 256, "kid": "rsa-1"},
+        {"alg": None},
+        {"kid": "ec-1"},
+        {"alg": "ES256", "kid": ["ec-1"]},
+        {"alg": "RS256", "kid": {"id": "rsa-1"}},
+        {"alg": "RS256", "kid": 1},
+    ],
+)
+async def test_malformed_header_members_are_invalid_tokens(
+    jwks_client: AsyncTestClient[Any], jwks: JWKSServer, header: dict[str, Any]
+) -> None:
+    """`alg` and `kid` come from the attacker: a list or an object in them is a 401, not a crash."""
+    _head, payload, signature = jwks.token("ES256").split(".")
+    token = f"{_b64(header | {'typ': 'JWT'})}.{payload}.{signature}"
+    response = await jwks_client.get(ME, headers=tokens.token_headers(token))
+    assert_problem(response, 401, "invalid_token")
+    assert response.headers["www-authenticate"] == REJECTED
 
 
 async def test_expired_token_says_so(jwks_client: AsyncTestClient[Any], jwks: JWKSServer) -> None:
     response = await jwks_client.get(ME, headers=tokens.token_headers(jwks.token("ES256", exp=1_600_000_000)))
     assert_problem(response, 401, "token_expired")
+    assert response.headers["www-authenticate"] == REJECTED
 
 
 async def test_asymmetric_tokens_rejected_when_no_jwks_is_configured(
@@ -159,3 +203,109 @@ async def test_asymmetric_tokens_rejected_when_no_jwks_is_configured(
     assert_problem(
         await client.get(ME, headers=tokens.token_headers(jwks.token("ES256"))), 401, "invalid_token"
     )
+
+
+async def test_a_withdrawn_key_stops_its_tokens_within_the_cache_time(test_env: dict[str, str]) -> None:
+    """A token verified once is remembered, but no longer than the JWKS is: not until its `exp`."""
+    with JWKSServer() as jwks:
+        settings = make_settings(test_env, supabase_url=jwks.base_url, jwks_cache_seconds=0.5)
+        async with AsyncTestClient(create_app(settings)) as client:
+            token = jwks.token("ES256", sub=new_user())  # valid for an hour
+            assert (await client.get(ME, headers=tokens.token_headers(token))).status_code == 200
+            jwks.withdrawn.add("ec-1")  # the project rotated the key away (e.g. it leaked)
+            await asyncio.sleep(0.7)
+            response = await client.get(ME, headers=tokens.token_headers(token))
+            assert_problem(response, 401, "invalid_token")
+            assert jwks.fetches == 2
+
+
+# --- JWKS outages, on the real stack (Granian in its own process) so requests really are concurrent
+
+
+def jwks_api(test_env: dict[str, str], jwks: JWKSServer, log: Path, **env: str) -> ApiServer:
+    server = ApiServer(test_env | {"SUPABASE_URL": jwks.base_url, **env}, log_path=log)
+    server.start()
+    return server
+
+
+async def burst(url: str, jwks: JWKSServer, n: int = 10) -> tuple[list[httpx.Response], float]:
+    """``n`` concurrent requests, each with a token the service has not seen; and how long they took."""
+    algs = itertools.cycle(["ES256", "RS256"])
+    heads = [tokens.token_headers(jwks.token(next(algs), sub=new_user())) for _ in range(n)]
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        started = time.monotonic()
+        responses = await asyncio.gather(*(http.get(ME, headers=h) for h in heads))
+        return list(responses), time.monotonic() - started
+
+
+def assert_jwks_unavailable(response: httpx.Response) -> None:
+    assert_problem(response, 503, "jwks_unavailable")
+    assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_jwks_outage_without_keys_is_one_fetch_and_503(
+    test_env: dict[str, str], tmp_path: Path
+) -> None:
+    """No key was ever fetched and the JWKS fails slowly: ten new tokens wait for one fetch, not ten in a
+    row, and the answer is upstream trouble (503 with Retry-After), not a bad token; later it recovers."""
+    with JWKSServer() as jwks:
+        jwks.failing, jwks.delay = 503, 0.5
+        server = jwks_api(test_env, jwks, tmp_path / "api.log", JWKS_RETRY_SECONDS="1")
+        try:
+            responses, took = await burst(server.url, jwks)
+            for response in responses:
+                assert_jwks_unavailable(response)
+            assert jwks.fetches == 1
+            assert took < 2.5  # ten fetches in a row would take 5 s
+            responses, _ = await burst(server.url, jwks, n=3)  # backing off: answered at once
+            for response in responses:
+                assert_jwks_unavailable(response)
+            assert jwks.fetches == 1
+
+            jwks.failing, jwks.delay = None, 0.0  # the JWKS is back: the next try after the back-off works
+            await asyncio.sleep(1.1)
+            responses, _ = await burst(server.url, jwks, n=4)
+            assert [r.status_code for r in responses] == [200] * 4, responses[0].text
+            assert jwks.fetches == 2
+        finally:
+            server.stop()
+
+
+async def test_jwks_outage_keeps_known_keys_for_twice_the_cache_time(
+    test_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Keys are stale after 1.5 s; the JWKS fails. New tokens signed with a known key keep working on one
+    failed fetch (then none during the 1 s back-off) until 3 s after the last good fetch, then 503."""
+    with JWKSServer() as jwks:
+        server = jwks_api(
+            test_env, jwks, tmp_path / "api.log", JWKS_CACHE_SECONDS="1.5", JWKS_RETRY_SECONDS="1"
+        )
+        try:
+            before = time.monotonic()
+            responses, _ = await burst(server.url, jwks, n=1)
+            fetched = time.monotonic()  # the good fetch happened between `before` and now
+            assert responses[0].status_code == 200, responses[0].text
+            assert jwks.fetches == 1
+
+            jwks.failing, jwks.delay = 503, 0.5
+            await asyncio.sleep(fetched + 1.6 - time.monotonic())  # stale: the next new token refetches
+            responses, took = await burst(server.url, jwks)
+            assert [r.status_code for r in responses] == [200] * 10, responses[0].text
+            assert jwks.fetches == 2
+            assert took < 2.0  # ten failed fetches in a row would take 5 s
+            responses, _ = await burst(server.url, jwks, n=3)  # within the back-off: no fetch
+            assert [r.status_code for r in responses] == [200] * 3
+            assert jwks.fetches == 2
+            assert time.monotonic() < before + 3.0, "too slow to check the trust window; rerun"
+
+            await asyncio.sleep(fetched + 3.3 - time.monotonic())  # twice the cache time without a fetch
+            responses, _ = await burst(server.url, jwks, n=2)
+            for response in responses:
+                assert_jwks_unavailable(response)
+
+            jwks.failing, jwks.delay = None, 0.0
+            await asyncio.sleep(1.1)
+            responses, _ = await burst(server.url, jwks, n=2)
+            assert [r.status_code for r in responses] == [200] * 2, responses[0].text
+        finally:
+            server.stop()

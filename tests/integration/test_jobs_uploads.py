@@ -16,7 +16,8 @@ from litestar.testing import AsyncTestClient
 
 from tests.conftest import ROOT, make_settings
 from tests.support import tokens
-from tests.support.jobs import multipart_form
+from tests.support.asgi import captured_logs, send_then_disconnect
+from tests.support.jobs import form_part_head, multipart_form
 from tests.support.upload_app import with_upload_route
 from xenios_ai.api.app import create_app
 from xenios_ai.settings import Settings
@@ -138,3 +139,21 @@ async def test_an_idempotent_replay_keeps_one_job_and_one_file(
     other = await api.post(URL, files={"file": ("page.html", data + b"<p>more</p>")}, headers=headers)
     assert other.status_code == 409
     assert _stored(settings_here) == stored
+
+
+async def test_a_client_gone_mid_upload_is_499_and_nothing_is_stored(
+    api: AsyncTestClient[Any], settings_here: Settings
+) -> None:
+    before = _stored(settings_here)
+    with captured_logs() as logs:
+        status, body = await send_then_disconnect(
+            api.app,
+            "POST",
+            URL,
+            tokens.headers() | {"content-type": "multipart/form-data; boundary=BOUNDARY"},
+            form_part_head("file", "half.md") + b"# Half\n" + b"text " * 4000,
+        )
+    assert status == 499
+    assert body["code"] == "client_disconnected"
+    assert all(r["exception"] is None and r["level"] != "ERROR" for r in logs)
+    assert _stored(settings_here) == before

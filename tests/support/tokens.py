@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -43,7 +44,15 @@ class JWKSServer(LocalServer):
         self.ec_key = ec.generate_private_key(ec.SECP256R1())
         self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.fetches = 0
+        """Requests for the JWKS, answered or failed."""
+        self.counting = threading.Lock()
         self.extra_keys: list[dict[str, Any]] = []
+        self.withdrawn: set[str] = set()
+        """kids no longer published (a rotated-away key)."""
+        self.failing: int | None = None
+        """When set, the JWKS request is answered with this status (an outage)."""
+        self.delay = 0.0
+        """Seconds each JWKS request takes before it is answered."""
         server = self
 
         class Handler(QuietHandler):
@@ -51,7 +60,12 @@ class JWKSServer(LocalServer):
                 if self.path != "/auth/v1/.well-known/jwks.json":
                     self.send_error(404)
                     return
-                server.fetches += 1
+                with server.counting:
+                    server.fetches += 1
+                time.sleep(server.delay)
+                if server.failing is not None:
+                    self.send_error(server.failing)
+                    return
                 body = json.dumps({"keys": server.jwks()}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -71,7 +85,8 @@ class JWKSServer(LocalServer):
             "kid": "rsa-1",
             "alg": "RS256",
         }
-        return [ec_jwk | {"use": "sig"}, rsa_jwk | {"use": "sig"}, *self.extra_keys]
+        keys = [ec_jwk | {"use": "sig"}, rsa_jwk | {"use": "sig"}, *self.extra_keys]
+        return [key for key in keys if key.get("kid") not in self.withdrawn]
 
     def token(self, alg: str = "ES256", sub: str = "user-1", kid: str | None = None, **extra: Any) -> str:
         key = self.ec_key if alg == "ES256" else self.rsa_key

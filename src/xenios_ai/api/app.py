@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
-from litestar import Litestar, Router
+from typing import Any
+
+from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from xenios_ai.analysis import MAX_TEXT_CHARS
 from xenios_ai.api.auth import JWTVerifier, require_api_key
 from xenios_ai.api.deps import provide_principal, provide_services, services_lifespan
 from xenios_ai.api.health import HealthController
 from xenios_ai.api.jobs import JobsController
-from xenios_ai.api.llm import LLMController
+from xenios_ai.api.llm import MAX_PROMPT_CHARS, LLMController
 from xenios_ai.api.metrics import metrics
 from xenios_ai.api.ops import ops_router
 from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
 from xenios_ai.api.status import StatusController, whoami
+from xenios_ai.errors import UnsupportedMediaType
 from xenios_ai.settings import Settings, load_settings
 from xenios_ai.version import VERSION
+
+BYTES_PER_CHAR = 6
+"""What one character of a JSON string may take on the wire: 1-4 bytes of UTF-8, or a \\uXXXX escape."""
+MAX_JSON_BODY_BYTES = BYTES_PER_CHAR * max(MAX_PROMPT_CHARS, MAX_TEXT_CHARS) + 64 * 1024
+"""The body limit of every JSON route (413 past it), derived from the largest text a body may hold:
+an LLM prompt (MAX_PROMPT_CHARS) or an analysis text (MAX_TEXT_CHARS), plus 64 KiB of JSON structure
+(500 messages, labels, options). Upload routes set their own limits."""
+
+
+class APIRequest(Request[Any, Any, Any]):
+    """Refuses a JSON body sent as another media type (415) instead of decoding it anyway, as Litestar
+    does. ``json()`` runs only for routes with a JSON ``data`` parameter: one header lookup there."""
+
+    async def json(self) -> Any:
+        content_type = self.headers.get("content-type")
+        if content_type is not None:
+            media_type = content_type.partition(";")[0].strip().lower()
+            if media_type != "application/json" and not media_type.endswith("+json"):
+                raise UnsupportedMediaType("send the body as application/json")
+        return await super().json()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -28,7 +52,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/v1",
         guards=[require_api_key],
         route_handlers=[StatusController, whoami, LLMController, JobsController],
-        security=[{"apiKey": []}],
+        # No `security` here: Litestar concatenates it across layers (alternatives, in OpenAPI), so each
+        # handler or controller declares all it needs: apiKey, or apiKey AND supabaseJWT.
     )
     app = Litestar(
         route_handlers=[HealthController, api_v1, metrics, *ops_router(settings)],
@@ -51,7 +76,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
         ),
         logging_config=None,
-        request_max_body_size=1_000_000,
+        request_class=APIRequest,
+        request_max_body_size=MAX_JSON_BODY_BYTES,
     )
     app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
     return app

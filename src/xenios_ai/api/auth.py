@@ -2,15 +2,21 @@
 
 API keys are compared in constant time against every configured key (a comma list allows rotation).
 JWTs: HS256 with the legacy Supabase secret, or ES256/RS256 with keys from the project's JWKS, cached for
-at most ``jwks_cache_seconds`` and refetched once when a token names an unknown ``kid``. The algorithm
-is chosen by what the server is configured for, never by the token alone: ``none`` and algorithm
+``jwks_cache_seconds`` and refetched (at most every 10 s) when a token names an unknown ``kid``. The
+algorithm is chosen by what the server is configured for, never by the token alone: ``none`` and algorithm
 confusion (an HS256 token "signed" with a public key) are rejected.
+
+A JWKS outage must not stall every request: one fetch runs at a time, requests that waited for it use its
+outcome, and after a failure nothing is fetched for ``jwks_retry_seconds``. Keys already held keep working
+meanwhile, up to twice ``jwks_cache_seconds`` after the last successful fetch; past that, or without any
+key, requests get 503 ``jwks_unavailable``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 from typing import Any
 
@@ -22,12 +28,20 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from loguru import logger
 
-from xenios_ai.errors import Unauthorized
+from xenios_ai.errors import Unauthorized, UpstreamUnavailable
 from xenios_ai.settings import Settings
 
 _ASYMMETRIC = frozenset({"ES256", "RS256"})
 _JWKS_MIN_REFETCH_SECONDS = 10.0
+_JWKS_TIMEOUT_SECONDS = 5.0
 _VERIFIED_CACHE_SIZE = 4096
+_CHALLENGE = "Bearer"
+_REJECTED = 'Bearer error="invalid_token"'
+
+
+def _rejected(detail: str, code: str = "invalid_token") -> Unauthorized:
+    """A bearer token was given but is not acceptable: 401 with the RFC 6750 challenge."""
+    return Unauthorized(detail, code=code, headers={"WWW-Authenticate": _REJECTED})
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -49,11 +63,15 @@ class JWTVerifier:
         self._audience = settings.supabase_jwt_audience
         self._leeway = settings.jwt_leeway_seconds
         self._cache_seconds = settings.jwks_cache_seconds
+        self._retry_seconds = settings.jwks_retry_seconds
         self._http = http
         self._keys: dict[str, PyJWK] = {}
-        self._fetched_at = -1e18
+        self._fetched_at = -1e18  # last successful JWKS fetch (monotonic)
+        self._attempted_at = -1e18  # last JWKS fetch, successful or not (monotonic)
+        self._failed = False  # whether that last fetch failed
         self._lock = asyncio.Lock()
-        # token -> (principal, exp): a token seen before skips the signature check until it expires.
+        # token -> (principal, until): a token seen before skips the signature check until ``until``, its
+        # exp but at most jwks_cache_seconds, so a key withdrawn from the JWKS stops its tokens in time.
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     @property
@@ -67,15 +85,19 @@ class JWTVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise Unauthorized("the bearer token is not a valid JWT", code="invalid_token") from None
+            raise _rejected("the bearer token is not a valid JWT") from None
         alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise _rejected("the token's header names no algorithm")
         key: Any
+        trusted_for = self._cache_seconds
         if alg == "HS256" and self._secret is not None:
             key = self._secret
         elif alg in _ASYMMETRIC and self._jwks_url is not None:
-            key = (await self._signing_key(header.get("kid"), alg)).key
+            jwk, trusted_for = await self._signing_key(header.get("kid"), alg)
+            key = jwk.key
         else:
-            raise Unauthorized(f"tokens signed with {alg!r} are not accepted", code="invalid_token")
+            raise _rejected(f"tokens signed with {alg[:20]!r} are not accepted")
         try:
             claims = jwt.decode(
                 token,
@@ -87,61 +109,95 @@ class JWTVerifier:
                 options={"require": ["exp", "sub", "aud"], "verify_iat": False},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("the token has expired", code="token_expired") from None
+            raise _rejected("the token has expired", code="token_expired") from None
         except jwt.PyJWTError as exc:
-            raise Unauthorized(f"the token was rejected: {exc}", code="invalid_token") from None
+            raise _rejected(f"the token was rejected: {exc}") from None
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
-            raise Unauthorized("the token has no subject", code="invalid_token")
+            raise _rejected("the token has no subject")
+        email = claims.get("email")
         principal = Principal(
-            user_id=sub, role=str(claims.get("role") or "authenticated"), email=claims.get("email")
+            user_id=sub,
+            role=str(claims.get("role") or "authenticated"),
+            email=email if isinstance(email, str) else None,
         )
         if len(self._verified) >= _VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (principal, float(claims["exp"]))
+        self._verified[token] = (principal, min(float(claims["exp"]), time.time() + trusted_for))
         return principal
 
-    async def _signing_key(self, kid: object, alg: str) -> PyJWK:
+    async def _signing_key(self, kid: object, alg: str) -> tuple[PyJWK, float]:
+        """The JWKS key named ``kid`` and for how many more seconds a token it verified may be cached."""
         if not isinstance(kid, str):
-            raise Unauthorized("the token names no key (kid)", code="invalid_token")
-        now = time.monotonic()
-        stale = now - self._fetched_at > self._cache_seconds
-        if stale or (kid not in self._keys and now - self._fetched_at > _JWKS_MIN_REFETCH_SECONDS):
-            await self._refresh(stale_before=now)
+            raise _rejected("the token names no key (kid)")
+        if self._refresh_due(kid):
+            await self._refresh(waiting_since=time.monotonic())
+        trusted_for = self._cache_seconds
+        if self._failed:  # keys from before the outage, trusted up to twice the cache time
+            trusted_for = min(trusted_for, 2 * self._cache_seconds - (time.monotonic() - self._fetched_at))
+            if trusted_for <= 0 or kid not in self._keys:
+                raise self._unavailable()
         key = self._keys.get(kid)
         if key is None:
-            raise Unauthorized("the token's signing key is unknown", code="invalid_token")
+            raise _rejected("the token's signing key is unknown")
         if key.algorithm_name != alg:
-            raise Unauthorized("the token's algorithm does not match its key", code="invalid_token")
-        return key
+            raise _rejected("the token's algorithm does not match its key")
+        return key, trusted_for
 
-    async def _refresh(self, stale_before: float) -> None:
+    def _refresh_due(self, kid: str) -> bool:
+        now = time.monotonic()
+        since_attempt = now - self._attempted_at
+        stale = now - self._fetched_at > self._cache_seconds
+        if self._failed:  # back off; the keys we hold keep working meanwhile
+            return (stale or kid not in self._keys) and since_attempt >= self._retry_seconds
+        return stale or (kid not in self._keys and since_attempt >= _JWKS_MIN_REFETCH_SECONDS)
+
+    async def _refresh(self, waiting_since: float) -> None:
         async with self._lock:
-            if self._fetched_at >= stale_before:  # another request refreshed while we waited
+            if self._attempted_at >= waiting_since:  # a fetch ended while we waited: use its outcome
                 return
-            assert self._jwks_url is not None
             try:
-                http = self._http or httpx.AsyncClient(timeout=5.0)
-                response = await http.get(self._jwks_url, timeout=5.0)
-                response.raise_for_status()
-                keys: dict[str, PyJWK] = {}
-                for data in response.json().get("keys", []):
-                    try:
-                        jwk = PyJWK.from_dict(data)
-                    except jwt.PyJWTError:
-                        continue  # a key type we do not use (e.g. an encryption key)
-                    if jwk.key_id and jwk.algorithm_name in _ASYMMETRIC:
-                        keys[jwk.key_id] = jwk
+                keys = await self._fetch()
             except (httpx.HTTPError, ValueError) as exc:
                 logger.warning("JWKS fetch from {} failed: {}", self._jwks_url, type(exc).__name__)
-                if not self._keys:
-                    raise Unauthorized("signing keys are unavailable", code="jwks_unavailable") from None
+                self._attempted_at = time.monotonic()
+                self._failed = True
                 return
-            finally:
-                if self._http is None:
-                    await http.aclose()
             self._keys = keys
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self._attempted_at = time.monotonic()
+            self._failed = False
+
+    async def _fetch(self) -> dict[str, PyJWK]:
+        """The signature keys of the JWKS; ValueError when the document is not a JWKS."""
+        assert self._jwks_url is not None
+        http = self._http or httpx.AsyncClient()
+        try:
+            response = await http.get(self._jwks_url, timeout=_JWKS_TIMEOUT_SECONDS)
+            response.raise_for_status()
+            document = response.json()
+        finally:
+            if self._http is None:
+                await http.aclose()
+        entries = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError("the JWKS document has no key list")
+        keys: dict[str, PyJWK] = {}
+        for data in entries:
+            try:
+                jwk = PyJWK.from_dict(data)
+            except (jwt.PyJWTError, TypeError, ValueError, AttributeError):
+                continue  # a key type we do not use (e.g. an encryption key) or a malformed entry
+            if jwk.key_id and jwk.algorithm_name in _ASYMMETRIC:
+                keys[jwk.key_id] = jwk
+        return keys
+
+    def _unavailable(self) -> UpstreamUnavailable:
+        wait = self._retry_seconds - (time.monotonic() - self._attempted_at)
+        return UpstreamUnavailable(
+            "the token's signing keys (JWKS) cannot be fetched now",
+            code="jwks_unavailable",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
 
 def api_key_matches(given: str | None, keys: tuple[str, ...]) -> bool:
@@ -167,8 +223,16 @@ async def require_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
     """Guard for user-facing routes: a valid Supabase JWT; the principal is kept on the request."""
     scheme, _sep, token = (connection.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("a Bearer token (the user's Supabase JWT) is required", code="missing_token")
+        raise Unauthorized(
+            "a Bearer token (the user's Supabase JWT) is required",
+            code="missing_token",
+            headers={"WWW-Authenticate": _CHALLENGE},
+        )
     verifier: JWTVerifier = connection.app.state.jwt
     if not verifier.configured:
-        raise Unauthorized("JWT verification is not configured", code="jwt_not_configured")
+        raise Unauthorized(
+            "JWT verification is not configured",
+            code="jwt_not_configured",
+            headers={"WWW-Authenticate": _CHALLENGE},
+        )
     connection.scope["state"]["principal"] = await verifier.verify(token.strip())

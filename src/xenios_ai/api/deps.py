@@ -13,6 +13,7 @@ from litestar import Litestar, Request
 from litestar.di import NamedDependency
 
 from xenios_ai.api.auth import Principal
+from xenios_ai.api.ratelimit import RateLimiter
 from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import Redis, open_redis
 from xenios_ai.gc_tuning import settle
@@ -38,6 +39,8 @@ class Services:
     """Uploads and large results."""
     jobs: JobService
     """Submit, read, cancel and follow jobs; its event hub holds one Redis pub/sub connection."""
+    limiter: RateLimiter
+    """Per-user rate limits (LLM requests and streams, job submits), counted in Redis."""
 
 
 ServicesDep = NamedDependency[Services]
@@ -55,13 +58,15 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     llm = LLMRouter(settings, usage)
     storage = open_storage(settings)
     jobs = JobService(settings, db, redis, storage)
-    app.state.services = Services(settings, db, redis, http, time.time(), llm, storage, jobs)
+    limiter = RateLimiter(settings)
+    app.state.services = Services(settings, db, redis, http, time.time(), llm, storage, jobs, limiter)
     app.state.jwt._http = http
     settle(first_only=True)  # tests build many apps in one process
     try:
         yield
     finally:
         await jobs.hub.aclose()
+        await limiter.aclose()
         await llm.aclose()
         await usage.aclose()
         await redis.aclose()

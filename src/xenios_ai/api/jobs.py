@@ -3,7 +3,7 @@
 Every route acts for the caller (the JWT's ``sub``): another user's job is 404, never 403.
 Routes for kinds submitted with a file are a few lines over `api.uploads.receive_upload`::
 
-    @post("/extraction", status_code=202, request_max_body_size=None)
+    @post("/extraction", status_code=202, guards=[limit_job_submits], request_max_body_size=None)
     async def submit_extraction(self, request: Request, services: ServicesDep, principal: PrincipalDep,
                                 idempotency_key: IdempotencyKey = None) -> Response[JobAccepted]:
         return accepted(await receive_upload(request, services.jobs, EXTRACTION, principal.user_id,
@@ -24,6 +24,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 from xenios_ai.analysis import AnalysisInput, check_source
 from xenios_ai.api.auth import require_user
 from xenios_ai.api.deps import PrincipalDep, ServicesDep
+from xenios_ai.api.ratelimit import limit_job_submits
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
 from xenios_ai.errors import NotFound
@@ -167,7 +168,12 @@ class JobsController(Controller):
     tags = ["jobs"]
     security = [{"apiKey": [], "supabaseJWT": []}]
 
-    @post("/analysis", status_code=202, summary="Submit an analysis job (session summary, insights)")
+    @post(
+        "/analysis",
+        status_code=202,
+        guards=[limit_job_submits],
+        summary="Submit an analysis job (session summary, insights)",
+    )
     async def submit_analysis(
         self,
         data: JSONBody[AnalysisRequest],
@@ -190,6 +196,7 @@ class JobsController(Controller):
     @post(
         "/transcription",
         status_code=202,
+        guards=[limit_job_submits],
         request_max_body_size=None,
         summary="Submit a transcription job (multipart audio upload)",
         description="multipart/form-data with `file` (WAV, MP3, M4A/AAC, OGG/Opus, WebM, FLAC or MP4; the "
@@ -216,6 +223,7 @@ class JobsController(Controller):
     @post(
         "/extraction",
         status_code=202,
+        guards=[limit_job_submits],
         request_max_body_size=None,
         summary="Submit a document extraction job (multipart upload)",
         description="multipart/form-data with `file` (PDF, DOCX, PPTX, XLSX, HTML, Markdown or CSV; the type "
@@ -227,7 +235,7 @@ class JobsController(Controller):
         "`document_file.url` instead), `page_count`, `pages` (status per page), `failed_pages`, `chunks` "
         "(text, headings, pages), `warnings`, `follow_ups` (task and job_id of each `then` job). Failures: "
         "password_required, password_invalid, unreadable_document, unsupported_format, invalid_page_range, "
-        "too_many_pages, document_timeout, layout_models_unavailable.",
+        "too_many_pages, document_too_large, document_timeout, layout_models_unavailable.",
     )
     async def submit_extraction(
         self,

@@ -4,6 +4,8 @@ Thin: bodies are validated by msgspec, the work is `xenios_ai.llm`'s. The stream
 once, then ``delta`` {content} as text arrives, then ``done`` {model, fallback_used, usage, ...} or
 ``error`` {code, message, status, attempts}; a stream that has sent text is never restarted on another
 model. Errors before the stream starts (bad body, unknown task, LLM not configured) are problems.
+Every user route counts against the user's LLM rate limit, and a stream holds one of the user's stream
+slots until it ends (`api.ratelimit`: 429 past either).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from loguru import logger
 
 from xenios_ai.api.auth import Principal, require_user
 from xenios_ai.api.deps import Services, ServicesDep
+from xenios_ai.api.ratelimit import StreamSlot
 from xenios_ai.api.schemas import Schema
 from xenios_ai.api.sse import EventStream, event
-from xenios_ai.errors import XeniosError
+from xenios_ai.errors import ClientGone, XeniosError
 from xenios_ai.llm.failures import Attempt
 from xenios_ai.llm.router import Completion, Delta, LLMRouter, Options, StreamEvent, Usage
 from xenios_ai.llm.structured import Alternative, Entity, classify_intent, extract_entities
@@ -35,6 +38,9 @@ T = TypeVar("T")
 WATCH_AFTER = 0.25
 """Seconds into a completion after which a client disconnect is watched for (see Caller.until_disconnect)."""
 
+MAX_PROMPT_CHARS = 400_000
+"""Characters of ``messages`` and ``input`` together (~100k tokens: fits every default model's context);
+the app's body limit is derived from it (api.app.MAX_JSON_BODY_BYTES)."""
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\- ]+$")]
 
@@ -58,6 +64,11 @@ class CompleteRequest(Schema):
     input: Text | None = None
     """One user message; for JSON tasks, the text to classify or to extract entities from."""
     options: LLMOptions | None = None
+
+    def __post_init__(self) -> None:
+        total = len(self.input or "") + sum(len(m.content) for m in self.messages or ())
+        if total > MAX_PROMPT_CHARS:
+            raise ValueError(f"messages and input hold at most {MAX_PROMPT_CHARS} characters in all")
 
 
 class CompleteResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -125,14 +136,6 @@ class TasksResponse(msgspec.Struct, kw_only=True):
     tasks: list[TaskInfo]
 
 
-class ClientGone(XeniosError):
-    """The client closed the connection before the answer (nginx's 499); nobody reads this response."""
-
-    status = 499
-    default_code = "client_disconnected"
-    title = "Client closed request"
-
-
 @dataclass(frozen=True, slots=True)
 class Caller:
     """What a user LLM route needs, provided as ONE dependency: Litestar resolves two or more dependencies
@@ -143,6 +146,8 @@ class Caller:
     request_id: str | None
     heartbeat_seconds: float
     receive: Receive
+    stream_slot: StreamSlot | None = None
+    """/stream only: the user's stream slot, released when the stream ends."""
 
     async def until_disconnect(self, work: Awaitable[T]) -> T:
         """Await ``work``, cancelling it (and so the upstream request) if the client disconnects first.
@@ -180,7 +185,7 @@ class Caller:
                 watcher.cancel()
 
 
-def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+def _caller(request: Request[Any, Any, Any], slot: StreamSlot | None = None) -> Caller:
     services: Services = request.app.state.services
     state = request.scope["state"]
     principal: Principal = state["principal"]  # set by the require_user guard
@@ -191,10 +196,33 @@ def provide_caller(request: Request[Any, Any, Any]) -> Caller:
         request_id if isinstance(request_id, str) else None,
         services.settings.llm_heartbeat_seconds,
         request.receive,
+        slot,
     )
 
 
+async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+    """The caller, once within the user's LLM rate limit (one Redis round trip; none when it is off)."""
+    caller = _caller(request)
+    await request.app.state.services.limiter.check_llm(caller.owner)
+    return caller
+
+
+async def provide_stream_caller(request: Request[Any, Any, Any]) -> AsyncGenerator[Caller, None]:
+    """/stream's caller: the rate limit and a stream slot, in one round trip. Once the route has returned
+    its stream, the stream releases the slot when it ends; if the request fails before that, this does."""
+    owner: str = request.scope["state"]["principal"].user_id
+    slot: StreamSlot | None = await request.app.state.services.limiter.open_stream(owner)
+    try:
+        yield _caller(request, slot)
+    except BaseException:
+        if slot is not None:
+            await slot.release()
+        raise
+
+
 CallerDep = NamedDependency[Caller]
+_USER: list[dict[str, list[str]]] = [{"apiKey": [], "supabaseJWT": []}]
+"""OpenAPI security of the user routes: the key AND the user's JWT."""
 
 
 def _options(options: LLMOptions | None) -> Options | None:
@@ -207,7 +235,9 @@ def _messages(data: CompleteRequest) -> list[Message] | None:
     return None if data.messages is None else [Message(m.role, m.content) for m in data.messages]
 
 
-async def _sse(start: bytes, events: AsyncGenerator[StreamEvent, None]) -> AsyncIterator[bytes]:
+async def _sse(
+    start: bytes, events: AsyncGenerator[StreamEvent, None], slot: StreamSlot | None = None
+) -> AsyncIterator[bytes]:
     """The router's events as SSE; a failure, before or after text, ends the stream with ``error``."""
     yield start
     try:
@@ -221,15 +251,23 @@ async def _sse(start: bytes, events: AsyncGenerator[StreamEvent, None]) -> Async
         body = {"code": "internal_error", "message": "an unexpected error occurred", "status": 500}
         yield event("error", _encode(body))
     finally:
-        await events.aclose()
+        try:
+            await events.aclose()
+        finally:
+            if slot is not None:
+                await slot.release()
 
 
 class LLMController(Controller):
     path = "/llm"
     tags = ["llm"]
-    dependencies = {"caller": Provide(provide_caller, sync_to_thread=False)}
+    dependencies = {"caller": Provide(provide_caller)}
 
-    @get("/tasks", summary="The task catalogue: models (primary, fallbacks), output kind, limits")
+    @get(
+        "/tasks",
+        security=[{"apiKey": []}],
+        summary="The task catalogue: models (primary, fallbacks), output kind, limits",
+    )
     async def tasks(self, services: ServicesDep) -> TasksResponse:
         tasks = [
             TaskInfo(
@@ -246,7 +284,13 @@ class LLMController(Controller):
         ]
         return TasksResponse(configured=services.llm.configured, tasks=tasks)
 
-    @post("/complete", guards=[require_user], status_code=200, summary="Run a task to completion")
+    @post(
+        "/complete",
+        guards=[require_user],
+        security=_USER,
+        status_code=200,
+        summary="Run a task to completion",
+    )
     async def complete(
         self,
         data: JSONBody[CompleteRequest],
@@ -277,8 +321,10 @@ class LLMController(Controller):
     @post(
         "/stream",
         guards=[require_user],
+        security=_USER,
         status_code=200,
         media_type="text/event-stream",
+        dependencies={"caller": Provide(provide_stream_caller)},
         summary="Stream a text task as server-sent events: start, delta*, done | error",
         response_description=(
             "event: start {request_id, task}; event: delta {content} per piece of text; then event: done"
@@ -300,9 +346,17 @@ class LLMController(Controller):
             options=_options(data.options),
         )
         start = event("start", _encode({"request_id": caller.request_id, "task": data.task}))
-        return EventStream(_sse(start, events), heartbeat_seconds=caller.heartbeat_seconds)
+        return EventStream(
+            _sse(start, events, caller.stream_slot), heartbeat_seconds=caller.heartbeat_seconds
+        )
 
-    @post("/classify-intent", guards=[require_user], status_code=200, summary="Intent of a message")
+    @post(
+        "/classify-intent",
+        guards=[require_user],
+        security=_USER,
+        status_code=200,
+        summary="Intent of a message",
+    )
     async def classify_intent(
         self,
         data: JSONBody[ClassifyIntentRequest],
@@ -328,7 +382,13 @@ class LLMController(Controller):
             request_id=completion.request_id,
         )
 
-    @post("/extract-entities", guards=[require_user], status_code=200, summary="Entities with offsets")
+    @post(
+        "/extract-entities",
+        guards=[require_user],
+        security=_USER,
+        status_code=200,
+        summary="Entities with offsets",
+    )
     async def extract_entities(
         self,
         data: JSONBody[ExtractEntitiesRequest],

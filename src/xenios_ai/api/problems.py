@@ -9,11 +9,27 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    InternalServerException,
+    NotAuthorizedException,
+    SerializationException,
+    ValidationException,
+)
 from loguru import logger
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from xenios_ai.errors import XeniosError
+from xenios_ai.errors import (
+    ClientGone,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    XeniosError,
+)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -26,7 +42,16 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
 }
+_LITESTAR_DISCONNECT = "client disconnected prematurely"
+"""The detail of the InternalServerException Litestar raises on ``http.disconnect`` mid-body."""
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
+"""Retry-After of a 503 while PostgreSQL or Redis cannot be reached."""
+_PUBLIC_5XX = (UpstreamError, UpstreamUnavailable, UpstreamTimeout)
+"""5xx errors whose detail is written for the client (which upstream failed, how), not internals."""
 
 
 def problem(
@@ -60,12 +85,19 @@ def _request_id(request: Request[Any, Any, Any]) -> str | None:
 
 def handle_xenios_error(request: Request[Any, Any, Any], exc: XeniosError) -> Response[dict[str, Any]]:
     extra = dict(exc.extra)
-    if (request_id := _request_id(request)) is not None:
+    request_id = _request_id(request)
+    if request_id is not None:
         extra["request_id"] = request_id
+    detail = exc.detail
+    if exc.status >= 500 and not isinstance(exc, _PUBLIC_5XX):
+        logger.opt(exception=exc).error(
+            "{} on {} {} (request {})", exc.code, request.method, request.url.path, request_id
+        )
+        detail = "an internal error occurred; it has been logged"
     return problem(
         exc.status,
         exc.code,
-        exc.detail,
+        detail,
         title=exc.title,
         instance=request.url.path,
         extra=extra,
@@ -87,12 +119,39 @@ def handle_validation(request: Request[Any, Any, Any], exc: ValidationException)
 
 def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
+    if status == 400 and isinstance(exc.__cause__, SerializationException):  # a body that is not JSON
+        extra = {"request_id": rid} if (rid := _request_id(request)) else None
+        return problem(
+            422, "invalid_body", exc.detail, title="Invalid request", instance=request.url.path, extra=extra
+        )
+    if isinstance(exc, InternalServerException) and exc.detail == _LITESTAR_DISCONNECT:
+        return handle_xenios_error(request, ClientGone("the client disconnected before sending the body"))
+    if status >= 500 and status not in (502, 503, 504):
+        return handle_unexpected(request, exc)
     code = (
         "unauthorized" if isinstance(exc, NotAuthorizedException) else _HTTP_CODES.get(status, "http_error")
     )
-    if status >= 500:
-        return handle_unexpected(request, exc)
     return problem(status, code, exc.detail, instance=request.url.path, headers=exc.headers)
+
+
+def handle_dependency_down(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """PostgreSQL or Redis cannot be reached (refused, pool timeout, socket timeout): 503, no traceback.
+
+    Only the dependency's name and the error's type are told; their messages may name hosts.
+    """
+    which = "redis" if isinstance(exc, RedisError) else "database"
+    logger.warning("{} unavailable on {} {}: {}", which, request.method, request.url.path, type(exc).__name__)
+    extra: dict[str, Any] = {"dependency": which}
+    if (request_id := _request_id(request)) is not None:
+        extra["request_id"] = request_id
+    return problem(
+        503,
+        "dependency_unavailable",
+        f"{which} is unavailable; try again shortly",
+        instance=request.url.path,
+        extra=extra,
+        headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
+    )
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -111,5 +170,8 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     XeniosError: handle_xenios_error,
     ValidationException: handle_validation,
     HTTPException: handle_http,
+    psycopg.OperationalError: handle_dependency_down,  # includes psycopg_pool.PoolTimeout
+    RedisConnectionError: handle_dependency_down,
+    RedisTimeoutError: handle_dependency_down,
     Exception: handle_unexpected,
 }

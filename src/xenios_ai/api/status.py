@@ -26,6 +26,7 @@ class Status(msgspec.Struct):
 class StatusController(Controller):
     path = "/status"
     tags = ["status"]
+    security = [{"apiKey": []}]
 
     @get("/", summary="Version, uptime, queue depths, workers alive")
     async def status(self, services: ServicesDep) -> Status:
@@ -44,6 +45,12 @@ class StatusController(Controller):
         )
 
 
-@get("/me", guards=[require_user], tags=["status"], summary="The caller as the service sees it (auth check)")
+@get(
+    "/me",
+    guards=[require_user],
+    security=[{"apiKey": [], "supabaseJWT": []}],
+    tags=["status"],
+    summary="The caller as the service sees it (auth check)",
+)
 async def whoami(principal: PrincipalDep) -> Principal:
     return principal

@@ -27,7 +27,7 @@ async def open_pool(settings: Settings, *, wait: bool = False) -> Pool:
         kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "xenios-ai"},
         connection_class=AsyncConnection[dict[str, object]],
         open=False,
-        timeout=10.0,
+        timeout=settings.db_pool_timeout_seconds,
         reconnect_timeout=0,
         check=AsyncConnectionPool.check_connection,
     )

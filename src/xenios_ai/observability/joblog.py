@@ -99,7 +99,9 @@ class JobLogCapture(dramatiq.Middleware):
 
     def start(self) -> None:
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._sink_id = logger.add(self._sink, level="INFO", filter=_has_job, format="{message}")
+        self._sink_id = logger.add(
+            self._sink, level="INFO", filter=_has_job, format="{message}", diagnose=False, backtrace=False
+        )
         self._thread = threading.Thread(target=self._ship_forever, name="job-log", daemon=True)
         self._thread.start()
 
