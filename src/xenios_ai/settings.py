@@ -173,7 +173,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """LLM requests (complete, stream, classify-intent, extract-entities) a user may start per minute; past it
     429 rate_limited with Retry-After (seconds until the minute's window resets). 0: no limit."""
     rate_limit_llm_streams: int = 10
-    """LLM streams a user may have open at once; past it 429 too_many_streams. 0: no limit."""
+    """LLM streams a user may have open at once in one API process; past it 429 too_many_streams. 0: no
+    limit."""
     rate_limit_jobs_per_minute: int = 30
     """Job submits (extraction, transcription, analysis) a user may make per minute; past it 429 rate_limited
     with Retry-After, before an upload is read. 0: no limit."""

@@ -43,6 +43,28 @@ def _requests_for(fake: FakeOpenRouter, marker: str) -> int:
     return sum(marker in json.dumps(request.body) for request in fake.requests)
 
 
+def _kill_mid_job(
+    api: str, env: dict[str, str], fake: FakeOpenRouter, tmp_path: Path, marker: str, **extra: Any
+) -> tuple[dict[str, Any], float]:
+    """Submit a job, SIGKILL its worker while the job is in its LLM call, start a new worker: the job
+    once it ended, and the seconds from the kill to its end."""
+    first = start_worker(env, tmp_path / "worker-1.log")
+    second: WorkerProcess | None = None
+    try:
+        job_id = _submit(api, f"session {marker}", **extra)
+        wait_for_job(api, job_id, statuses=("running",))
+        fake.wait_for(lambda requests: any(marker in json.dumps(r.body) for r in requests))
+        first.kill()
+        killed_at = time.monotonic()
+        second = start_worker(env, tmp_path / "worker-2.log")
+        job = wait_for_job(api, job_id, timeout=60)
+        return job, time.monotonic() - killed_at
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+
+
 def test_a_job_whose_worker_is_killed_succeeds_exactly_once_on_a_new_worker(
     fresh_env: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
@@ -52,23 +74,8 @@ def test_a_job_whose_worker_is_killed_succeeds_exactly_once_on_a_new_worker(
             OPENROUTER_BASE_URL=fake.base_url, OPENROUTER_API_KEY=FAKE_KEY, WEBHOOK_ALLOW_PRIVATE="true"
         )
         with _api(env, tmp_path / "api.log") as api:
-            first = start_worker(env, tmp_path / "worker-1.log")
-            second: WorkerProcess | None = None
-            try:
-                marker = uuid.uuid4().hex
-                job_id = _submit(api, f"session {marker}", webhook_url=receiver.url)
-                wait_for_job(api, job_id, statuses=("running",))
-                fake.wait_for(lambda requests: any(marker in json.dumps(r.body) for r in requests))
-
-                first.kill()
-                killed_at = time.monotonic()
-                second = start_worker(env, tmp_path / "worker-2.log")
-                job = wait_for_job(api, job_id, timeout=60)
-                recovered_in = time.monotonic() - killed_at
-            finally:
-                first.kill()
-                if second is not None:
-                    second.stop()
+            marker = uuid.uuid4().hex
+            job, recovered_in = _kill_mid_job(api, env, fake, tmp_path, marker, webhook_url=receiver.url)
 
         print(f"\nkill -9 mid-job -> succeeded on a new worker in {recovered_in:.1f} s")
         # The new worker's boot, then STALE_JOB_SECONDS (3 s here): the sweep re-queues the job, or the
@@ -97,25 +104,13 @@ def test_a_killed_workers_redelivered_message_takes_its_job_over_without_the_swe
         sweep_lock = f"{env['REDIS_NAMESPACE']}:jobs:sweep-lock"
         client = redis.Redis.from_url(env["REDIS_URL"])
         client.set(sweep_lock, "the test", px=600_000)
-        with _api(env, tmp_path / "api.log") as api:
-            first = start_worker(env, tmp_path / "worker-1.log")
-            second: WorkerProcess | None = None
-            try:
+        try:
+            with _api(env, tmp_path / "api.log") as api:
                 marker = uuid.uuid4().hex
-                job_id = _submit(api, f"session {marker}")
-                wait_for_job(api, job_id, statuses=("running",))
-                fake.wait_for(lambda requests: any(marker in json.dumps(r.body) for r in requests))
-                first.kill()
-                killed_at = time.monotonic()
-                second = start_worker(env, tmp_path / "worker-2.log")
-                job = wait_for_job(api, job_id, timeout=60)
-                recovered_in = time.monotonic() - killed_at
-            finally:
-                first.kill()
-                if second is not None:
-                    second.stop()
-                client.delete(sweep_lock)
-                client.close()
+                job, recovered_in = _kill_mid_job(api, env, fake, tmp_path, marker)
+        finally:
+            client.delete(sweep_lock)
+            client.close()
 
     print(f"\nkill -9 mid-job -> taken over by its redelivered message in {recovered_in:.1f} s")
     assert (job["status"], job["attempts"]) == ("succeeded", 2)

@@ -219,17 +219,19 @@ def test_the_time_limit_fails_async_and_checkpointing_sync_jobs(runtime: WorkerR
         assert failed.error.code == "time_limit_exceeded"
 
 
+def _deaf(ctx: JobContext, work: Work) -> None:
+    """A handler that never reaches a checkpoint."""
+    while True:
+        time.sleep(0.01)
+
+
 def test_a_sync_job_deaf_to_checkpoints_is_interrupted_after_a_grace(
     runtime: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner, "HARD_LIMIT_GRACE_SECONDS", 0.2)
 
-    def deaf(ctx: JobContext, work: Work) -> None:
-        while True:
-            time.sleep(0.01)
-
     job = _submit(runtime, QUICK)
-    execute(QUICK, deaf, str(job.id))
+    execute(QUICK, _deaf, str(job.id))
     failed = _row(runtime, job.id)
     assert failed.error is not None
     assert failed.error.code == "time_limit_exceeded"
@@ -316,12 +318,8 @@ def test_a_deaf_jobs_pdf_password_is_deleted_when_its_time_limit_ends_it(
 ) -> None:
     monkeypatch.setattr(runner, "HARD_LIMIT_GRACE_SECONDS", 0.2)
 
-    def deaf(ctx: JobContext, work: Work) -> None:
-        while True:
-            time.sleep(0.01)
-
     job = runtime.call(runtime.services.jobs.submit(QUICK, "owner", Work(), secret=b"pdf-password")).job
-    execute(QUICK, deaf, str(job.id))
+    execute(QUICK, _deaf, str(job.id))
     assert _row(runtime, job.id).status == "failed"
     with pytest.raises(NotFound):
         runtime.call(runtime.services.storage.read_bytes(secret_key(job.id)))

@@ -201,22 +201,25 @@ def _caller(request: Request[Any, Any, Any], slot: StreamSlot | None = None) -> 
 
 
 async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
-    """The caller, once within the user's LLM rate limit (one Redis round trip; none when it is off)."""
+    """The caller, once within the user's LLM rate limit (a Redis round trip only when this process has
+    used up the permits it took for the user; none when the limit is off)."""
     caller = _caller(request)
     await request.app.state.services.limiter.check_llm(caller.owner)
     return caller
 
 
 async def provide_stream_caller(request: Request[Any, Any, Any]) -> AsyncGenerator[Caller, None]:
-    """/stream's caller: the rate limit and a stream slot, in one round trip. Once the route has returned
-    its stream, the stream releases the slot when it ends; if the request fails before that, this does."""
+    """/stream's caller: a stream slot, then the rate limit. Once the route has returned its stream, the
+    stream releases the slot when it ends; if the request fails before that, this does."""
     owner: str = request.scope["state"]["principal"].user_id
-    slot: StreamSlot | None = await request.app.state.services.limiter.open_stream(owner)
+    limiter = request.app.state.services.limiter
+    slot: StreamSlot | None = limiter.open_stream(owner)
     try:
+        await limiter.check_llm(owner)
         yield _caller(request, slot)
     except BaseException:
         if slot is not None:
-            await slot.release()
+            slot.release()
         raise
 
 
@@ -255,7 +258,7 @@ async def _sse(
             await events.aclose()
         finally:
             if slot is not None:
-                await slot.release()
+                slot.release()
 
 
 class LLMController(Controller):
