@@ -430,3 +430,27 @@ async def test_processes_sharing_a_limit_never_grant_more_than_it(test_env: dict
 
     assert 40 - 2 * (2 - 1) <= granted <= 40
     assert granted + refused == 100
+
+
+async def test_a_first_request_in_a_process_is_served_while_its_permit_is_fetched(
+    test_env: dict[str, str],
+) -> None:
+    """A user's first request of a window in a process does not wait for Redis. When the window was used
+    up in another process, that request is the one over the limit; the next ones are refused."""
+    settings = make_settings(test_env, rate_limit_llm_per_minute=3)
+    busy, fresh = RateLimiter(settings), RateLimiter(settings)
+    user = new_user()
+    try:
+        for _ in range(3):
+            await busy.check_llm(user)
+        with pytest.raises(RateLimited):
+            await busy.check_llm(user)
+        await fresh.check_llm(user)  # served at once: its permit is being fetched
+        with pytest.raises(RateLimited) as refused:
+            await fresh.check_llm(user)  # waits for that fetch, which found the window used up
+    finally:
+        await busy.aclose()
+        await fresh.aclose()
+
+    assert refused.value.code == "rate_limited"
+    assert 50 <= int(refused.value.headers["Retry-After"]) <= 60

@@ -8,11 +8,13 @@ check: no Redis call at all.
 Per-minute limits: fixed windows per user in Redis. A process takes permits in batches (one Lua script,
 EVALSHA, one round trip: INCRBY the user's ``<ns>:ratelimit:<llm|jobs>:<user>`` counter, which expires with
 its window, and grant what is left under the limit) and spends them locally until the window ends: a
-batch is a twentieth of the limit (one permit for limits under 40), so most requests cost no round trip
-(measured here: an EVALSHA through redis-py costs ~130 us of CPU and ~200 us of latency, a tenth of the
-whole relayed request). Redis never grants more than the limit, so no user gets more; permits a process
-took but did not use by the window's end are lost, so with P processes a user may get up to P x
-(batch - 1) fewer. A refusal is kept locally until the window ends.
+batch is a twentieth of the limit (one permit for limits under 40). A user's first request of a window in
+a process does not wait for Redis: it is served while its batch is fetched (an EVALSHA through redis-py
+costs ~130 us of CPU and ~200 us of latency here, a tenth of a whole relayed LLM request). So requests
+wait for Redis only when a busy user's batch runs out. Redis never grants more than the limit; a user can
+get one request more per process and window (a first request in a process after other processes used
+the window up) and up to a batch less one per process fewer (permits taken but unused by the window's
+end). A refusal is kept locally until the window ends.
 
 Open streams are counted per process, in memory (a stream holds its slot until it ends, however it ends):
 it bounds what one user can hold of a process's connections without a round trip on the stream's way to
@@ -117,6 +119,7 @@ class RateLimiter:
         self._llm_prefix = f"{prefix}:llm:"
         self._jobs_prefix = f"{prefix}:jobs:"
         self._windows: dict[str, _Window] = {}
+        self._pending: dict[str, asyncio.Task[int | None]] = {}
         self._streams: dict[str, int] = {}
         self._paused_until = 0.0
         self._warned_at = -math.inf
@@ -171,18 +174,36 @@ class RateLimiter:
             self._streams.pop(user, None)
 
     async def _take(self, key: str, limit: int, what: str) -> None:
-        """One permit of ``key``'s window: from what this process holds, else a batch from Redis."""
+        """One permit of ``key``'s window: from what this process holds, else a batch from Redis.
+
+        The first request of a window in this process is served at once and its permit taken in the
+        background (the typical user makes a few requests a minute: none of them waits for Redis); when
+        Redis then says the window was used up elsewhere, that one request was over the limit, and the
+        next ones are refused.
+        """
+        while (pending := self._pending.get(key)) is not None:  # a batch is on its way: wait for it
+            await asyncio.shield(pending)
         now = time.monotonic()
         window = self._windows.get(key)
-        if window is not None and now < window.ends:
-            if window.left > 0:
-                window.left -= 1
-                return
-            if window.left < 0:  # refused earlier in this window
-                raise _limited(what, limit, (window.ends - now) * 1000)
+        if window is None or now >= window.ends:
+            task = asyncio.get_running_loop().create_task(self._fetch(key, limit))
+            self._pending[key] = task
+            task.add_done_callback(lambda _: self._pending.pop(key, None))
+            return
+        if window.left > 0:
+            window.left -= 1
+            return
+        if window.left == 0 and await self._fetch(key, limit) != 0:
+            return
+        window = self._windows[key]
+        raise _limited(what, limit, (window.ends - time.monotonic()) * 1000)
+
+    async def _fetch(self, key: str, limit: int) -> int | None:
+        """A batch of permits from Redis into ``key``'s window, one of them spent by the caller: the permits
+        granted (0: the window is used up, and is marked refused), None when Redis did not answer."""
         reply = await self._run(key, limit, max(1, limit // BATCH_SHARE))
         if reply is None:
-            return
+            return None
         granted, ttl_ms = reply
         now = time.monotonic()
         window = self._windows.get(key)
@@ -192,8 +213,9 @@ class RateLimiter:
             window = self._windows[key] = _Window(0, now + ttl_ms / 1000)
         if granted == 0:
             window.left = -1
-            raise _limited(what, limit, ttl_ms)
-        window.left = max(window.left, 0) + granted - 1  # batches taken at once by concurrent requests add up
+        else:  # batches taken at once by concurrent requests add up
+            window.left = max(window.left, 0) + granted - 1
+        return granted
 
     def _prune(self, now: float) -> None:
         self._windows = {key: w for key, w in self._windows.items() if w.ends > now}
