@@ -454,3 +454,21 @@ async def test_a_first_request_in_a_process_is_served_while_its_permit_is_fetche
 
     assert refused.value.code == "rate_limited"
     assert 50 <= int(refused.value.headers["Retry-After"]) <= 60
+
+
+async def test_processes_coming_and_going_waste_at_most_a_batch_each(
+    test_env: dict[str, str], redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    """Each new process (a restart, another API worker) takes a batch for the user's window and may leave
+    it unused: batches are small (at most 50), so a high limit is not used up by processes alone."""
+    settings = make_settings(test_env, rate_limit_llm_per_minute=1_000_000)
+    user = new_user()
+    for _ in range(30):
+        limiter = RateLimiter(settings)
+        try:
+            await limiter.check_llm(user)
+            await limiter.check_llm(user)  # waits for the first one's batch
+        finally:
+            await limiter.aclose()
+
+    assert int(redis_client.get(f"{redis_namespace}:ratelimit:llm:{user}") or 0) == 30 * 50

@@ -8,10 +8,10 @@ check: no Redis call at all.
 Per-minute limits: fixed windows per user in Redis. A process takes permits in batches (one Lua script,
 EVALSHA, one round trip: INCRBY the user's ``<ns>:ratelimit:<llm|jobs>:<user>`` counter, which expires with
 its window, and grant what is left under the limit) and spends them locally until the window ends: a
-batch is a twentieth of the limit (one permit for limits under 40). A user's first request of a window in
-a process does not wait for Redis: it is served while its batch is fetched (an EVALSHA through redis-py
-costs ~130 us of CPU and ~200 us of latency here, a tenth of a whole relayed LLM request). So requests
-wait for Redis only when a busy user's batch runs out. Redis never grants more than the limit; a user can
+batch is a twentieth of the limit (one permit for limits under 40, at most 50). A user's first request
+of a window in a process does not wait for Redis: it is served while its batch is fetched (an EVALSHA
+through redis-py costs ~130 us of CPU and ~200 us of latency here, a tenth of a whole relayed LLM
+request). So requests wait for Redis only when a busy user's batch runs out. Redis never grants more than the limit; a user can
 get one request more per process and window (a first request in a process after other processes used
 the window up) and up to a batch less one per process fewer (permits taken but unused by the window's
 end). A refusal is kept locally until the window ends.
@@ -55,7 +55,10 @@ if TYPE_CHECKING:
 WINDOW_MS = 60_000
 """Length of a rate-limit window."""
 BATCH_SHARE = 20
-"""A process takes a limit's permits from Redis in batches of limit // BATCH_SHARE (at least one)."""
+"""A process takes a limit's permits from Redis in batches of limit // BATCH_SHARE (at least one) ..."""
+MAX_BATCH = 50
+"""... and at most MAX_BATCH: what a process took but did not use (it restarted, the user moved to another
+process) is lost for the window."""
 TIMEOUT_SECONDS = 0.5
 """Longest a request waits for the limiter's Redis before it is let through."""
 PAUSE_SECONDS = 2.0
@@ -201,7 +204,7 @@ class RateLimiter:
     async def _fetch(self, key: str, limit: int) -> int | None:
         """A batch of permits from Redis into ``key``'s window, one of them spent by the caller: the permits
         granted (0: the window is used up, and is marked refused), None when Redis did not answer."""
-        reply = await self._run(key, limit, max(1, limit // BATCH_SHARE))
+        reply = await self._run(key, limit, max(1, min(limit // BATCH_SHARE, MAX_BATCH)))
         if reply is None:
             return None
         granted, ttl_ms = reply
