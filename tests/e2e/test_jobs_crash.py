@@ -43,11 +43,12 @@ def _requests_for(fake: FakeOpenRouter, marker: str) -> int:
     return sum(marker in json.dumps(request.body) for request in fake.requests)
 
 
+@contextmanager
 def _kill_mid_job(
     api: str, env: dict[str, str], fake: FakeOpenRouter, tmp_path: Path, marker: str, **extra: Any
-) -> tuple[dict[str, Any], float]:
+) -> Iterator[tuple[dict[str, Any], float]]:
     """Submit a job, SIGKILL its worker while the job is in its LLM call, start a new worker: the job
-    once it ended, and the seconds from the kill to its end."""
+    once it ended, and the seconds from the kill to its end. The new worker runs until the block ends."""
     first = start_worker(env, tmp_path / "worker-1.log")
     second: WorkerProcess | None = None
     try:
@@ -58,7 +59,7 @@ def _kill_mid_job(
         killed_at = time.monotonic()
         second = start_worker(env, tmp_path / "worker-2.log")
         job = wait_for_job(api, job_id, timeout=60)
-        return job, time.monotonic() - killed_at
+        yield job, time.monotonic() - killed_at
     finally:
         first.kill()
         if second is not None:
@@ -73,9 +74,13 @@ def test_a_job_whose_worker_is_killed_succeeds_exactly_once_on_a_new_worker(
         env = fresh_env(
             OPENROUTER_BASE_URL=fake.base_url, OPENROUTER_API_KEY=FAKE_KEY, WEBHOOK_ALLOW_PRIVATE="true"
         )
-        with _api(env, tmp_path / "api.log") as api:
-            marker = uuid.uuid4().hex
-            job, recovered_in = _kill_mid_job(api, env, fake, tmp_path, marker, webhook_url=receiver.url)
+        marker = uuid.uuid4().hex
+        with (
+            _api(env, tmp_path / "api.log") as api,
+            _kill_mid_job(api, env, fake, tmp_path, marker, webhook_url=receiver.url) as (job, recovered_in),
+        ):
+            deliveries = receiver.wait_for(1)  # by the new worker, which runs until the block ends
+            time.sleep(1.0)  # a second "succeeded" would arrive by now
 
         print(f"\nkill -9 mid-job -> succeeded on a new worker in {recovered_in:.1f} s")
         # The new worker's boot, then STALE_JOB_SECONDS (3 s here): the sweep re-queues the job, or the
@@ -85,8 +90,6 @@ def test_a_job_whose_worker_is_killed_succeeds_exactly_once_on_a_new_worker(
         assert job["attempts"] == 2
         assert job["result"]["content"]
         assert _requests_for(fake, marker) == 2
-        deliveries = receiver.wait_for(1)
-        time.sleep(1.0)  # a second "succeeded" would arrive by now
         events = [json.loads(body)["type"] for _, body in receiver.deliveries]
         assert events == ["job.succeeded"]
         assert len(deliveries) == 1
@@ -107,7 +110,8 @@ def test_a_killed_workers_redelivered_message_takes_its_job_over_without_the_swe
         try:
             with _api(env, tmp_path / "api.log") as api:
                 marker = uuid.uuid4().hex
-                job, recovered_in = _kill_mid_job(api, env, fake, tmp_path, marker)
+                with _kill_mid_job(api, env, fake, tmp_path, marker) as (job, recovered_in):
+                    pass
         finally:
             client.delete(sweep_lock)
             client.close()
