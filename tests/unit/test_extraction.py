@@ -696,3 +696,22 @@ def test_the_watchdog_fires_again_when_its_exception_was_swallowed() -> None:
         busy_swallowing_once()
     assert swallowed == 1
     time.sleep(1.5)  # left the block: no repeat may arrive now
+
+
+def test_the_watchdog_sends_no_repeat_once_the_thread_left_the_guarded_function() -> None:
+    """Its exception can land as ``__exit__`` starts, before the block is disarmed (seen under load): the
+    repeats must then stop once the thread has left the function, not hit whatever it runs next."""
+    from xenios_ai.extraction.engine import _DeadlineExceeded, _Watchdog
+
+    def guarded_and_interrupted_on_exit() -> None:
+        watchdog = _Watchdog(0.05)
+        watchdog.__enter__()  # left below without __exit__, as if the exception had hit __exit__'s first line
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            pass
+
+    with pytest.raises(_DeadlineExceeded):
+        guarded_and_interrupted_on_exit()
+    deadline = time.monotonic() + 2.5  # past two repeats
+    while time.monotonic() < deadline:  # Python bytecodes all along: a repeat would be raised here
+        pass
