@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -395,6 +396,34 @@ async def test_a_redis_that_never_answers_delays_a_request_by_the_limiters_timeo
 
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert elapsed < 2.0  # one wait of the limiter's timeout (0.5 s), then Redis is left alone a while
+
+
+def test_a_request_arriving_as_a_batch_lands_does_not_freeze_the_process(test_env: dict[str, str]) -> None:
+    """The race that froze an API process in the LLM benchmark: a check of a user's window starting after
+    the batch fetch finished, before its done callback ran. The check must go on (awaiting a finished task
+    does not yield to the loop; looping on it spun forever)."""
+    settings = make_settings(test_env, rate_limit_llm_per_minute=100)
+    outcome: list[object] = []
+
+    async def scenario() -> None:
+        limiter = RateLimiter(settings)
+        user = new_user()
+        try:
+            await limiter.check_llm(user)  # served at once; the batch is fetched in the background
+            fetch = next(iter(limiter._pending.values()))
+            while not fetch.done():  # one step per turn of the loop, queued before the fetch's callbacks
+                await asyncio.sleep(0)
+            assert limiter._pending  # finished, its done callback not run yet: the moment of the race
+            await limiter.check_llm(user)
+            outcome.append("served")
+        finally:
+            await limiter.aclose()
+
+    thread = threading.Thread(target=lambda: asyncio.run(scenario()), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the event loop spins on the finished fetch"
+    assert outcome == ["served"]
 
 
 async def test_a_burst_of_parallel_requests_cannot_slip_past_the_limit(test_env: dict[str, str]) -> None:

@@ -31,6 +31,7 @@ task) and without retries; one ``asyncio.timeout`` bounds the whole call instead
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -184,14 +185,17 @@ class RateLimiter:
         Redis then says the window was used up elsewhere, that one request was over the limit, and the
         next ones are refused.
         """
-        while (pending := self._pending.get(key)) is not None:  # a batch is on its way: wait for it
+        # A batch on its way: wait for it. A finished one may still be listed (its done callback runs in a
+        # later turn of the loop), and awaiting a finished task does not yield: looping on it would spin
+        # forever, freezing the process (seen in the LLM benchmark).
+        while (pending := self._pending.get(key)) is not None and not pending.done():
             await asyncio.shield(pending)
         now = time.monotonic()
         window = self._windows.get(key)
         if window is None or now >= window.ends:
             task = asyncio.get_running_loop().create_task(self._fetch(key, limit))
             self._pending[key] = task
-            task.add_done_callback(lambda _: self._pending.pop(key, None))
+            task.add_done_callback(functools.partial(self._forget_fetch, key))
             return
         if window.left > 0:
             window.left -= 1
@@ -200,6 +204,10 @@ class RateLimiter:
             return
         window = self._windows[key]
         raise _limited(what, limit, (window.ends - time.monotonic()) * 1000)
+
+    def _forget_fetch(self, key: str, task: asyncio.Task[int | None]) -> None:
+        if self._pending.get(key) is task:  # not a newer fetch of the same key
+            del self._pending[key]
 
     async def _fetch(self, key: str, limit: int) -> int | None:
         """A batch of permits from Redis into ``key``'s window, one of them spent by the caller: the permits
