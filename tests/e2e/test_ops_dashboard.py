@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,8 @@ def test_the_dashboard_shows_jobs_and_its_buttons_retry_and_cancel(
         Reply(status=400, error_message="refused by the test"), model="anthropic/claude-opus-4.5"
     )
     failing = submit(ops_url, "Coach: a session the provider refuses.")
-    assert job(ops_url, failing)["status"] == "failed"
+    first_run = job(ops_url, failing)
+    assert first_run["status"] == "failed"
     slow = submit(ops_url, 'Coach: a long one. [[fake:{"hang": 60}]]')
     assert job(ops_url, slow, statuses=("running",))["status"] == "running"
 
@@ -142,6 +144,8 @@ def test_the_dashboard_shows_jobs_and_its_buttons_retry_and_cancel(
     expect(row).to_contain_text("2/4")
     retried = job(ops_url, failing)
     assert (retried["status"], retried["attempts"], retried["error"]) == ("succeeded", 2, None)
+    # the operator's retry is a new run: its start is not the failed run's
+    assert datetime.fromisoformat(retried["started_at"]) >= datetime.fromisoformat(first_run["finished_at"])
 
     page.locator(f"#recent tr[data-job='{failing}'] a").first.click()
     expect(page).to_have_url(re.compile(f"/ops/jobs/{failing}"))

@@ -4,7 +4,8 @@ Retry is a new attempt of the same job (not a new job): the row goes from failed
 queued with a fresh attempt budget (``max_attempts`` = attempts so far + the kind's), its message is sent,
 and it runs like any other queued job. The caller that submitted it keeps following the same id (its
 status, events and webhook fire again); the error of the previous attempt stays until the next outcome,
-and the job's log shows the operator's action between the attempts.
+and the job's log shows the operator's action between the attempts. Its start time is the new run's
+(an automatic retry keeps the first start: its backoff is part of the job's time; a manual one is not).
 """
 
 # ruff: noqa: S608 - the only interpolated SQL is the store's constant column list and fixed clauses
@@ -95,7 +96,7 @@ async def retry(jobs: JobService, job_id: UUID) -> Job:
         cur = await conn.execute(
             f"""UPDATE ai_backend.jobs
                 SET status = 'queued', max_attempts = attempts + %s, cancel_requested_at = NULL,
-                    finished_at = NULL, result = NULL, progress = 0, progress_message = NULL,
+                    started_at = NULL, finished_at = NULL, result = NULL, progress = 0, progress_message = NULL,
                     run_after = NULL, worker_id = NULL, heartbeat_at = NULL,
                     message_id = %s, enqueued_at = now()
                 WHERE id = %s AND status IN ('failed', 'cancelled')
