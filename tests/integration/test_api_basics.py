@@ -137,6 +137,10 @@ async def test_redis_down_is_503_naming_redis_with_a_warning_and_no_traceback(
     warnings = [r for r in logs if "redis unavailable" in r["message"]]
     assert [r["level"] for r in warnings] == ["WARNING"]
     assert warnings[0]["extra"]["request_id"] == "req-redis-down"
+    request_lines = [r for r in logs if r["extra"].get("component") == "http"]
+    assert [(r["message"].split()[:3], r["level"]) for r in request_lines] == [
+        (["GET", "/api/v1/status", "503"], "WARNING")  # a 5xx request line is a warning, not INFO
+    ]
     assert all(r["exception"] is None and r["level"] != "ERROR" for r in logs)
 
 

@@ -57,7 +57,10 @@ class RequestLogMiddleware:
                 ms = seconds * 1000
                 path = scope["path"]
                 observe_http(http["method"], http.get("path_template"), status, seconds)
-                level = "DEBUG" if path.startswith(_QUIET_PREFIXES) and status < 500 else "INFO"
+                if status >= 500:
+                    level = "WARNING"  # what operators alert on; the cause is logged by the handler
+                else:
+                    level = "DEBUG" if path.startswith(_QUIET_PREFIXES) else "INFO"
                 logger.bind(
                     component="http",
                     method=http["method"],
