@@ -278,6 +278,8 @@ _REQUIRED_IN_PRODUCTION = ("xenios_backend_api_key", "database_url", "redis_url"
 
 
 def _dec_hook(type_: type, obj: Any) -> Any:
+    """msgspec's decode hook: builds a Secret from a string. Any other type is not ours to decode, which
+    msgspec's hook protocol says with NotImplementedError (it then reports the field as invalid)."""
     if type_ is Secret and isinstance(obj, str):
         return Secret(obj)
     raise NotImplementedError

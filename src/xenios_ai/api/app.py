@@ -26,7 +26,7 @@ from xenios_ai.settings import Settings, load_settings
 from xenios_ai.version import VERSION
 
 BYTES_PER_CHAR = 6
-"""What one character of a JSON string may take on the wire: 1-4 bytes of UTF-8, or a \\uXXXX escape."""
+"""What one character of a JSON string may take on the wire: 1-4 bytes of UTF-8, or a six-byte \\u escape."""
 MAX_JSON_BODY_BYTES = BYTES_PER_CHAR * max(MAX_PROMPT_CHARS, MAX_TEXT_CHARS) + 64 * 1024
 """The body limit of every JSON route (413 past it), derived from the largest text a body may hold:
 an LLM prompt (MAX_PROMPT_CHARS) or an analysis text (MAX_TEXT_CHARS), plus 64 KiB of JSON structure
