@@ -278,11 +278,11 @@ _REQUIRED_IN_PRODUCTION = ("xenios_backend_api_key", "database_url", "redis_url"
 
 
 def _dec_hook(type_: type, obj: Any) -> Any:
-    """msgspec's decode hook: builds a Secret from a string. Any other type is not ours to decode, which
-    msgspec's hook protocol says with NotImplementedError (it then reports the field as invalid)."""
+    """msgspec's decode hook: a Secret from a string. Anything else is a TypeError, which msgspec turns into
+    a ValidationError naming the field (so load_settings names the variable)."""
     if type_ is Secret and isinstance(obj, str):
         return Secret(obj)
-    raise NotImplementedError
+    raise TypeError(f"expected a string for {type_.__name__}, got {type(obj).__name__}")
 
 
 def load_settings(

@@ -40,6 +40,11 @@ def test_a_bad_value_names_the_variable() -> None:
         load_settings({"PORT": "eighty"}, dotenv=False)
 
 
+def test_a_secret_that_is_not_a_string_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match=r"^XENIOS_BACKEND_API_KEY: .*expected a string for Secret"):
+        load_settings({}, dotenv=False, xenios_backend_api_key=12345)
+
+
 def test_api_key_list_allows_rotation() -> None:
     settings = load_settings({"XENIOS_BACKEND_API_KEY": " old-key , new-key ,"}, dotenv=False)
     assert settings.api_keys == ("old-key", "new-key")
