@@ -52,7 +52,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:  # noqa: RET50
         logger.error("unknown queue(s) {}; known: {}", ", ".join(unknown), ", ".join(QUEUES))
         return 2
     command = [
-        sys.executable, "-m", "dramatiq", "xenios_ai.jobs.worker",
+        sys.executable, "-m", "dramatiq", "xenios_ai.worker",
         "--queues", *queues,
         "--processes", str(args.processes),
         "--threads", str(args.threads),

@@ -3,26 +3,24 @@
 Submitted with ``text`` or with ``source_job_id`` (a succeeded job of the same owner whose kind declares
 ``text_of``: a transcript, an extracted document, another analysis). Runs on the ``llm`` queue through the
 LLM router, so the fallback chain, retries and usage recording are the router's; a router failure that
-is transient (every model unavailable) is retried by the job's retry policy.
+is transient (every model unavailable) is retried by the job's retry policy. `ANALYSIS` declares the kind
+(`xenios_ai.kinds` registers it); other kinds submit analyses through `jobs.followups` (``then``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Literal, cast
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
 
 from xenios_ai.errors import Conflict, InvalidInput
-from xenios_ai.jobs.models import FollowUp, Job
+from xenios_ai.jobs.context import JobContext
+from xenios_ai.jobs.models import Job, JobKind, RetryPolicy
+from xenios_ai.jobs.registry import KINDS
 from xenios_ai.llm.router import Options, Usage
+from xenios_ai.llm.tasks import AnalysisTask
 
-if TYPE_CHECKING:
-    from xenios_ai.jobs.runner import JobContext
-    from xenios_ai.jobs.service import JobService
-
-AnalysisTask = Literal["session_summary", "insight_generation"]
 MAX_TEXT_CHARS = 400_000
 
 
@@ -50,17 +48,16 @@ class AnalysisResult(msgspec.Struct, kw_only=True):
 
 def source_text(job: Job) -> str | None:
     """The text a finished job offers to an analysis (its kind's ``text_of``)."""
-    from xenios_ai.jobs.kinds import KINDS
-
     kind = KINDS.get(job.kind)
     if kind is None or kind.text_of is None or job.status != "succeeded":
         return None
     return kind.text_of(job.result)
 
 
-async def check_source(jobs: JobService, owner: str, source_job_id: UUID) -> None:
-    """At submit: the source is the owner's (404), has finished (409) and offers text (422)."""
-    source = await jobs.get(source_job_id, owner)
+def check_source(source: Job) -> None:
+    """At submit, given the owner's source job (a missing one is 404 already): it has finished (409) and
+    offers text (422)."""
+    source_job_id = source.id
     if source.status != "succeeded":
         raise Conflict(
             f"source job {source_job_id} is {source.status}; analyse it once it has succeeded",
@@ -76,9 +73,7 @@ async def run_analysis(ctx: JobContext, request: AnalysisInput) -> AnalysisResul
     """The analysis job's handler."""
     text = request.text
     if request.source_job_id is not None:
-        from xenios_ai.jobs import store
-
-        source = await store.get(ctx.services.db, request.source_job_id, ctx.job.owner)
+        source = await ctx.source_job(request.source_job_id)
         text = source_text(source) if source is not None else None
         if not text:
             raise InvalidInput(
@@ -104,22 +99,17 @@ async def run_analysis(ctx: JobContext, request: AnalysisInput) -> AnalysisResul
     )
 
 
-def analyse_after(ctx: JobContext, tasks: Sequence[str], *, has_text: bool, nothing: str) -> list[FollowUp]:
-    """A job's ``then``: an analysis of its text per task, submitted once the job has succeeded (with
-    ``source_job_id`` = the job); none when the job has no text, ``nothing`` saying so."""
-    from xenios_ai.jobs.kinds import ANALYSIS
-
-    if not has_text:
-        return [FollowUp(task, None, skipped=nothing) for task in tasks]
-    return [
-        FollowUp(
-            task,
-            ctx.follow_up(ANALYSIS, AnalysisInput(task=cast("AnalysisTask", task), source_job_id=ctx.job.id)),
-        )
-        for task in tasks
-    ]
-
-
 def analysis_text(result: object) -> str | None:
     """An analysis's text, for a follow-up analysis."""
     return result.get("content") if isinstance(result, dict) else None
+
+
+ANALYSIS = JobKind(
+    name="analysis",
+    queue="llm",
+    input_type=AnalysisInput,
+    result_type=AnalysisResult,
+    handler=run_analysis,
+    retry=RetryPolicy(max_attempts=3, backoff_seconds=5.0, max_backoff_seconds=120.0),
+    text_of=analysis_text,
+)

@@ -1078,7 +1078,7 @@ def test_healthcheck_worker_and_other_modes(healthcheck: ModuleType, tmp_path: P
     assert healthcheck.check(worker, {}) == "REDIS_URL is not set"
     assert "Redis does not answer" in healthcheck.check(worker, {"REDIS_URL": "redis://127.0.0.1:1/0"})
     # `xenios-ai worker` execs Dramatiq, so PID 1 of a worker container shows this command line.
-    dramatiq = ["/app/.venv/bin/python", "-m", "dramatiq", "xenios_ai.jobs.worker", "--queues", "llm"]
+    dramatiq = ["/app/.venv/bin/python", "-m", "dramatiq", "xenios_ai.worker", "--queues", "llm"]
     assert healthcheck.check(dramatiq, {}) == "REDIS_URL is not set"
     assert healthcheck.check(["xenios-ai", "migrate"], {}) is None
     cmdline = tmp_path / "cmdline"

@@ -16,8 +16,9 @@ from tests.conftest import make_settings
 from tests.support import tokens
 from tests.support.sse import async_sse_events
 from xenios_ai.api.app import create_app
+from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.models import Job, JobKind
-from xenios_ai.jobs.runner import JobContext, execute
+from xenios_ai.jobs.runner import execute
 from xenios_ai.jobs.runtime import WorkerRuntime
 from xenios_ai.settings import Settings
 

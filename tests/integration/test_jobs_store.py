@@ -20,9 +20,8 @@ from tests.support.jobs import WebhookReceiver
 from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import open_redis
 from xenios_ai.errors import Conflict, NotFound
-from xenios_ai.extraction.job import ExtractionRequest
+from xenios_ai.extraction.job import EXTRACTION, ExtractionRequest
 from xenios_ai.jobs import maintenance, store
-from xenios_ai.jobs.kinds import EXTRACTION
 from xenios_ai.jobs.models import Job, JobError, JobKind, RetryPolicy, Upload, UploadSpec
 from xenios_ai.jobs.queues import WorkerInfo, broker_namespace, workers_key
 from xenios_ai.jobs.service import WEBHOOK_ACTOR, JobService, secret_key

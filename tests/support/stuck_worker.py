@@ -9,8 +9,8 @@ import ctypes
 from tests.support.stuck import STUCK, Nap
 from xenios_ai.jobs import runner
 from xenios_ai.jobs.actors import job_actor
-from xenios_ai.jobs.runner import JobContext
-from xenios_ai.jobs.worker import broker
+from xenios_ai.jobs.context import JobContext
+from xenios_ai.worker import broker
 
 __all__ = ["broker"]
 

@@ -197,7 +197,7 @@ def test_sniffing_many_html_comments_takes_linear_time() -> None:
     assert sniff_document_format(b'<?xml version="1.0"?>\n<!-- a --><html>', None) is DocumentFormat.HTML
 
 
-@pytest.mark.parametrize("module", ["xenios_ai.extraction", "xenios_ai.api.app", "xenios_ai.jobs.kinds"])
+@pytest.mark.parametrize("module", ["xenios_ai.extraction", "xenios_ai.api.app", "xenios_ai.kinds"])
 def test_importing_the_api_side_does_not_import_docling(module: str) -> None:
     """The API process sniffs and submits; only workers pay for docling (seconds, hundreds of MB)."""
     code = (

@@ -10,6 +10,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from xenios_ai import kinds  # noqa: F401 - the composition root: registers every job kind
 from xenios_ai.analysis import MAX_TEXT_CHARS
 from xenios_ai.api.auth import JWTVerifier, require_api_key
 from xenios_ai.api.deps import provide_principal, provide_services, services_lifespan

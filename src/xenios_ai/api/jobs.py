@@ -21,16 +21,17 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
-from xenios_ai.analysis import AnalysisInput, check_source
+from xenios_ai.analysis import ANALYSIS, AnalysisInput, check_source
 from xenios_ai.api.auth import require_user
 from xenios_ai.api.deps import PrincipalDep, ServicesDep
 from xenios_ai.api.ratelimit import limit_job_submits
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
 from xenios_ai.errors import NotFound
-from xenios_ai.jobs.kinds import ANALYSIS, EXTRACTION, TRANSCRIPTION
+from xenios_ai.extraction.job import EXTRACTION
 from xenios_ai.jobs.models import Job, JobError, JobStatus
 from xenios_ai.jobs.service import StreamItem, Submitted, secret_key, upload_key
+from xenios_ai.transcription.job import TRANSCRIPTION
 
 IdempotencyKey = Annotated[
     str | None,
@@ -183,7 +184,7 @@ class JobsController(Controller):
     ) -> Response[JobAccepted]:
         jobs, owner = services.jobs, principal.user_id
         if data.source_job_id is not None:
-            await check_source(jobs, owner, data.source_job_id)
+            check_source(await jobs.get(data.source_job_id, owner))
         job_input = AnalysisInput(
             task=data.task, text=data.text, source_job_id=data.source_job_id, options=data.options
         )

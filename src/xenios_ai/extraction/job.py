@@ -1,4 +1,4 @@
-"""The extraction job: its input, its result, its handler, and the worker process's one `Extractor`.
+"""The extraction kind (`EXTRACTION`): its input, result, handler, and the worker process's one `Extractor`.
 
 Password of an encrypted PDF: it never reaches the job row or a log line. The API takes it out of the
 options (`split_password`) and the job service keeps it as the job's secret blob
@@ -31,16 +31,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 from loguru import logger
 
-from xenios_ai.analysis import AnalysisTask, analyse_after
-from xenios_ai.errors import NotFound, XeniosError
+from xenios_ai.errors import XeniosError
 from xenios_ai.extraction.engine import Extractor
 from xenios_ai.extraction.models import DocumentLimits, ExtractionOptions, ExtractionResult
-from xenios_ai.extraction.sniff import DocumentFormat
+from xenios_ai.extraction.sniff import SNIFF_BYTES, DocumentFormat, sniff_document_format
 from xenios_ai.gc_tuning import settle
-from xenios_ai.jobs.models import FollowUp
+from xenios_ai.jobs.context import JobContext
+from xenios_ai.jobs.followups import MAX_THEN, analyse_after, check_then
+from xenios_ai.jobs.models import FollowUp, JobKind, RetryPolicy, UploadSpec
+from xenios_ai.llm.tasks import AnalysisTask
 
 if TYPE_CHECKING:
-    from xenios_ai.jobs.runner import JobContext
     from xenios_ai.settings import Settings
 
 DOCUMENT_FILE = "document.json"
@@ -50,14 +51,15 @@ class ExtractionRequest(ExtractionOptions, kw_only=True, frozen=True, forbid_unk
     """The ``options`` form field of ``POST /api/v1/jobs/extraction``, and the job's input (without the
     password, which is kept apart)."""
 
-    then: Annotated[list[AnalysisTask], msgspec.Meta(max_length=4)] = msgspec.field(default_factory=list)
+    then: Annotated[list[AnalysisTask], msgspec.Meta(max_length=MAX_THEN)] = msgspec.field(
+        default_factory=list
+    )
     """Analyses to run on the extracted markdown once the extraction succeeded: follow-up jobs whose
     ``source_job_id`` is this job; their ids are in this job's result (``follow_ups``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if len(set(self.then)) != len(self.then):
-            raise ValueError("then: name each task at most once")
+        check_then(self.then)
         if self.then and not {"markdown", "text"} & set(self.output_formats):
             raise ValueError("then needs markdown or text in output_formats")
 
@@ -94,20 +96,14 @@ def extraction_text(result: Any) -> str | None:
 
 
 def run_extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJobResult:
-    """The extraction job's handler (on the worker's actor thread)."""
-    from xenios_ai.jobs.runtime import WorkerRuntime
-    from xenios_ai.jobs.service import secret_key
-
+    """The extraction job's handler (on the worker's actor thread): convert the uploaded document, then
+    submit the ``then`` analyses on its text (on success)."""
     upload = ctx.job.upload
     if upload is None:
         raise XeniosError(f"extraction job {ctx.job.id} has no file")
-    runtime, storage = WorkerRuntime.current(), ctx.services.storage
     extractor = process_extractor(ctx.settings)
-    secret = secret_key(ctx.job.id)
-    try:
-        password = runtime.call(storage.read_bytes(secret)).decode()
-    except NotFound:
-        password = None
+    secret = ctx.call(ctx.read_secret())
+    password = secret.decode() if secret is not None else None
     try:
         with ctx.upload_file() as path:
             result = extractor.extract(
@@ -117,15 +113,15 @@ def run_extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJob
                 progress=ctx.progress_sync,
             )
     except Exception:  # an outcome (failed, cancelled): the password has served
-        runtime.call(storage.delete(secret))
+        ctx.call(ctx.delete_secret())
         raise
-    runtime.call(storage.delete(secret))
+    ctx.call(ctx.delete_secret())
 
     fields = {name: getattr(result, name) for name in result.__struct_fields__}
     if result.document is not None:
         data = msgspec.json.encode(result.document)
         if len(data) > ctx.settings.extraction_inline_document_bytes:
-            runtime.call(ctx.store_blob(DOCUMENT_FILE, data))
+            ctx.call(ctx.store_blob(DOCUMENT_FILE, data))
             url = f"/api/v1/jobs/{ctx.job.id}/result/{DOCUMENT_FILE}"
             fields |= {"document": None, "document_file": ResultFile(url=url, size=len(data))}
     text = result.markdown or result.text
@@ -197,3 +193,23 @@ def process_extractor(settings: Settings) -> Extractor:
         return warm_up(settings).result()
     except XeniosError as exc:
         raise XeniosError(exc.detail, code=exc.code) from None
+
+
+EXTRACTION = JobKind(
+    name="extraction",
+    queue="extraction",
+    input_type=ExtractionRequest,
+    result_type=ExtractionJobResult,
+    handler=run_extraction,
+    retry=RetryPolicy(max_attempts=2),  # a document killing its worker process: two tries, not three
+    upload=UploadSpec(
+        sniff=sniff_document_format,
+        sniff_bytes=SNIFF_BYTES,
+        max_bytes=lambda settings: settings.extraction_max_upload_bytes,
+        formats_hint="PDF, DOCX, PPTX, XLSX, HTML, Markdown (or plain text), CSV",
+        split_secret=split_password,  # the PDF's password never reaches the job's row
+    ),
+    text_of=extraction_text,
+    release_on_shutdown=True,
+    prepare=warm_up,  # builds the converter in the background at boot; a failed build fails the jobs
+)

@@ -1,12 +1,9 @@
-"""One thin actor per job kind, on its kind's queue; the runner does the bookkeeping. Workers only.
+"""One thin actor per registered job kind, on its kind's queue; the runner does the bookkeeping.
 
-A handler is ``async def`` (runs on the worker's event loop: I/O, the LLM router) or ``def`` (runs on
-the actor's thread: blocking engines, reporting progress with ``ctx.progress_sync``)::
-
-    @job_actor(EXTRACTION)
-    def extraction(ctx: JobContext, options: ExtractionOptions) -> ExtractionResult:
-        with ctx.upload_file() as path:
-            return extractor().extract(path, options, progress=ctx.progress_sync)
+`declare_actors` (called by the worker entry point, `xenios_ai.worker`, after `xenios_ai.kinds` has
+registered the kinds) makes a Dramatiq actor ``job_<kind>`` for every kind with a handler, plus the
+webhook actor. A handler is ``async def`` (runs on the worker's event loop: I/O, the LLM router) or
+``def`` (runs on the actor's thread: blocking engines, reporting progress with ``ctx.progress_sync``).
 
 Retry policy as data: actors never retry through Dramatiq (``max_retries=0``). The runner applies the
 kind's `RetryPolicy` and keeps the row in step; a webhook's next delivery attempt is scheduled in its job's
@@ -21,16 +18,12 @@ from typing import TypeVar
 from uuid import UUID
 
 import dramatiq
-import msgspec
 
-from xenios_ai.analysis import AnalysisInput, AnalysisResult, analyse_after, run_analysis
-from xenios_ai.extraction.job import ExtractionJobResult, ExtractionRequest, run_extraction
-from xenios_ai.jobs.kinds import ANALYSIS, EXTRACTION, TRANSCRIPTION
 from xenios_ai.jobs.models import JobKind
-from xenios_ai.jobs.runner import Handler, JobContext, execute
+from xenios_ai.jobs.registry import registered
+from xenios_ai.jobs.runner import Handler, execute
 from xenios_ai.jobs.runtime import WorkerRuntime
 from xenios_ai.jobs.service import WEBHOOK_ACTOR
-from xenios_ai.transcription import TranscriptionJobOptions, TranscriptionJobResult, shared_transcriber
 
 H = TypeVar("H", bound=Handler)
 
@@ -49,30 +42,15 @@ def job_actor(kind: JobKind) -> Callable[[H], H]:
     return register
 
 
-@job_actor(ANALYSIS)
-async def analysis(ctx: JobContext, request: AnalysisInput) -> AnalysisResult:
-    return await run_analysis(ctx, request)
-
-
-@job_actor(TRANSCRIPTION)
-def transcription(ctx: JobContext, options: TranscriptionJobOptions) -> TranscriptionJobResult:
-    """Transcribe the upload; then submit the ``then`` analyses on the transcript (on success)."""
-    with ctx.upload_file() as path:
-        result = shared_transcriber(ctx.settings).transcribe(path, options, progress=ctx.progress_sync)
-    follow_ups = analyse_after(
-        ctx, options.then, has_text=bool(result.text), nothing="the transcript is empty: nothing to analyse"
-    )
-    return TranscriptionJobResult(**msgspec.structs.asdict(result), follow_ups=follow_ups)
-
-
-@job_actor(EXTRACTION)
-def extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJobResult:
-    """Convert the uploaded document; then submit the ``then`` analyses on its text (on success)."""
-    return run_extraction(ctx, request)
-
-
-@dramatiq.actor(actor_name=WEBHOOK_ACTOR, queue_name="default", max_retries=0)
 def deliver_webhook(job_id: str) -> None:
     runtime = WorkerRuntime.current()
     services = runtime.services
     runtime.call(services.jobs.deliver_webhook(services.webhooks, UUID(job_id)))
+
+
+def declare_actors() -> None:
+    """Declare the actors of every registered kind and the webhook's on the current broker (once)."""
+    for kind in registered():
+        if kind.handler is not None:
+            job_actor(kind)(kind.handler)
+    dramatiq.actor(actor_name=WEBHOOK_ACTOR, queue_name="default", max_retries=0)(deliver_webhook)

@@ -24,13 +24,9 @@ from uuid import UUID
 from loguru import logger
 
 from xenios_ai.jobs import store
+from xenios_ai.jobs.models import actor_name
 from xenios_ai.jobs.queues import alive_workers, broker_namespace
 from xenios_ai.jobs.service import WEBHOOK_ACTOR, JobService
-
-
-def actor_name(kind: str) -> str:
-    """The actor of a job kind (see JobKind.actor_name)."""
-    return f"job_{kind}"
 
 
 @dataclass(frozen=True)

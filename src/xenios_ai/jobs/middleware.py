@@ -9,6 +9,8 @@ from typing import Any
 import dramatiq
 from loguru import logger
 
+from xenios_ai.jobs.models import kind_of_actor
+
 
 class LogContext(dramatiq.Middleware):
     """Bind actor, queue, message id and, for job actors, job id and kind into every log line written
@@ -25,8 +27,8 @@ class LogContext(dramatiq.Middleware):
         }
         if message.args and isinstance(message.args[0], str):
             context["job_id"] = message.args[0]
-        if message.actor_name.startswith("job_"):
-            context["kind"] = message.actor_name.removeprefix("job_")
+        if (kind := kind_of_actor(message.actor_name)) is not None:
+            context["kind"] = kind
         manager: AbstractContextManager[None] = logger.contextualize(**context)
         manager.__enter__()
         self._stack().append(manager)

@@ -1,8 +1,8 @@
 """What a job is: its row (`Job`), its states, and the declaration of a job kind (`JobKind`).
 
-A kind is data: its queue, input type, retry policy, time limit and, for kinds that take a file, how
-uploads are checked. The API (submit) and the workers (run) read the same declaration, so adding a kind
-is a declaration in `jobs.kinds`, a handler in `jobs.actors` and a route.
+A kind is data: its queue, input and result types, handler, retry policy, time limit and, for kinds that
+take a file, how uploads are checked. The API (submit) and the workers (run) read the same declaration:
+a kind declares itself in its own package and `xenios_ai.kinds` registers it (see `jobs.registry`).
 """
 
 from __future__ import annotations
@@ -119,6 +119,19 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not security
 
 
+_ACTOR_PREFIX = "job_"
+
+
+def actor_name(kind: str) -> str:
+    """The Dramatiq actor of the job kind named ``kind``: ``job_<kind>``."""
+    return f"{_ACTOR_PREFIX}{kind}"
+
+
+def kind_of_actor(actor: str) -> str | None:
+    """The job kind an actor runs (see `actor_name`); None for other actors (the webhook's)."""
+    return actor.removeprefix(_ACTOR_PREFIX) if actor.startswith(_ACTOR_PREFIX) else None
+
+
 Sniffer = Callable[[bytes, str | None], str | None]
 """(first bytes, client's filename) -> the format's name, or None when the file is not accepted."""
 
@@ -153,6 +166,11 @@ class JobKind:
     name: str
     queue: Queue
     input_type: type[msgspec.Struct]
+    handler: Callable[..., Any] | None = None
+    """``(ctx: JobContext, input) -> result``: ``async def`` runs on the worker's event loop, plain ``def``
+    on the actor's thread (blocking engines). None: no actor is declared (a kind only submitted)."""
+    result_type: type[msgspec.Struct] | None = None
+    """What the handler returns (documentation; the row keeps it as JSON)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     time_limit_seconds: float | None = None
     """Per attempt; None: the queue's limit in QUEUE_TIME_LIMITS."""
@@ -169,7 +187,7 @@ class JobKind:
 
     @property
     def actor_name(self) -> str:
-        return f"job_{self.name}"
+        return actor_name(self.name)
 
     @property
     def time_limit(self) -> float:

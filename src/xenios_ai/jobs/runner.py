@@ -40,7 +40,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -52,19 +52,21 @@ from loguru import logger
 from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 
-from xenios_ai.errors import InvalidInput, JobCancelled, LimitExceeded, XeniosError
+from xenios_ai.errors import InvalidInput, JobCancelled, LimitExceeded, NotFound, XeniosError
 from xenios_ai.jobs import events, store
+from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.events import Progress, StateChanged
-from xenios_ai.jobs.maintenance import actor_name
-from xenios_ai.jobs.models import Job, JobError, JobKind
+from xenios_ai.jobs.models import Job, JobError, JobKind, actor_name
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime, WorkerServices
+from xenios_ai.jobs.service import secret_key
 from xenios_ai.observability.metrics import observe_job_attempt, observe_job_claimed
 
 if TYPE_CHECKING:
     from xenios_ai.llm.router import LLMRouter
+    from xenios_ai.settings import Settings
 
-I = TypeVar("I", bound=msgspec.Struct)  # noqa: E741
-Handler = Callable[["JobContext", Any], Any]
+T = TypeVar("T")
+Handler = Callable[[JobContext, Any], Any]
 HARD_LIMIT_GRACE_SECONDS = 30.0
 """A sync handler that reaches no checkpoint is interrupted this long after its time limit."""
 HARD_LIMIT_EXIT_SECONDS = 30.0
@@ -118,8 +120,8 @@ def _time_limit_error(kind: JobKind) -> LimitExceeded:
     )
 
 
-class JobContext:
-    """What a handler gets besides its input: the job, the services, progress and follow-up jobs."""
+class AttemptContext(JobContext):
+    """The worker's `JobContext`: one per attempt, over the process's runtime and services."""
 
     def __init__(self, runtime: WorkerRuntime, attempt: Attempt) -> None:
         self._runtime = runtime
@@ -136,17 +138,30 @@ class JobContext:
         return self._runtime.services
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self._runtime.settings
 
+    def call(self, work: Coroutine[Any, Any, T]) -> T:
+        return self._runtime.call(work)
+
     def llm(self) -> LLMRouter:
-        """The process's LLM router (async handlers)."""
         return self.services.llm()
+
+    async def read_secret(self) -> bytes | None:
+        try:
+            return await self.services.storage.read_bytes(secret_key(self.job.id))
+        except NotFound:
+            return None
+
+    async def delete_secret(self) -> None:
+        await self.services.storage.delete(secret_key(self.job.id))
+
+    async def source_job(self, job_id: UUID) -> Job | None:
+        return await store.get(self.services.db, job_id, self.job.owner)
 
     # -- checkpoints -------------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Raise if the job must stop here: cancelled, lost, released, or past its time limit."""
         attempt = self._attempt
         if attempt.lost:
             raise _Lost
@@ -158,14 +173,13 @@ class JobContext:
             raise _time_limit_error(attempt.kind)
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report progress 0..1 (a checkpoint). Written and published at most every
-        JOB_PROGRESS_INTERVAL_SECONDS; raises JobCancelled once the job was cancelled."""
+        """Raises JobCancelled once the job was cancelled."""
         if self._write_due(fraction):
             await self._write_progress(fraction, message)
             self.checkpoint()
 
     def progress_sync(self, fraction: float, message: str | None = None) -> None:
-        """`progress` for sync handlers, from the job's thread; cheap between writes."""
+        """Cheap between writes."""
         if self._write_due(fraction):
             self._runtime.call(self._write_progress(fraction, message))
             self.checkpoint()
@@ -203,23 +217,19 @@ class JobContext:
 
     @contextlib.contextmanager
     def upload_file(self) -> Iterator[Path]:
-        """The uploaded file as a local path while the context is open."""
         if self.job.upload is None:
             raise XeniosError(f"job {self.job.id} has no upload")
         with self.services.storage.local_file(self.job.upload.key) as path:
             yield path
 
     async def store_blob(self, name: str, data: bytes) -> str:
-        """Keep a large part of the result in blob storage (``jobs/<id>/<name>``); returns its key. The
-        blob goes with the job at retention."""
+        """The blob goes with the job at retention."""
         blob = await self.services.storage.put_bytes(f"jobs/{self.job.id}/{name}", data)
         self._attempt.blobs.append(blob.key)
         return blob.key
 
     def follow_up(self, kind: JobKind, input: msgspec.Struct) -> UUID:
-        """Submit ``kind`` (same owner and webhook, ``source_job_id`` = this job) once this job has
-        succeeded, before its success is announced; nothing if it fails. Returns the new job's id now,
-        for this job's result."""
+        """Inserted with this job's success, before it is announced (see `jobs.store.finish`)."""
         job_id = uuid.uuid4()
         self._follow_ups.append((kind, input, job_id))
         return job_id
@@ -267,7 +277,7 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
     runtime.call(_publish_state(runtime, job.id, "running"))
     logger.debug("job {} attempt {}/{} started", job.id, job.attempts, job.max_attempts)
     runtime.running[job.id] = attempt
-    context = JobContext(runtime, attempt)
+    context = AttemptContext(runtime, attempt)
     try:
         try:
             input = msgspec.convert(job.input, kind.input_type)
@@ -328,7 +338,7 @@ async def _run_async(attempt: Attempt, work: Awaitable[Any]) -> Any:
 
 
 def _run_sync(
-    runtime: WorkerRuntime, attempt: Attempt, handler: Handler, context: JobContext, input: Any
+    runtime: WorkerRuntime, attempt: Attempt, handler: Handler, context: AttemptContext, input: Any
 ) -> Any:
     thread_id = threading.get_ident()
     in_handler = True
@@ -399,7 +409,7 @@ def _settle(
     *,
     result_json: bytes | None = None,
     error: JobError | None = None,
-    context: JobContext | None = None,
+    context: AttemptContext | None = None,
 ) -> None:
     runtime.call(_settle_async(runtime, attempt, status, result_json, error, context))
 
@@ -410,7 +420,7 @@ async def _settle_async(
     status: str,
     result_json: bytes | None,
     error: JobError | None,
-    context: JobContext | None,
+    context: AttemptContext | None,
 ) -> None:
     services, job = runtime.services, attempt.job
     follow_ups = context._follow_up_rows() if context is not None and status == "succeeded" else []

@@ -40,6 +40,7 @@ from xenios_ai.jobs import broker as job_broker
 from xenios_ai.jobs import events, maintenance, store
 from xenios_ai.jobs.models import Job, JobKind
 from xenios_ai.jobs.queues import WorkerInfo, workers_key
+from xenios_ai.jobs.registry import registered
 from xenios_ai.jobs.service import JobService
 from xenios_ai.jobs.webhooks import webhook_session
 from xenios_ai.settings import Settings
@@ -172,9 +173,7 @@ class WorkerRuntime(dramatiq.Middleware):
     def prepare_kinds(self) -> None:
         """Run ``JobKind.prepare`` of the kinds this process serves, before it takes a job (engines load
         once per process). A failure ends the process (exit 3), and Dramatiq then stops the whole worker."""
-        from xenios_ai.jobs.kinds import KINDS
-
-        for kind in KINDS.values():
+        for kind in registered():
             if kind.prepare is None or kind.queue not in self._queues:
                 continue
             try:

@@ -15,6 +15,8 @@ from typing import Literal
 from xenios_ai.settings import Settings, SettingsError
 
 OutputKind = Literal["text", "json"]
+AnalysisTask = Literal["session_summary", "insight_generation"]
+"""The tasks an analysis job (and a job's ``then``) may run over a text."""
 
 OPUS = "anthropic/claude-opus-4.5"
 SONNET = "anthropic/claude-sonnet-4"

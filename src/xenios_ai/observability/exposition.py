@@ -167,9 +167,9 @@ class SystemState:
         return [*families, up, info]
 
     async def _from_postgres(self) -> list[Metric]:
-        from xenios_ai.jobs.kinds import KINDS
         from xenios_ai.jobs.models import JOB_STATUSES
         from xenios_ai.jobs.queues import QUEUES
+        from xenios_ai.jobs.registry import KINDS
 
         async with self._db.connection() as conn:
             cur = await conn.execute(

@@ -23,8 +23,8 @@ from xenios_ai.db.pool import Pool
 from xenios_ai.errors import Conflict, NotFound
 from xenios_ai.jobs import events, store
 from xenios_ai.jobs.events import StateChanged
-from xenios_ai.jobs.kinds import kind_named
 from xenios_ai.jobs.models import Job
+from xenios_ai.jobs.registry import kind_named
 from xenios_ai.jobs.service import JobService
 
 _COLUMNS = store._COLUMNS

@@ -4,10 +4,11 @@ input and result (``then``: analyses to run on the transcript)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, get_args
+from typing import Annotated
 
 import msgspec
 
+from xenios_ai.jobs.followups import MAX_THEN, check_then
 from xenios_ai.jobs.models import FollowUp
 
 ProgressCallback = Callable[[float, str], None]
@@ -61,24 +62,12 @@ class TranscriptionResult(msgspec.Struct):
 class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
     """A transcription job's input: the options, plus analyses to run on the transcript afterwards."""
 
-    then: Annotated[list[str], msgspec.Meta(max_length=4)] = msgspec.field(default_factory=list)
+    then: Annotated[list[str], msgspec.Meta(max_length=MAX_THEN)] = msgspec.field(default_factory=list)
     """Analysis tasks (``session_summary``, ``insight_generation``) submitted as follow-up jobs on the
     transcript once it has succeeded, each with ``source_job_id`` = this job."""
 
     def __post_init__(self) -> None:
-        if not self.then:
-            return
-        # Imported here: the analysis module brings the LLM client, which the engine alone does not need.
-        from xenios_ai.analysis import AnalysisTask
-
-        known = get_args(AnalysisTask)
-        unknown = [task for task in self.then if task not in known]
-        if unknown:
-            raise ValueError(
-                f"then: unknown analysis task(s) {', '.join(unknown)}; known: {', '.join(known)}"
-            )
-        if len(set(self.then)) != len(self.then):
-            raise ValueError("then: name each task at most once")
+        check_then(self.then)
 
 
 class TranscriptionJobResult(TranscriptionResult, kw_only=True):

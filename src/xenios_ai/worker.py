@@ -1,5 +1,6 @@
-"""The module `xenios-ai worker` hands to Dramatiq: logging, the broker and its middleware (log context,
-message metrics, the runtime, job log lines for the dashboard), the actors.
+"""The module `xenios-ai worker` hands to Dramatiq (``python -m dramatiq xenios_ai.worker``): logging, the
+broker and its middleware (log context, message metrics, the runtime, job log lines for the dashboard),
+the job kinds (`xenios_ai.kinds`) and their actors.
 
 Each worker process (``--processes N``) imports it once; its `WorkerRuntime` then starts the process's
 event loop, services and background duties at worker boot (see `jobs.runtime`).
@@ -12,6 +13,7 @@ import os
 import dramatiq
 from dramatiq.middleware import Retries
 
+from xenios_ai.jobs.actors import declare_actors
 from xenios_ai.jobs.broker import make_broker
 from xenios_ai.jobs.middleware import LogContext
 from xenios_ai.jobs.runtime import WorkerRuntime
@@ -30,4 +32,8 @@ broker = make_broker(
 )
 dramatiq.set_broker(broker)
 
-from xenios_ai.jobs import actors  # noqa: E402, F401 - declares the actors on this broker
+from xenios_ai import kinds  # noqa: E402 - after HF_HUB_OFFLINE: registers every job kind
+
+declare_actors()  # the actors of every registered kind, on this broker
+
+__all__ = ["broker", "kinds"]
