@@ -18,8 +18,8 @@ from xenios_ai.errors import Conflict, InvalidInput
 from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.models import Job, JobKind, RetryPolicy
 from xenios_ai.jobs.registry import KINDS
-from xenios_ai.llm.router import Options, Usage
 from xenios_ai.llm.tasks import AnalysisTask
+from xenios_ai.llm.types import Options, Usage
 
 MAX_TEXT_CHARS = 400_000
 

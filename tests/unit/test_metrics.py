@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from xenios_ai.llm.usage import UsageRecord
-from xenios_ai.observability import metrics
+from xenios_ai.observability import exposition, metrics
 from xenios_ai.observability.exposition import key_matches, process_metrics
 from xenios_ai.observability.joblog import mask, secrets_of
 from xenios_ai.observability.multiprocess import ENV, prepare_process_group
@@ -30,7 +30,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def test_names_follow_prometheus_conventions() -> None:
-    names = metrics.sample_names()
+    names = exposition.sample_names()
     assert "xenios_http_requests_total" in names
     assert "xenios_http_request_duration_seconds_bucket" in names
     assert "xenios_llm_cost_usd_total" in names
@@ -186,7 +186,7 @@ def test_the_grafana_dashboard_queries_only_exported_metrics() -> None:
     exprs = [t["expr"] for p in panels if p["type"] != "row" for t in p["targets"]]
     assert all(t.get("refId") for p in panels if p["type"] != "row" for t in p["targets"])
     used = {name for expr in exprs for name in NAME.findall(expr)}
-    assert used - metrics.sample_names() == set()
+    assert used - exposition.sample_names() == set()
     for wanted in (
         "xenios_http_requests_total", "xenios_http_request_duration_seconds_bucket", "xenios_llm_requests_total",
         "xenios_llm_tokens_total", "xenios_llm_cost_usd_total", "xenios_llm_time_to_first_token_seconds_bucket",

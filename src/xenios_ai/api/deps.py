@@ -20,6 +20,7 @@ from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs.service import JobService
 from xenios_ai.llm.router import LLMRouter
 from xenios_ai.llm.usage import UsageWriter
+from xenios_ai.observability.metrics import LLM_METRICS
 from xenios_ai.settings import Settings
 from xenios_ai.storage import BlobStorage, open_storage
 
@@ -55,7 +56,7 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     redis = open_redis(settings)
     usage = UsageWriter(db, settings)
     usage.start()
-    llm = LLMRouter(settings, usage)
+    llm = LLMRouter(settings, usage, metrics=LLM_METRICS)
     storage = open_storage(settings)
     jobs = JobService(settings, db, redis, storage)
     limiter = RateLimiter(settings)

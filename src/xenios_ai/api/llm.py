@@ -29,8 +29,10 @@ from xenios_ai.api.schemas import Schema
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.errors import ClientGone, XeniosError
 from xenios_ai.llm.failures import Attempt
-from xenios_ai.llm.router import Completion, Delta, LLMRouter, Options, StreamEvent, Usage
-from xenios_ai.llm.structured import Alternative, Entity, classify_intent, extract_entities
+from xenios_ai.llm.router import LLMRouter
+from xenios_ai.llm.structured import Alternative, Entity
+from xenios_ai.llm.typed_tasks import classify_intent, extract_entities
+from xenios_ai.llm.types import Completion, Delta, Options, StreamEvent, Usage
 from xenios_ai.llm.wire import Message
 
 _encode = msgspec.json.Encoder().encode

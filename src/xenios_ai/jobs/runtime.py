@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import aiohttp
@@ -43,12 +43,11 @@ from xenios_ai.jobs.queues import WorkerInfo, workers_key
 from xenios_ai.jobs.registry import registered
 from xenios_ai.jobs.service import JobService
 from xenios_ai.jobs.webhooks import webhook_session
+from xenios_ai.llm.router import LLMRouter
+from xenios_ai.llm.usage import UsageWriter
+from xenios_ai.observability.metrics import LLM_METRICS
 from xenios_ai.settings import Settings
 from xenios_ai.storage import BlobStorage, open_storage
-
-if TYPE_CHECKING:
-    from xenios_ai.llm.router import LLMRouter
-    from xenios_ai.llm.usage import UsageWriter
 
 T = TypeVar("T")
 _REGISTRY_MAX_AGE = 3600.0
@@ -81,12 +80,9 @@ class WorkerServices:
     def llm(self) -> LLMRouter:
         """The LLM router, built on first use (call on the runtime's loop)."""
         if self._llm is None:
-            from xenios_ai.llm.router import LLMRouter
-            from xenios_ai.llm.usage import UsageWriter
-
             self._usage = UsageWriter(self.db, self.settings)
             self._usage.start()
-            self._llm = LLMRouter(self.settings, self._usage)
+            self._llm = LLMRouter(self.settings, self._usage, metrics=LLM_METRICS)
         return self._llm
 
     async def aclose(self) -> None:

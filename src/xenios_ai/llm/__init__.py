@@ -3,8 +3,9 @@ tasks and usage accounting. `router` documents the service API; the HTTP control
 `xenios_ai.api.llm`.
 """
 
-from xenios_ai.llm.router import Completion, Delta, Done, LLMRouter, Options, StreamEvent, Usage
-from xenios_ai.llm.structured import classify_intent, extract_entities
+from xenios_ai.llm.router import LLMRouter
+from xenios_ai.llm.typed_tasks import classify_intent, extract_entities
+from xenios_ai.llm.types import Completion, Delta, Done, Options, StreamEvent, Usage
 from xenios_ai.llm.usage import UsageRecord, UsageSink, UsageWriter
 from xenios_ai.llm.wire import Message
 

@@ -2,7 +2,7 @@
 
 Service API (independent of HTTP; the API and the analysis jobs both use it)::
 
-    router = LLMRouter(settings, usage_sink)           # one per process, on the loop that uses it
+    router = LLMRouter(settings, usage_sink, metrics=LLM_METRICS)  # one per process, on its loop
     completion = await router.complete("session_summary", input=transcript, owner=user_id,
                                        request_id=rid, job_id=None, options=Options(max_tokens=800))
     completion.content, completion.data, completion.model, completion.fallback_used, completion.usage
@@ -49,10 +49,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import httpx2
 import msgspec
@@ -61,144 +59,19 @@ from openai import AsyncOpenAI, DefaultAioHttpClient, RequestOptions
 
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.llm import wire
-from xenios_ai.llm.failures import Attempt, Failed, all_failed, classify, interrupted
+from xenios_ai.llm.call import Call
+from xenios_ai.llm.failures import Failed, all_failed, classify, interrupted
 from xenios_ai.llm.structured import InvalidOutput, OutputSpec, default_request
 from xenios_ai.llm.tasks import Task, catalogue_from_settings
+from xenios_ai.llm.types import Completion, Delta, Done, Options, StreamEvent, Usage
 from xenios_ai.llm.usage import NullSink, UsageRecord, UsageSink
-from xenios_ai.observability.metrics import observe_llm
 from xenios_ai.settings import Settings
+
+__all__ = ["Completion", "Delta", "Done", "LLMRouter", "Options", "StreamEvent", "Usage"]
 
 _CHAT = "/chat/completions"
 _STREAM_OPTIONS: RequestOptions = {"headers": {"Accept-Encoding": "identity"}}
 """Streams uncompressed: the transport does not decode compressed bodies, and compression would buffer."""
-
-
-class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Per-request sampling overrides; unset: the task's."""
-
-    temperature: float | None = None
-    max_tokens: int | None = None
-
-
-class Usage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost_usd: float | None = None
-
-
-class Outcome(msgspec.Struct, kw_only=True):
-    """How a request was served: what `Completion` and the stream's `Done` both report."""
-
-    model: str
-    provider: str | None
-    fallback_used: bool
-    finish_reason: str | None
-    usage: Usage
-    attempts: list[Attempt]
-    latency_ms: float
-    request_id: str | None
-
-
-class Completion(Outcome, kw_only=True):
-    content: str
-    data: Any = None
-    """JSON tasks: the validated output (e.g. `structured.IntentResult`)."""
-
-
-class Delta(msgspec.Struct):
-    """Text received from the model since the previous event."""
-
-    content: str
-
-
-class Done(Outcome, kw_only=True):
-    ttft_ms: float | None
-
-
-StreamEvent = Delta | Done
-OutcomeT = TypeVar("OutcomeT", bound=Outcome)
-
-
-@dataclass(slots=True)
-class _Call:
-    """One request through the chain: what is sent and what has been learnt so far."""
-
-    task: Task
-    mode: Literal["complete", "stream"]
-    messages: list[wire.Message]
-    temperature: float
-    max_tokens: int
-    output: OutputSpec | None
-    owner: str | None
-    request_id: str | None
-    job_id: str | None
-    started: float = field(default_factory=time.perf_counter)
-    created_at: float = field(default_factory=time.time)
-    attempts: list[Attempt] = field(default_factory=list)
-    model: str | None = None
-    """The model of the attempt in flight (None between attempts)."""
-    attempt_started: float = 0.0
-    attempt_usage: wire.WireUsage | None = None
-    """A stream attempt's latest usage (cumulative: the last one counts)."""
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost: float | None = None
-    provider: str | None = None
-    finish_reason: str | None = None
-    ttft_ms: float | None = None
-    fallback_used: bool = False
-    retry_after: float | None = None
-    """The latest Retry-After an upstream gave (passed on when every model failed)."""
-
-    def begin(self, model: str) -> None:
-        """An attempt on ``model`` starts: what the previous attempt learnt about its answer is reset."""
-        self.model = model
-        self.attempt_started = time.perf_counter()
-        self.provider = self.finish_reason = None
-
-    def end(self, error: str | None = None, status: int | None = None) -> None:
-        """The attempt in flight is over (``error`` unset: it succeeded)."""
-        if self.model is not None:
-            self.attempts.append(Attempt(self.model, _ms(self.attempt_started), error, status))
-            self.model = None
-
-    def add_usage(self, usage: wire.WireUsage | None) -> None:
-        if usage is None:
-            return
-        if usage.prompt_tokens is not None:
-            self.prompt_tokens = (self.prompt_tokens or 0) + usage.prompt_tokens
-        if usage.completion_tokens is not None:
-            self.completion_tokens = (self.completion_tokens or 0) + usage.completion_tokens
-        if usage.cost is not None:
-            self.cost = (self.cost or 0.0) + usage.cost
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.completion_tokens, self.cost)
-
-    @property
-    def elapsed_ms(self) -> float:
-        return round((time.perf_counter() - self.started) * 1000, 3)
-
-    def outcome(self, kind: type[OutcomeT], model: str, **fields: Any) -> OutcomeT:
-        """The request's `Completion` or `Done`, ``model`` having answered."""
-        return kind(
-            model=model,
-            provider=self.provider,
-            fallback_used=self.fallback_used,
-            finish_reason=self.finish_reason,
-            usage=self.usage,
-            attempts=self.attempts,
-            latency_ms=self.elapsed_ms,
-            request_id=self.request_id,
-            **fields,
-        )
-
-    def final_error(self, failed: Failed) -> XeniosError:
-        """The error that ends the request, with every attempt so far."""
-        error = failed.final_error()
-        error.extra.setdefault("attempts", _attempts(self))
-        return error
 
 
 class LLMRouter:
@@ -209,11 +82,14 @@ class LLMRouter:
         settings: Settings,
         usage_sink: UsageSink | None = None,
         *,
+        metrics: UsageSink | None = None,
         http_client: httpx2.AsyncClient | None = None,
         tasks: Mapping[str, Task] | None = None,
     ) -> None:
         self.tasks: Mapping[str, Task] = tasks if tasks is not None else catalogue_from_settings(settings)
         self._sink = usage_sink or NullSink()
+        self._metrics = metrics or NullSink()
+        """Also told of every finished request (the process's LLM metrics: `observability.metrics`)."""
         self._store_content = settings.llm_store_content
         self._timeout = settings.llm_timeout_seconds
         self._first_token_timeout = settings.llm_first_token_timeout_seconds
@@ -316,7 +192,7 @@ class LLMRouter:
         owner: str | None,
         request_id: str | None,
         job_id: str | None,
-    ) -> _Call:
+    ) -> Call:
         if self._client is None:
             raise UpstreamUnavailable(
                 "LLM routes need OPENROUTER_API_KEY; it is not configured", code="llm_not_configured"
@@ -355,9 +231,9 @@ class LLMRouter:
                         code="invalid_llm_input",
                     )
                 max_tokens = options.max_tokens
-        return _Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id)
+        return Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id)
 
-    def _body(self, call: _Call, model: str, *, stream: bool) -> bytes:
+    def _body(self, call: Call, model: str, *, stream: bool) -> bytes:
         return wire.request_body(
             model,
             call.messages,
@@ -369,7 +245,7 @@ class LLMRouter:
 
     # -- the chain ----------------------------------------------------------------------------------
 
-    async def _run_chain(self, call: _Call) -> Completion:
+    async def _run_chain(self, call: Call) -> Completion:
         models = call.task.models
         for index, model in enumerate(models):
             call.fallback_used = index > 0
@@ -385,7 +261,7 @@ class LLMRouter:
                 return completion
         raise all_failed(call.task.name, call.attempts, call.retry_after)
 
-    async def _after_failure(self, call: _Call, model: str, failed: Failed, retry: int) -> bool:
+    async def _after_failure(self, call: Call, model: str, failed: Failed, retry: int) -> bool:
         """Note the failed attempt; raise when it ends the request; else wait and say whether to retry."""
         call.end(failed.error, failed.status)
         if failed.retry_after is not None:
@@ -408,7 +284,7 @@ class LLMRouter:
 
     # -- one completion attempt ---------------------------------------------------------------------
 
-    async def _complete_once(self, call: _Call, model: str) -> Completion:
+    async def _complete_once(self, call: Call, model: str) -> Completion:
         assert self._client is not None
         try:
             async with asyncio.timeout(self._timeout):
@@ -420,7 +296,7 @@ class LLMRouter:
                     stream_cls=None,
                 )
                 try:
-                    body = await _read_body(response)
+                    body = await wire.read_body(response)
                 finally:
                     await response.aclose()
         except Exception as exc:
@@ -446,7 +322,7 @@ class LLMRouter:
 
     # -- streaming ----------------------------------------------------------------------------------
 
-    async def _stream(self, call: _Call) -> AsyncGenerator[StreamEvent, None]:
+    async def _stream(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
         status: Literal["succeeded", "failed", "cancelled"] = "failed"
         error_code: str | None = None
         text: list[str] | None = [] if self._store_content else None
@@ -483,7 +359,7 @@ class LLMRouter:
         finally:
             self._record(call, status, error_code, "".join(text) if text is not None else None)
 
-    async def _open_stream(self, call: _Call, model: str, deadline: float) -> httpx2.Response:
+    async def _open_stream(self, call: Call, model: str, deadline: float) -> httpx2.Response:
         assert self._client is not None
         try:
             async with asyncio.timeout_at(deadline):
@@ -501,7 +377,7 @@ class LLMRouter:
                 failed.error = "first_token_timeout"
             raise failed from None
 
-    async def _stream_once(self, call: _Call, model: str) -> AsyncGenerator[str, None]:
+    async def _stream_once(self, call: Call, model: str) -> AsyncGenerator[str, None]:
         """Yield the text of one upstream stream, read by read; raise `Failed` on any failure."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._first_token_timeout
@@ -511,7 +387,7 @@ class LLMRouter:
             lines = wire.SSELines()
             # aiter_raw does not undo a Content-Encoding (the transport does not either): a proxy may
             # compress despite Accept-Encoding: identity, and only then is aiter_bytes' decoding needed.
-            reads = response.aiter_bytes() if _encoded(response) else response.aiter_raw()
+            reads = response.aiter_bytes() if wire.encoded(response) else response.aiter_raw()
             finished = False
             while True:
                 try:
@@ -522,7 +398,7 @@ class LLMRouter:
                 payloads = lines.feed(data)
                 if not payloads:
                     continue  # a partial line, or comments (": OPENROUTER PROCESSING")
-                text, done, error = _read_chunks(call, payloads)
+                text, done, error = call.read_chunks(payloads)
                 finished = finished or done
                 if error and not sent_text:
                     raise Failed("retry", "stream_error")  # nothing reached the client: try again
@@ -557,7 +433,7 @@ class LLMRouter:
 
     def _record(
         self,
-        call: _Call,
+        call: Call,
         status: Literal["succeeded", "failed", "cancelled"],
         error_code: str | None,
         content: str | None,
@@ -578,7 +454,7 @@ class LLMRouter:
                 model=model,
                 provider=call.provider,
                 fallback_used=call.fallback_used,
-                attempts=_attempts(call),
+                attempts=call.attempt_dicts(),
                 prompt_tokens=call.prompt_tokens,
                 completion_tokens=call.completion_tokens,
                 cost_usd=call.cost,
@@ -589,55 +465,4 @@ class LLMRouter:
                 response=content if self._store_content else None,
             )
         )
-        observe_llm(usage)
-
-
-def _read_chunks(call: _Call, payloads: list[bytes]) -> tuple[str, bool, bool]:
-    """The text of some stream chunks (usage, provider and finish reason noted), whether [DONE] came,
-    and whether an error chunk ended the stream (the text before it is returned)."""
-    pieces: list[str] = []
-    finished = False
-    for payload in payloads:
-        if payload == b"[DONE]":
-            finished = True
-            continue
-        chunk = wire.decode_chunk(payload)
-        if chunk.error is not None:
-            return "".join(pieces), finished, True
-        if chunk.usage is not None:
-            call.attempt_usage = chunk.usage
-        if chunk.provider is not None:
-            call.provider = chunk.provider
-        for choice in chunk.choices:
-            if choice.delta.content:
-                pieces.append(choice.delta.content)
-            if choice.finish_reason is not None:
-                call.finish_reason = choice.finish_reason
-    return "".join(pieces), finished, False
-
-
-async def _read_body(response: httpx2.Response) -> bytes:
-    """The (decoded) body of an unread response, raising `wire.TooLarge` past `wire.MAX_BODY_BYTES`."""
-    reads = response.aiter_bytes() if _encoded(response) else response.aiter_raw()
-    parts: list[bytes] = []
-    size = 0
-    async for part in reads:
-        size += len(part)
-        if size > wire.MAX_BODY_BYTES:
-            raise wire.TooLarge(f"the answer is larger than {wire.MAX_BODY_BYTES} bytes")
-        parts.append(part)
-    return b"".join(parts)
-
-
-def _encoded(response: httpx2.Response) -> bool:
-    """Whether the body has a Content-Encoding to undo."""
-    encoding = response.headers.get("content-encoding")
-    return encoding is not None and encoding.strip().lower() not in ("", "identity")
-
-
-def _attempts(call: _Call) -> list[dict[str, Any]]:
-    return [msgspec.to_builtins(a) for a in call.attempts]
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+        self._metrics.record(usage)

@@ -18,14 +18,9 @@ that way, or of a type not asked for, is dropped. Duplicates are merged.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
-
-from xenios_ai.llm.wire import Message
-
-if TYPE_CHECKING:
-    from xenios_ai.llm.router import Completion, LLMRouter, Options
 
 DEFAULT_INTENT_LABELS: tuple[str, ...] = (
     "goal_setting",
@@ -255,52 +250,3 @@ def default_request(task: str, text: str) -> tuple[str, OutputSpec]:
     if task == "entity_extraction":
         return entities_prompt(text, DEFAULT_ENTITY_TYPES), entities_spec(text, DEFAULT_ENTITY_TYPES)
     raise KeyError(task)
-
-
-async def classify_intent(
-    router: LLMRouter,
-    text: str,
-    labels: Sequence[str] | None = None,
-    context: str | None = None,
-    *,
-    owner: str | None = None,
-    request_id: str | None = None,
-    job_id: str | None = None,
-    options: Options | None = None,
-) -> tuple[IntentResult, Completion]:
-    labels = tuple(dict.fromkeys(labels)) if labels else DEFAULT_INTENT_LABELS
-    completion = await router.complete(
-        "intent_classification",
-        [Message("user", intent_prompt(text, labels, context))],
-        output=intent_spec(labels),
-        owner=owner,
-        request_id=request_id,
-        job_id=job_id,
-        options=options,
-    )
-    result: IntentResult = completion.data
-    return result, completion
-
-
-async def extract_entities(
-    router: LLMRouter,
-    text: str,
-    entity_types: Sequence[str] | None = None,
-    *,
-    owner: str | None = None,
-    request_id: str | None = None,
-    job_id: str | None = None,
-    options: Options | None = None,
-) -> tuple[EntitiesResult, Completion]:
-    types = tuple(dict.fromkeys(entity_types)) if entity_types else DEFAULT_ENTITY_TYPES
-    completion = await router.complete(
-        "entity_extraction",
-        [Message("user", entities_prompt(text, types))],
-        output=entities_spec(text, types),
-        owner=owner,
-        request_id=request_id,
-        job_id=job_id,
-        options=options,
-    )
-    result: EntitiesResult = completion.data
-    return result, completion

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx2
 import msgspec
 
 
@@ -153,3 +154,22 @@ class SSELines:
         if self._size > self._max_line:
             raise TooLarge(f"a stream line is longer than {self._max_line} bytes")
         self._tail.append(part)
+
+
+async def read_body(response: httpx2.Response) -> bytes:
+    """The (decoded) body of an unread response, raising `TooLarge` past `MAX_BODY_BYTES`."""
+    reads = response.aiter_bytes() if encoded(response) else response.aiter_raw()
+    parts: list[bytes] = []
+    size = 0
+    async for part in reads:
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            raise TooLarge(f"the answer is larger than {MAX_BODY_BYTES} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def encoded(response: httpx2.Response) -> bool:
+    """Whether the body has a Content-Encoding to undo."""
+    encoding = response.headers.get("content-encoding")
+    return encoding is not None and encoding.strip().lower() not in ("", "identity")

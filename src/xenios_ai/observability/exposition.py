@@ -291,3 +291,23 @@ def serve_worker_metrics() -> int:
     finally:
         server.server_close()
     return 0
+
+
+def sample_names() -> set[str]:
+    """Every sample name these metrics (and the derived and scrape-time ones) can export."""
+    names = {metrics.HTTP_REQUESTS_TOTAL, *SYSTEM_GAUGES}
+    for metric in (
+        metrics.HTTP_REQUEST_DURATION, metrics.LLM_REQUESTS, metrics.LLM_TOKENS, metrics.LLM_COST,
+        metrics.LLM_DURATION, metrics.LLM_TTFT, metrics.LLM_FALLBACKS, metrics.LLM_ATTEMPT_FAILURES,
+        metrics.JOB_ATTEMPTS, metrics.JOB_ATTEMPT_DURATION, metrics.JOB_QUEUE_WAIT, metrics.WORKER_MESSAGES,
+        metrics.WORKER_MESSAGE_RETRIES, metrics.WORKER_MESSAGES_DEAD, metrics.WORKER_MESSAGE_DURATION,
+        metrics.WORKER_MESSAGES_IN_PROGRESS,
+    ):  # fmt: skip
+        for family in metric.describe():
+            if family.type == "histogram":
+                names.update(f"{family.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+            elif family.type == "counter":
+                names.add(f"{family.name}_total")
+            else:
+                names.add(family.name)
+    return names

@@ -16,12 +16,10 @@ per-process files; the environment variable must be set before this module is fi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
-
-if TYPE_CHECKING:
-    from xenios_ai.llm.usage import UsageRecord
 
 # No ``_created`` series: they double the output and nobody graphs them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -162,7 +160,32 @@ _llm_duration = Children(LLM_DURATION)
 _llm_ttft = Children(LLM_TTFT)
 
 
-def observe_llm(usage: UsageRecord) -> None:
+class LLMRequest(Protocol):
+    """What the LLM metrics read of a finished request (the router's usage row, `llm.usage.UsageRecord`)."""
+
+    @property
+    def task(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def prompt_tokens(self) -> int | None: ...
+    @property
+    def completion_tokens(self) -> int | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def ttft_ms(self) -> float | None: ...
+    @property
+    def fallback_used(self) -> bool: ...
+    @property
+    def attempts(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+def observe_llm(usage: LLMRequest) -> None:
     """One finished LLM request, from the usage row the router writes anyway."""
     task, model = usage.task, usage.model or "none"
     _llm_requests(task, model, usage.status).inc()
@@ -192,21 +215,11 @@ def observe_job_attempt(kind: str, queue: str, outcome: str, seconds: float) -> 
     JOB_ATTEMPT_DURATION.labels(kind, queue).observe(seconds)
 
 
-def sample_names() -> set[str]:
-    """Every sample name these metrics (and the derived and scrape-time ones) can export."""
-    from xenios_ai.observability.exposition import SYSTEM_GAUGES
+class LLMMetrics:
+    """The LLM metrics as the router's second usage sink (``LLMRouter(..., metrics=LLM_METRICS)``)."""
 
-    names = {HTTP_REQUESTS_TOTAL, *SYSTEM_GAUGES}
-    for metric in (
-        HTTP_REQUEST_DURATION, LLM_REQUESTS, LLM_TOKENS, LLM_COST, LLM_DURATION, LLM_TTFT, LLM_FALLBACKS,
-        LLM_ATTEMPT_FAILURES, JOB_ATTEMPTS, JOB_ATTEMPT_DURATION, JOB_QUEUE_WAIT, WORKER_MESSAGES,
-        WORKER_MESSAGE_RETRIES, WORKER_MESSAGES_DEAD, WORKER_MESSAGE_DURATION, WORKER_MESSAGES_IN_PROGRESS,
-    ):  # fmt: skip
-        for family in metric.describe():
-            if family.type == "histogram":
-                names.update(f"{family.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-            elif family.type == "counter":
-                names.add(f"{family.name}_total")
-            else:
-                names.add(family.name)
-    return names
+    def record(self, usage: LLMRequest) -> None:
+        observe_llm(usage)
+
+
+LLM_METRICS = LLMMetrics()
