@@ -15,7 +15,8 @@ from litestar.handlers.base import BaseRouteHandler
 
 from xenios_ai.api.deps import ServicesDep
 from xenios_ai.errors import Unauthorized
-from xenios_ai.observability.exposition import CONTENT_TYPE, SystemState, key_matches, process_metrics, render
+from xenios_ai.jobs.gauges import SystemState
+from xenios_ai.observability.exposition import CONTENT_TYPE, key_matches, process_metrics, render
 
 
 async def require_metrics_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

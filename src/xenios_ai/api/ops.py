@@ -36,10 +36,11 @@ from loguru import logger
 from xenios_ai.api.auth import api_key_matches
 from xenios_ai.api.deps import Services, ServicesDep
 from xenios_ai.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from xenios_ai.jobs import ops
 from xenios_ai.jobs.models import JOB_STATUSES, Job
 from xenios_ai.jobs.queues import QUEUES, QueueDepth, WorkerInfo, alive_workers, queue_depths
 from xenios_ai.jobs.registry import KINDS
-from xenios_ai.observability import joblog, ops
+from xenios_ai.observability import joblog
 from xenios_ai.settings import Settings
 from xenios_ai.version import VERSION
 

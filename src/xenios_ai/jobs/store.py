@@ -26,13 +26,13 @@ from xenios_ai.jobs.models import Job, JobError
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
 
-_COLUMNS = """id, kind, queue, status, owner, input::text AS input, upload::text AS upload, result::text AS result,
+COLUMNS = """id, kind, queue, status, owner, input::text AS input, upload::text AS upload, result::text AS result,
     error::text AS error, progress, progress_message, attempts, max_attempts, idempotency_key, request_hash,
     webhook_url, webhook_attempts, webhook_delivered_at, webhook_error, webhook_due_at, source_job_id, blobs,
     message_id, worker_id, cancel_requested_at, run_after, created_at, enqueued_at, started_at, heartbeat_at,
     finished_at"""
-_J_COLUMNS = ", ".join(f"j.{column.strip()}" for column in _COLUMNS.split(","))
-"""_COLUMNS of the table aliased ``j``."""
+_J_COLUMNS = ", ".join(f"j.{column.strip()}" for column in COLUMNS.split(","))
+"""COLUMNS of the table aliased ``j``."""
 
 
 def to_job(row: dict[str, Any]) -> Job:
@@ -93,7 +93,7 @@ async def insert(
                     enqueued_at, idempotency_key, request_hash, webhook_url, source_job_id, blobs)
                 VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, now(), %s, %s, %s, %s, %s)
                 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                RETURNING {_COLUMNS}""",
+                RETURNING {COLUMNS}""",
             (
                 id, kind, queue, owner, input_json.decode(), upload_json.decode() if upload_json else None,
                 max_attempts, message_id, idempotency_key,
@@ -108,10 +108,10 @@ async def get(db: Pool, job_id: UUID, owner: str | None = None) -> Job | None:
     """The job; with ``owner``, only if it is theirs."""
     async with db.connection() as conn:
         if owner is None:
-            cur = await conn.execute(f"SELECT {_COLUMNS} FROM ai_backend.jobs WHERE id = %s", (job_id,))
+            cur = await conn.execute(f"SELECT {COLUMNS} FROM ai_backend.jobs WHERE id = %s", (job_id,))
         else:
             cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM ai_backend.jobs WHERE id = %s AND owner = %s", (job_id, owner)
+                f"SELECT {COLUMNS} FROM ai_backend.jobs WHERE id = %s AND owner = %s", (job_id, owner)
             )
         row = await cur.fetchone()
     return to_job(row) if row else None
@@ -120,7 +120,7 @@ async def get(db: Pool, job_id: UUID, owner: str | None = None) -> Job | None:
 async def get_by_idempotency_key(db: Pool, owner: str, key: str) -> Job | None:
     async with db.connection() as conn:
         cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM ai_backend.jobs WHERE owner = %s AND idempotency_key = %s", (owner, key)
+            f"SELECT {COLUMNS} FROM ai_backend.jobs WHERE owner = %s AND idempotency_key = %s", (owner, key)
         )
         row = await cur.fetchone()
     return to_job(row) if row else None
@@ -150,7 +150,7 @@ async def list_jobs(
     params.append(limit)
     async with db.connection() as conn:
         cur = await conn.execute(
-            f"""SELECT {_COLUMNS} FROM ai_backend.jobs WHERE {" AND ".join(where)}
+            f"""SELECT {COLUMNS} FROM ai_backend.jobs WHERE {" AND ".join(where)}
                 ORDER BY created_at DESC, id DESC LIMIT %s""",
             params,
         )
@@ -193,7 +193,7 @@ async def claim(
                 WHERE id = %s
                   AND (status = 'queued' OR (status = 'running'
                        AND heartbeat_at < now() - make_interval(secs => %s)))
-                RETURNING {_COLUMNS}""",
+                RETURNING {COLUMNS}""",
             (worker_id, _CANCELLED_JSON, webhook_after, job_id, stale_seconds),
         )
         row = await cur.fetchone()
@@ -255,7 +255,7 @@ async def finish(
                     progress = CASE WHEN %s = 'succeeded' THEN 1 ELSE progress END,
                     blobs = blobs || %s::text[], webhook_due_at = {_WEBHOOK_DUE}
                 WHERE id = %s AND attempts = %s AND status = 'running' {cancel_guard}
-                RETURNING {_COLUMNS}"""
+                RETURNING {COLUMNS}"""
     params = (
         status, result_json.decode() if result_json is not None else None,
         encode_error(error) if error else None, status, list(blobs), webhook_after, job_id, attempt,
@@ -329,7 +329,7 @@ async def cancel(db: Pool, job_id: UUID, owner: str, *, webhook_after: float) ->
                     finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
                     webhook_due_at = CASE WHEN status = 'queued' THEN {_WEBHOOK_DUE} END
                 WHERE id = %s
-                RETURNING {_COLUMNS}""",
+                RETURNING {COLUMNS}""",
             (_CANCELLED_JSON, webhook_after, job_id),
         )
         row = await cur.fetchone()

@@ -3,7 +3,7 @@
 Names follow Prometheus conventions: ``xenios_`` prefix, base units in the name (``_seconds``,
 ``_usd``), counters end in ``_total``, labels have small bounded value sets (a route is its template,
 never the raw path). Gauges that describe the whole system (jobs by state, queue depths, workers) are
-not recorded here: the API computes them when scraped (`exposition.SystemState`).
+not recorded here: the API computes them when scraped (`jobs.gauges.SystemState`).
 
 The recorders keep the hot path cheap (measured with multi-process files: ~3.5 us per HTTP request,
 ~10 us per LLM request): each caches its labelled children, so a request costs a dict lookup and the
