@@ -17,9 +17,12 @@ test *ARGS:
 test-cov *ARGS:
     uv run pytest -n 2 --dist loadfile --cov=xenios_ai --cov-report=term-missing --cov-report=html {{ ARGS }}
 
-# Lint with ruff
+# Lint: ruff, the import contracts (import-linter, pyproject's [tool.importlinter]) and the declared
+# dependencies (deptry)
 lint:
     uv run ruff check src tests
+    uv run lint-imports --no-cache
+    uv run deptry src
 
 # Format the code (`just format --check` only checks)
 format *ARGS:
