@@ -10,8 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import jwt
+from granian.constants import Interfaces
+from granian.server import Server
 from loguru import logger
 
+from xenios_ai import logs
+from xenios_ai.db.migrate import migrate
+from xenios_ai.db.pool import database_url
+from xenios_ai.embedded import start_postgres, start_redis
+from xenios_ai.jobs.queues import QUEUES
+from xenios_ai.log import setup_logging
+from xenios_ai.observability.multiprocess import WORKER_METRICS_FORK, prepare_process_group
 from xenios_ai.settings import Settings, SettingsError, load_settings
 
 DEV_API_KEY = "dev-api-key"
@@ -19,11 +29,6 @@ DEV_JWT_SECRET = "dev-jwt-secret-not-for-production-use"  # noqa: S105 - dev onl
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from granian.constants import Interfaces
-    from granian.server import Server
-
-    from xenios_ai.observability.multiprocess import prepare_process_group
-
     prepare_process_group(settings, "api")  # before Granian forks its workers
     server = Server(
         "xenios_ai.api.app:app_factory",
@@ -45,8 +50,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:  # noqa: RET503 - execv
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    from xenios_ai.jobs.queues import QUEUES
-
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
         logger.error("unknown queue(s) {}; known: {}", ", ".join(unknown), ", ".join(QUEUES))
@@ -59,8 +62,6 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:  # noqa: RET50
     ]  # fmt: skip
     if args.watch:
         command += ["--watch", str(Path(__file__).parent)]
-    from xenios_ai.observability.multiprocess import WORKER_METRICS_FORK, prepare_process_group
-
     prepare_process_group(settings, "worker")  # kept by the exec, inherited by Dramatiq's processes
     port = args.metrics_port or settings.worker_metrics_port
     if port:
@@ -70,9 +71,6 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:  # noqa: RET50
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from xenios_ai.db.migrate import migrate
-    from xenios_ai.db.pool import database_url
-
     applied = migrate(database_url(settings))
     logger.info("migrations applied: {}", ", ".join(applied) if applied else "none (up to date)")
     return 0
@@ -80,8 +78,6 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     """Mint an HS256 user token for local testing (needs SUPABASE_JWT_SECRET; refused in production)."""
-    import jwt
-
     secret = settings.supabase_jwt_secret.get() if settings.supabase_jwt_secret else None
     if secret is None and settings.is_dev and settings.supabase_url is None:
         secret = DEV_JWT_SECRET  # what `xenios-ai dev` configures when nothing is set
@@ -99,8 +95,6 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 def _dev_environment(settings: Settings) -> tuple[dict[str, str], list[object]]:
     """The children's environment: embedded PostgreSQL/Redis for what is unset, dev key and JWT secret."""
-    from xenios_ai.embedded import start_postgres, start_redis
-
     data = Path(settings.data_dir)
     env = dict(os.environ)
     keep_alive: list[object] = []
@@ -126,8 +120,6 @@ def _dev_environment(settings: Settings) -> tuple[dict[str, str], list[object]]:
 
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
     """API with hot reload and a worker for every queue; embedded PostgreSQL/Redis when none is set."""
-    from xenios_ai.db.migrate import migrate
-
     if settings.environment == "production":
         logger.error("dev refuses to run with ENVIRONMENT=production")
         return 2
@@ -191,19 +183,13 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True)
     token.add_argument("--ttl", type=int, default=3600)
     token.set_defaults(run=_token)
-    from xenios_ai import logs
-
     logs.add_arguments(sub.add_parser("logs", help="show the JSON log stream readable, filtered"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from xenios_ai.log import setup_logging
-
     args = _parser().parse_args(argv)
     if args.command == "logs":  # needs no settings: it reads a stream
-        from xenios_ai import logs
-
         return logs.run(args)
     try:
         settings = load_settings()

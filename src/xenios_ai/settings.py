@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+from dotenv import dotenv_values
 
 Environment = Literal["dev", "test", "production"]
 
@@ -292,8 +293,6 @@ def load_settings(
     if environ is None:
         environ = dict(os.environ)
         if dotenv and Path(".env").is_file():
-            from dotenv import dotenv_values
-
             environ = {k: v for k, v in dotenv_values(".env").items() if v is not None} | environ
     fields = {f.name for f in msgspec.structs.fields(Settings)}
     raw: dict[str, Any] = {}

@@ -59,7 +59,7 @@ def make_pdf(path: Path, pages: int) -> Path:
 def docling_work(converter: Any, path: Path) -> None:
     """What an extraction job does with the default options, in docling's own calls: convert, export
     markdown and the Docling JSON document, chunk with the same offline tokenizer."""
-    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
+    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     document = converter.convert(path).document
     document.export_to_markdown()
@@ -101,9 +101,9 @@ def _median_seconds(cases: Mapping[str, Callable[[], object]], rounds: int) -> d
 
 def docling_converter() -> Any:
     """A converter configured as the Extractor's native default: one parser thread, no images."""
-    from docling.datamodel.base_models import InputFormat
-    from docling.datamodel.pipeline_options import NativePdfPipelineOptions
-    from docling.document_converter import DocumentConverter, NativePdfFormatOption
+    from docling.datamodel.base_models import InputFormat  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+    from docling.datamodel.pipeline_options import NativePdfPipelineOptions  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+    from docling.document_converter import DocumentConverter, NativePdfFormatOption  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     options = NativePdfPipelineOptions(
         parser_threads=1, generate_page_images=False, generate_picture_images=False

@@ -27,6 +27,7 @@ from typing import Any
 
 from tests.benchmarks.common import ROOT
 from tests.support.processes import status_kb
+from tests.unit.test_transcription import REFERENCE, wer
 from xenios_ai.transcription import Transcriber
 
 AUDIO = ROOT / "tests" / "data" / "audio"
@@ -60,7 +61,7 @@ def _direct(model: Any, path: Path, beam_size: int) -> int:
 
 def bench_speed(path: Path, beams: list[int]) -> list[dict[str, Any]]:
     """Real-time factor on ``path``, faster-whisper direct vs the Transcriber, per beam size (one round)."""
-    from faster_whisper import WhisperModel
+    from faster_whisper import WhisperModel  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     audio = _audio_seconds(path)
     rows = []
@@ -90,7 +91,6 @@ def bench_speed(path: Path, beams: list[int]) -> list[dict[str, Any]]:
 
 def bench_wer(beams: list[int]) -> list[dict[str, Any]]:
     """WER of the test dialogue in every fixture format, per beam size."""
-    from tests.unit.test_transcription import REFERENCE, wer
 
     rows = []
     for beam in beams:

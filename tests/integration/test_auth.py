@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import itertools
 import json
 import time
@@ -125,8 +127,6 @@ def _attacks(jwks: JWKSServer) -> dict[str, str]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     # PyJWT refuses to HMAC with a PEM key, so forge the confusion token by hand, as an attacker would.
-    import hashlib
-    import hmac
 
     confused_head = _b64({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}) + "." + payload
     confused_sig = hmac.new(public_pem, confused_head.encode(), hashlib.sha256).digest()

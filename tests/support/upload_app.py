@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, post
 
+from xenios_ai.api.app import app_factory as api_factory
 from xenios_ai.api.auth import require_api_key, require_user
 from xenios_ai.api.deps import PrincipalDep, ServicesDep
 from xenios_ai.api.jobs import IdempotencyKey, JobAccepted, accepted
@@ -54,6 +55,4 @@ def with_upload_route(app: Litestar) -> Litestar:
 
 
 def app_factory() -> Litestar:
-    from xenios_ai.api.app import app_factory as api_factory
-
     return with_upload_route(api_factory())

@@ -31,6 +31,7 @@ from xenios_ai.extraction import (
     sniff_document_file,
     sniff_document_format,
 )
+from xenios_ai.extraction.engine import _DeadlineExceeded, _Watchdog
 from xenios_ai.extraction.job import ExtractionRequest, extraction_text, split_password
 from xenios_ai.extraction.models import DocumentLimits
 
@@ -417,7 +418,7 @@ def test_a_pdf_without_pages_is_unreadable(
     extractor: Extractor, tmp_path: Path, page_range: tuple[int, int] | None
 ) -> None:
     """Whatever the page range, a PDF without pages is the document's fault, not the range's."""
-    import pypdfium2 as pdfium
+    import pypdfium2 as pdfium  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     empty = tmp_path / "empty.pdf"
     document = pdfium.PdfDocument.new()  # a page tree with /Count 0, which pdfium itself will not load
@@ -675,7 +676,6 @@ def test_concurrent_extractions_match_sequential_ones(extractor: Extractor) -> N
 def test_the_watchdog_fires_again_when_its_exception_was_swallowed() -> None:
     """The deadline's exception can land in code that swallows it (a weakref callback run by the garbage
     collector); the watchdog repeats it until the block is left."""
-    from xenios_ai.extraction.engine import _DeadlineExceeded, _Watchdog
 
     swallowed = 0
     give_up = time.monotonic() + 30
@@ -701,7 +701,6 @@ def test_the_watchdog_fires_again_when_its_exception_was_swallowed() -> None:
 def test_the_watchdog_sends_no_repeat_once_the_thread_left_the_guarded_function() -> None:
     """Its exception can land as ``__exit__`` starts, before the block is disarmed (seen under load): the
     repeats must then stop once the thread has left the function, not hit whatever it runs next."""
-    from xenios_ai.extraction.engine import _DeadlineExceeded, _Watchdog
 
     def guarded_and_interrupted_on_exit() -> None:
         watchdog = _Watchdog(0.05)

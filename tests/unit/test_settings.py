@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from xenios_ai.settings import Secret, SettingsError, load_settings
+from tests.support.env_example import render, setting_docs
+from xenios_ai.settings import Secret, Settings, SettingsError, load_settings
 
 PRODUCTION = {
     "ENVIRONMENT": "production",
@@ -82,10 +84,6 @@ def test_production_accepts_the_legacy_jwt_secret_instead_of_jwks() -> None:
 
 
 def test_every_setting_has_a_docstring_and_env_example_is_current() -> None:
-    import msgspec
-
-    from tests.support.env_example import render, setting_docs
-    from xenios_ai.settings import Settings
 
     docs, _ = setting_docs()
     undocumented = [f.name for f in msgspec.structs.fields(Settings) if f.name not in docs]

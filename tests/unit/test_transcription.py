@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +22,15 @@ import numpy as np
 import pytest
 
 from xenios_ai.errors import InvalidInput, JobCancelled, LimitExceeded, UnsupportedMediaType, XeniosError
+from xenios_ai.settings import load_settings
 from xenios_ai.transcription import (
     SNIFF_BYTES,
     Transcriber,
     TranscriptionOptions,
     TranscriptionResult,
+    engine,
     require_audio_format,
+    shared_transcriber,
     sniff_audio_format,
 )
 
@@ -354,7 +358,7 @@ def dialogue_samples() -> np.ndarray:
 
 def mp3_bytes(samples: np.ndarray, rate: int, layout: str) -> bytes:
     """``samples`` (16 kHz mono) as an MP3 at ``rate`` Hz, mono or stereo, encoded with PyAV's LAME."""
-    import av
+    import av  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     resampled = np.interp(
         np.arange(int(len(samples) * rate / 16_000)) * 16_000 / rate, np.arange(len(samples)), samples
@@ -396,7 +400,6 @@ def test_audio_whose_format_changes_midway(transcriber: Transcriber, tmp_path: P
 def test_progress_without_a_known_duration_grows_and_stays_below_one(
     settings_restored: Transcriber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xenios_ai.transcription import engine
 
     monkeypatch.setattr(engine._AudioReader, "_metadata_seconds", lambda self: None)
     monkeypatch.setattr(engine._AudioReader, "_scanned_seconds", lambda self: None)
@@ -442,7 +445,6 @@ def test_too_long_fails_before_decoding(settings_restored: Transcriber) -> None:
 def test_too_long_without_metadata_stops_while_decoding(
     settings_restored: Transcriber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xenios_ai.transcription import engine
 
     monkeypatch.setattr(engine._AudioReader, "_metadata_seconds", lambda self: None)
     monkeypatch.setattr(engine._AudioReader, "_scanned_seconds", lambda self: None)
@@ -468,9 +470,6 @@ def test_cancel_from_progress_propagates(transcriber: Transcriber, first_line: P
 
 
 def test_shared_transcriber_is_one_per_process_and_settings() -> None:
-    from xenios_ai.settings import load_settings
-    from xenios_ai.transcription import shared_transcriber
-
     settings = load_settings({}, dotenv=False)
     first = shared_transcriber(settings)
     assert shared_transcriber(load_settings({}, dotenv=False)) is first
@@ -483,8 +482,6 @@ def test_shared_transcriber_is_one_per_process_and_settings() -> None:
 def test_calls_run_one_at_a_time_and_a_waiting_one_can_be_cancelled(
     transcriber: Transcriber, first_line: Path
 ) -> None:
-    import threading
-
     started = threading.Event()
     results: list[TranscriptionResult] = []
 

@@ -23,6 +23,7 @@ from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
 from xenios_ai.api.status import StatusController, whoami
 from xenios_ai.errors import UnsupportedMediaType
+from xenios_ai.log import setup_logging
 from xenios_ai.settings import Settings, load_settings
 from xenios_ai.version import VERSION
 
@@ -86,8 +87,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 def app_factory() -> Litestar:
     """Entry point for Granian workers: settings from the environment, logging, then the app."""
-    from xenios_ai.log import setup_logging
-
     settings = load_settings()
     setup_logging(settings, component="api")
     return create_app(settings)

@@ -115,8 +115,8 @@ class Extractor:
         self.artifacts_path = artifacts_path or os.environ.get("DOCLING_ARTIFACTS_PATH") or None
         _force_hub_offline()
 
-        from docling.datamodel.base_models import InputFormat
-        from docling.document_converter import DocumentConverter
+        from docling.datamodel.base_models import InputFormat  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+        from docling.document_converter import DocumentConverter  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
         self._converter: DocumentConverter = DocumentConverter(
             allowed_formats=[InputFormat(value) for value in _DOCLING_FORMATS.values()],
@@ -275,7 +275,7 @@ class Extractor:
         self, converter: DocumentConverter, source: Path, run: _Run, page_range: tuple[int, int]
     ) -> ConversionResult:
         """One docling conversion, its status mapped onto the error tree."""
-        from docling.datamodel.base_models import ConversionStatus, FailureCategory
+        from docling.datamodel.base_models import ConversionStatus, FailureCategory  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
         relay = _ProgressRelay(run, deadline=run.started + self.document_timeout)
         aborted: BaseException | None = None
@@ -341,10 +341,10 @@ class Extractor:
     # Docling configuration ---------------------------------------------------------------------------
 
     def _pdf_format_option(self, password: str | None) -> FormatOption:
-        from docling.datamodel.backend_options import ThreadedDoclingParseBackendOptions
-        from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions
-        from docling.document_converter import NativePdfFormatOption, PdfFormatOption
-        from pydantic import SecretStr
+        from docling.datamodel.backend_options import ThreadedDoclingParseBackendOptions  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+        from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+        from docling.document_converter import NativePdfFormatOption, PdfFormatOption  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+        from pydantic import SecretStr  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
         secret = SecretStr(password) if password is not None else None
         if self.pipeline == "native":
@@ -378,9 +378,9 @@ class Extractor:
 
     def _office_format_options(self) -> dict[Any, FormatOption]:
         """Word and Excel options with the package limits (docling's own defaults allow 512 MB)."""
-        from docling.datamodel.backend_options import MsExcelBackendOptions, MsWordBackendOptions
-        from docling.datamodel.base_models import InputFormat
-        from docling.document_converter import ExcelFormatOption, WordFormatOption
+        from docling.datamodel.backend_options import MsExcelBackendOptions, MsWordBackendOptions  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+        from docling.datamodel.base_models import InputFormat  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+        from docling.document_converter import ExcelFormatOption, WordFormatOption  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
         archive = {
             "max_total_bytes": self.limits.max_archive_bytes,
@@ -396,8 +396,8 @@ class Extractor:
 
     def _converter_with_password(self, password: str) -> DocumentConverter:
         """A converter whose PDF backend gets ``password``; it shares the pipelines already built."""
-        from docling.datamodel.base_models import InputFormat
-        from docling.document_converter import DocumentConverter
+        from docling.datamodel.base_models import InputFormat  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+        from docling.document_converter import DocumentConverter  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
         converter = DocumentConverter(
             allowed_formats=[InputFormat.PDF],
@@ -412,7 +412,7 @@ class Extractor:
         if self.pipeline != "layout":
             yield
             return
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
         try:
             yield
@@ -468,7 +468,7 @@ class _ProgressRelay:
         self.aborted = False
 
     def __call__(self, event: ConversionProgressEvent) -> None:
-        from docling.datamodel.progress import PageCompletedProgress
+        from docling.datamodel.progress import PageCompletedProgress  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
         if self.aborted:  # docling still reports the end of the document while the abort unwinds
             return
@@ -494,8 +494,8 @@ class _PdfInfo:
 
 def _inspect_pdf(path: Path, password: str | None) -> _PdfInfo:
     """Open the PDF with pypdfium2: page count, password check and damage, without converting anything."""
-    import pypdfium2 as pdfium
-    import pypdfium2.raw as pdfium_c
+    import pypdfium2 as pdfium  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+    import pypdfium2.raw as pdfium_c  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     try:
         pdf = pdfium.PdfDocument(path, password=password)
@@ -697,9 +697,9 @@ def _join(documents: list[DoclingDocument]) -> DoclingDocument:
     """Concatenate page-range documents, keeping the original page numbers (concatenate renumbers from 1)."""
     if len(documents) == 1:
         return documents[0]
-    from docling_core.types.doc.common.content_layer import ContentLayer
-    from docling_core.types.doc.document import DoclingDocument
-    from docling_core.types.doc.items.node import DocItem
+    from docling_core.types.doc.common.content_layer import ContentLayer  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+    from docling_core.types.doc.document import DoclingDocument  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+    from docling_core.types.doc.items.node import DocItem  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     original = [page for document in documents for page in sorted(document.pages)]
     joined = DoclingDocument.concatenate(documents)
@@ -717,8 +717,8 @@ def _join(documents: list[DoclingDocument]) -> DoclingDocument:
 
 
 def _chunk(document: DoclingDocument, max_tokens: int | None) -> list[Chunk]:
-    from docling_core.transforms.chunker.doc_chunk import DocMeta
-    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
+    from docling_core.transforms.chunker.doc_chunk import DocMeta  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     tokenizer = approx_tokenizer(max_tokens or DEFAULT_CHUNK_MAX_TOKENS)
     chunks = []
@@ -746,7 +746,7 @@ def _approx_tokenizer_class() -> Any:
     embedding model's window. (The default HybridChunker tokenizer downloads one from the hub: 52 s of
     retries offline.)
     """
-    from docling_core.transforms.chunker.tokenizer.base import BaseTokenizer
+    from docling_core.transforms.chunker.tokenizer.base import BaseTokenizer  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     class _ApproxTokenizer(BaseTokenizer):
         max_tokens: int
@@ -768,7 +768,7 @@ def _force_hub_offline() -> None:
     Also silence transformers' advice that torch is missing (normal here), which it prints to stderr."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import huggingface_hub.constants
+    import huggingface_hub.constants  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
     huggingface_hub.constants.HF_HUB_OFFLINE = True  # in case it was imported before; read at download time
 

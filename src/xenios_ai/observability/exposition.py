@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from xenios_ai.log import setup_logging
 from xenios_ai.observability import metrics
 from xenios_ai.observability.multiprocess import group_dir
 from xenios_ai.settings import Settings, load_settings
@@ -115,8 +116,6 @@ def key_matches(settings: Settings, x_api_key: str | None, authorization: str | 
 def serve_worker_metrics() -> int:
     """Serve this worker command's processes' metrics on WORKER_METRICS_PORT (run by Dramatiq as a fork
     process: `xenios-ai worker --metrics-port` passes ``--fork-function``)."""
-    from xenios_ai.log import setup_logging
-
     settings = load_settings()
     setup_logging(settings, component="worker-metrics")
     assert settings.worker_metrics_port, "WORKER_METRICS_PORT is not set"

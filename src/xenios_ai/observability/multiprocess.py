@@ -80,7 +80,7 @@ def mark_process_dead() -> None:
     """Drop this process's live gauges (call when it exits)."""
     directory = group_dir()
     if directory is not None and directory.is_dir():
-        from prometheus_client import multiprocess
+        from prometheus_client import multiprocess  # noqa: PLC0415 - not before prepare_process_group (see above)
 
         multiprocess.mark_process_dead(os.getpid(), str(directory))  # type: ignore[no-untyped-call]
 
