@@ -8,11 +8,10 @@ event loop, services and background duties at worker boot (see `jobs.runtime`).
 
 from __future__ import annotations
 
-import os
-
 import dramatiq
 from dramatiq.middleware import Retries
 
+from xenios_ai.hub import hub_offline
 from xenios_ai.jobs.actors import declare_actors
 from xenios_ai.jobs.broker import make_broker
 from xenios_ai.jobs.middleware import LogContext
@@ -22,7 +21,7 @@ from xenios_ai.observability.joblog import JobLogCapture
 from xenios_ai.observability.worker import WorkerMetrics
 from xenios_ai.settings import load_settings
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in a worker may wait on the Hugging Face hub
+hub_offline()  # nothing in a worker may wait on the Hugging Face hub
 
 settings = load_settings()
 setup_logging(settings, component="worker")

@@ -35,7 +35,7 @@ from tests.benchmarks.common import ROOT, timed_rounds
 from tests.data.make_documents import DOCUMENTS, write_long_pdf
 from tests.support.processes import status_kb
 from xenios_ai.extraction import DocumentFormat, ExtractionOptions, Extractor
-from xenios_ai.extraction.engine import approx_tokenizer
+from xenios_ai.extraction.chunking import approx_tokenizer
 from xenios_ai.gc_tuning import settle
 
 #: The fixtures of the mixed set, with their formats (the failure fixtures are left out).

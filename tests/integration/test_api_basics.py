@@ -24,7 +24,7 @@ from tests.support.processes import RedisServer, free_port
 from xenios_ai.analysis import MAX_TEXT_CHARS
 from xenios_ai.api.app import MAX_JSON_BODY_BYTES, create_app
 from xenios_ai.api.auth import require_user
-from xenios_ai.api.llm import MAX_PROMPT_CHARS
+from xenios_ai.api.schemas import MAX_PROMPT_CHARS
 from xenios_ai.errors import UpstreamError, XeniosError
 from xenios_ai.settings import Settings
 

@@ -31,9 +31,9 @@ from xenios_ai.extraction import (
     sniff_document_file,
     sniff_document_format,
 )
-from xenios_ai.extraction.engine import _DeadlineExceeded, _Watchdog
 from xenios_ai.extraction.job import ExtractionRequest, extraction_text, split_password
 from xenios_ai.extraction.models import DocumentLimits
+from xenios_ai.extraction.watchdog import DeadlineExceeded, Watchdog
 
 DOCUMENTS = docs.DOCUMENTS
 MULTIPAGE = DOCUMENTS / "multipage.pdf"
@@ -682,17 +682,17 @@ def test_the_watchdog_fires_again_when_its_exception_was_swallowed() -> None:
 
     def busy_swallowing_once() -> None:
         nonlocal swallowed
-        with _Watchdog(0.05):
+        with Watchdog(0.05):
             while time.monotonic() < give_up:
                 try:
                     while time.monotonic() < give_up:
                         pass
-                except _DeadlineExceeded:
+                except DeadlineExceeded:
                     if swallowed:
                         raise
                     swallowed += 1  # as an "Exception ignored" callback would
 
-    with pytest.raises(_DeadlineExceeded):
+    with pytest.raises(DeadlineExceeded):
         busy_swallowing_once()
     assert swallowed == 1
     time.sleep(1.5)  # left the block: no repeat may arrive now
@@ -703,13 +703,13 @@ def test_the_watchdog_sends_no_repeat_once_the_thread_left_the_guarded_function(
     repeats must then stop once the thread has left the function, not hit whatever it runs next."""
 
     def guarded_and_interrupted_on_exit() -> None:
-        watchdog = _Watchdog(0.05)
+        watchdog = Watchdog(0.05)
         watchdog.__enter__()  # left below without __exit__, as if the exception had hit __exit__'s first line
         give_up = time.monotonic() + 30
         while time.monotonic() < give_up:
             pass
 
-    with pytest.raises(_DeadlineExceeded):
+    with pytest.raises(DeadlineExceeded):
         guarded_and_interrupted_on_exit()
     deadline = time.monotonic() + 2.5  # past two repeats
     while time.monotonic() < deadline:  # Python bytecodes all along: a repeat would be raised here

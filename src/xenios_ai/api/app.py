@@ -16,11 +16,12 @@ from xenios_ai.api.auth import JWTVerifier, require_api_key
 from xenios_ai.api.deps import provide_principal, provide_services, services_lifespan
 from xenios_ai.api.health import HealthController
 from xenios_ai.api.jobs import JobsController
-from xenios_ai.api.llm import MAX_PROMPT_CHARS, LLMController
+from xenios_ai.api.llm import LLMController
 from xenios_ai.api.metrics import metrics
 from xenios_ai.api.ops import ops_router
 from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
+from xenios_ai.api.schemas import MAX_PROMPT_CHARS
 from xenios_ai.api.status import StatusController, whoami
 from xenios_ai.errors import UnsupportedMediaType
 from xenios_ai.log import setup_logging

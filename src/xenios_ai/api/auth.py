@@ -15,7 +15,6 @@ key, requests get 503 ``jwks_unavailable``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import math
 import time
 from typing import Any
@@ -29,6 +28,7 @@ from litestar.handlers.base import BaseRouteHandler
 from loguru import logger
 
 from xenios_ai.errors import Unauthorized, UpstreamUnavailable
+from xenios_ai.keys import key_matches
 from xenios_ai.settings import Settings
 
 _ASYMMETRIC = frozenset({"ES256", "RS256"})
@@ -201,14 +201,8 @@ class JWTVerifier:
 
 
 def api_key_matches(given: str | None, keys: tuple[str, ...]) -> bool:
-    """Constant time in the key's content; every configured key is compared."""
-    if not given or not keys:
-        return False
-    supplied = given.encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(supplied, key.encode())
-    return matched
+    """Constant time in the key's content; every configured key is compared (`keys.key_matches`)."""
+    return key_matches(given, keys)
 
 
 async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

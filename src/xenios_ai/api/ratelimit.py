@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 from xenios_ai.db.redis import redis_url
 from xenios_ai.errors import RateLimited
 from xenios_ai.settings import Settings
+from xenios_ai.throttle import OncePer
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -126,7 +127,7 @@ class RateLimiter:
         self._pending: dict[str, asyncio.Task[int | None]] = {}
         self._streams: dict[str, int] = {}
         self._paused_until = 0.0
-        self._warned_at = -math.inf
+        self._warnings = OncePer(WARN_EVERY_SECONDS)
         self._redis: aioredis.Redis | None = None
         if max(self.llm_per_minute, self.jobs_per_minute) > 0:
             pool = aioredis.BlockingConnectionPool.from_url(
@@ -252,8 +253,7 @@ class RateLimiter:
     def _failed(self, exc: BaseException) -> None:
         now = time.monotonic()
         self._paused_until = now + PAUSE_SECONDS
-        if now - self._warned_at >= WARN_EVERY_SECONDS:
-            self._warned_at = now
+        if self._warnings.ready():
             # The type only: a Redis error's message names the host.
             logger.warning(
                 "rate limits are not enforced: Redis did not answer ({}); requests go through unlimited",

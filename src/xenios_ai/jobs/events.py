@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Literal
 from uuid import UUID
@@ -21,7 +20,9 @@ import msgspec
 from loguru import logger
 from redis.exceptions import RedisError
 
+from xenios_ai.backoff import Doubling
 from xenios_ai.db.redis import Redis
+from xenios_ai.throttle import OncePer
 
 
 class Progress(msgspec.Struct, tag="progress", frozen=True):
@@ -58,12 +59,10 @@ class _Throttled:
     """Log a recurring failure at most once a minute."""
 
     def __init__(self) -> None:
-        self._last = 0.0
+        self._once = OncePer(60.0)
 
     def warn(self, what: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last > 60:
-            self._last = now
+        if self._once.ready():
             logger.warning("{} failed (Redis unavailable?): {}", what, type(exc).__name__)
 
 
@@ -136,7 +135,7 @@ class EventHub:
                 queue.put_nowait(item)
 
     async def _run(self) -> None:
-        backoff = 0.1
+        backoff = Doubling(0.1, 5.0)
         connected_before = False
         while not self._closed:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -153,7 +152,7 @@ class EventHub:
                     for channel in list(self._listeners):
                         self._deliver(channel, Resync())
                 connected_before = True
-                backoff = 0.1
+                backoff.reset()
                 while not self._closed:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is None or message["type"] != "message":
@@ -167,8 +166,7 @@ class EventHub:
             except (RedisError, OSError) as exc:
                 self._pubsub = None
                 _publish_failures.warn("job events subscription", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(backoff.next())
             finally:
                 self._pubsub = None
                 with contextlib.suppress(Exception):

@@ -7,7 +7,6 @@ a kind declares itself in its own package and `xenios_ai.kinds` registers it (se
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +15,7 @@ from uuid import UUID
 
 import msgspec
 
+from xenios_ai.backoff import exponential
 from xenios_ai.errors import XeniosError
 from xenios_ai.jobs.queues import Queue
 
@@ -115,8 +115,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         return isinstance(exc, XeniosError) and exc.retryable and attempt < self.max_attempts
 
     def backoff(self, attempt: int) -> float:
-        base = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** max(0, attempt - 1))
-        return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not security
+        return exponential(
+            self.backoff_seconds, max(0, attempt - 1), cap=self.max_backoff_seconds, jitter=(0.5, 1.0)
+        )
 
 
 _ACTOR_PREFIX = "job_"

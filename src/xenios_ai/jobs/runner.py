@@ -47,11 +47,11 @@ from uuid import UUID
 
 import msgspec
 import psycopg
-from dramatiq.middleware.threading import raise_thread_exception
 from loguru import logger
 from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 
+from xenios_ai.backoff import exponential
 from xenios_ai.errors import InvalidInput, JobCancelled, LimitExceeded, NotFound, XeniosError
 from xenios_ai.jobs import events, store
 from xenios_ai.jobs.context import JobContext
@@ -60,6 +60,8 @@ from xenios_ai.jobs.models import Job, JobError, JobKind, actor_name
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime, WorkerServices
 from xenios_ai.jobs.service import secret_key
 from xenios_ai.observability.metrics import observe_job_attempt, observe_job_claimed
+from xenios_ai.threads import raise_in_thread
+from xenios_ai.throttle import OncePer
 
 if TYPE_CHECKING:
     from xenios_ai.llm.router import LLMRouter
@@ -81,21 +83,8 @@ _encoder = msgspec.json.Encoder()
 _CANCELLED = JobError("cancelled", "the job was cancelled")
 
 
-class _Throttled:
-    """At most one warning a minute about a recurring failure."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-
-    def ready(self) -> bool:
-        now = time.monotonic()
-        if now - self._last < 60:
-            return False
-        self._last = now
-        return True
-
-
-_progress_failures = _Throttled()
+_progress_failures = OncePer(60.0)
+"""At most one warning a minute about progress writes failing."""
 
 
 class _NotRecorded(Exception):
@@ -350,7 +339,7 @@ def _run_sync(
             if not in_handler:
                 return
             logger.error("job {} ignored its time limit; interrupting its thread", attempt.job.id)
-            raise_thread_exception(thread_id, _HardTimeLimit)  # type: ignore[no-untyped-call]
+            raise_in_thread(thread_id, _HardTimeLimit)
         timers.append(asyncio.get_running_loop().call_later(HARD_LIMIT_EXIT_SECONDS, give_up))
 
     def give_up() -> None:  # on the loop
@@ -484,7 +473,7 @@ async def _finish(
                 "job {} attempt {}: recording {} failed ({}); trying again",
                 job.id, job.attempts, status, type(exc).__name__,
             )  # fmt: skip
-            await asyncio.sleep(FINISH_BACKOFF_SECONDS * 2**n)
+            await asyncio.sleep(exponential(FINISH_BACKOFF_SECONDS, n))
     raise AssertionError("unreachable")
 
 

@@ -32,6 +32,7 @@ import msgspec
 from loguru import logger
 from redis.exceptions import RedisError
 
+from xenios_ai.backoff import Doubling
 from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import Redis, open_redis
 from xenios_ai.errors import XeniosError
@@ -296,12 +297,12 @@ class WorkerRuntime(dramatiq.Middleware):
     async def _subscriber(self) -> None:
         prefix = self.settings.redis_namespace
         wake, cancel = events.wake_channel(prefix), events.cancel_channel(prefix)
-        backoff = 0.1
+        backoff = Doubling(0.1, 5.0)
         while True:
             pubsub = self.services.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(wake, cancel)
-                backoff = 0.1
+                backoff.reset()
                 for queue in self._queues:  # a wake-up may have been missed while disconnected
                     job_broker.wake(queue)
                 while True:
@@ -315,8 +316,7 @@ class WorkerRuntime(dramatiq.Middleware):
                         self._cancel(data)
             except (RedisError, OSError) as exc:
                 logger.debug("worker subscriber: {}", type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(backoff.next())
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -57,6 +57,7 @@ import msgspec
 from loguru import logger
 from openai import AsyncOpenAI, DefaultAioHttpClient, RequestOptions
 
+from xenios_ai.backoff import exponential
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.llm import wire
 from xenios_ai.llm.call import Call
@@ -278,7 +279,7 @@ class LLMRouter:
                 return False
             delay = failed.retry_after * random.uniform(1.0, 1.1)  # noqa: S311 - jitter, not crypto
         else:
-            delay = self._backoff * (2**retry) * random.uniform(0.5, 1.5)  # noqa: S311
+            delay = exponential(self._backoff, retry, jitter=(0.5, 1.5))
         await asyncio.sleep(delay)
         return True
 

@@ -13,7 +13,6 @@ Operators scrape:
 from __future__ import annotations
 
 import glob
-import hmac
 import os
 from collections.abc import Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +23,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from xenios_ai.keys import key_matches as keys_match
 from xenios_ai.log import setup_logging
 from xenios_ai.observability import metrics
 from xenios_ai.observability.multiprocess import group_dir
@@ -102,12 +102,7 @@ def key_matches(settings: Settings, x_api_key: str | None, authorization: str | 
     keys = list(settings.api_keys)
     if settings.metrics_api_key:
         keys.append(settings.metrics_api_key.get())
-    if not given or not keys:
-        return False
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given.encode(), key.encode())
-    return matched
+    return keys_match(given, keys)
 
 
 # -- the workers' metrics server (a Dramatiq fork process) ---------------------------------------------

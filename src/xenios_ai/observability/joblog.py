@@ -31,6 +31,7 @@ import msgspec
 import redis
 from loguru import logger
 
+from xenios_ai.backoff import Doubling
 from xenios_ai.db.redis import redis_url
 from xenios_ai.settings import Secret, Settings
 
@@ -133,17 +134,16 @@ class JobLogCapture(dramatiq.Middleware):
 
     def _ship_forever(self) -> None:
         client = redis.Redis.from_url(redis_url(self._settings), socket_connect_timeout=2, socket_timeout=5)
-        backoff = 0.2
+        backoff = Doubling(0.2, 5.0)
         try:
             while True:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 try:
                     self._ship(client)
-                    backoff = 0.2
+                    backoff.reset()
                 except (redis.RedisError, OSError):
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    time.sleep(backoff.next())
                     continue
                 if self._stop.is_set():
                     return

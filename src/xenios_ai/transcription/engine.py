@@ -4,7 +4,6 @@ worker process (`shared_transcriber`); the model is resolved locally, never down
 from __future__ import annotations
 
 import gc
-import os
 import re
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from loguru import logger
 
 from xenios_ai.errors import InvalidInput, LimitExceeded, XeniosError
+from xenios_ai.hub import hub_offline
 from xenios_ai.transcription.models import (
     ProgressCallback,
     Segment,
@@ -71,7 +71,7 @@ class Transcriber:
             raise ValueError("window_seconds must be at least 5")
         if beam_size < 1:
             raise ValueError("beam_size must be at least 1")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        hub_offline()
         path, self.model_name = _resolve_model(model)
         from faster_whisper import WhisperModel
 
