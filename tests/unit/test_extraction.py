@@ -35,6 +35,8 @@ from xenios_ai.extraction.job import ExtractionRequest, extraction_text, split_p
 from xenios_ai.extraction.models import DocumentLimits
 from xenios_ai.extraction.watchdog import DeadlineExceeded, Watchdog
 
+pytestmark = pytest.mark.engine  # builds the engine: not in `just test-fast`
+
 DOCUMENTS = docs.DOCUMENTS
 MULTIPAGE = DOCUMENTS / "multipage.pdf"
 MIXED_SET = {

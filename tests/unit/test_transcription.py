@@ -34,6 +34,8 @@ from xenios_ai.transcription import (
     sniff_audio_format,
 )
 
+pytestmark = pytest.mark.engine  # builds the engine: not in `just test-fast`
+
 AUDIO = Path(__file__).resolve().parent.parent / "data" / "audio"
 REFERENCE = (AUDIO / "dialogue.txt").read_text()
 META: dict[str, Any] = json.loads((AUDIO / "dialogue.json").read_text())

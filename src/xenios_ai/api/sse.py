@@ -23,6 +23,8 @@ from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send, TypeEncodersMap
 
+from xenios_ai.errors import ClientGone
+
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 HEARTBEAT = b": heartbeat\n\n"
 
@@ -70,10 +72,6 @@ class EventStream(Response[None]):
         )
 
 
-class _ClientGone(Exception):
-    pass
-
-
 class _ASGIEventStream(ASGIStreamingResponse):
     __slots__ = ("events", "heartbeat_seconds")
 
@@ -89,7 +87,7 @@ class _ASGIEventStream(ASGIStreamingResponse):
             async with contextlib.aclosing(self.events) as events:  # type: ignore[type-var]
                 async for body in events:
                     await relay.emit(body)
-        except _ClientGone:
+        except ClientGone:
             return
         except asyncio.CancelledError:
             if relay.disconnected and relay.main.uncancel() == 0:
@@ -125,7 +123,7 @@ class _Relay:
             try:
                 await self.send({"type": "http.response.body", "body": body, "more_body": True})
             except Exception:  # the server could not write: the client is gone
-                raise _ClientGone from None
+                raise ClientGone("the client disconnected") from None
 
     async def watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -152,5 +150,5 @@ class _Relay:
     async def _beat(self) -> None:
         try:
             await self.emit(HEARTBEAT)
-        except _ClientGone:
+        except ClientGone:
             self._gone()
