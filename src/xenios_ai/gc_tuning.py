@@ -1,11 +1,7 @@
 """The cyclic garbage collector's settings for long-running processes (API workers, job workers).
 
-CPython runs a young collection every 700 net allocations of container objects and, as survivors pile up,
-full collections that walk every tracked object, including the hundreds of thousands that live as long
-as the process (modules, classes, the app, docling's and pydantic's machinery, the converter). Docling
-allocates millions of small objects per document, so untuned, the collector took ~45% of a 50-page PDF
-extraction here (1.0-1.4 s of 2.4-3.0 s; tests/benchmarks/bench_docling_direct.py). In the API it stalled
-the loop 60-70 ms every few seconds under load (relayed LLM requests' p99 x4).
+Untuned, the cyclic collector took ~45% of a PDF extraction and stalled the API's loop under load
+(docs/decisions/0002-garbage-collector-settings.md has the numbers).
 
 `settle` takes what exists when a process has finished building what it keeps (the API's services, a
 worker's engines) out of the collector's passes (``gc.freeze``), and raises the young threshold so that

@@ -1,17 +1,13 @@
 """Dramatiq's Redis broker as the jobs use it, and an asyncio sender for job messages.
 
-Three choices, each measured against the stock broker:
+Three choices, each measured against the stock broker (docs/decisions/0001-dramatiq-broker-recovery-and-wakeups.md):
 
-- Crash recovery: Dramatiq requeues a dead worker's unacked messages only when a broker call runs its
-  "maintenance", which happens with ``maintenance_chance`` per million calls, for workers silent longer
-  than ``heartbeat_timeout``. With the defaults (1,000 per million, 60 s) a killed job did not come back
-  in 18 minutes; here every worker call does maintenance (BROKER_MAINTENANCE_CHANCE) and the timeout is
-  BROKER_HEARTBEAT_TIMEOUT_MS. The job sweep (`jobs.maintenance`) is the second net.
-- Latency: an idle Dramatiq consumer polls Redis with exponential backoff up to one second, so a job
-  waited ~0.5 s before anyone looked. Senders publish the queue's name on ``<prefix>:jobs:wake`` and
-  idle consumers here wait on an event the worker's subscriber sets, so they fetch at once.
-- Fairness: a consumer prefetches at most as many messages as its process has threads, so one busy
-  process does not sit on jobs another could start.
+- Crash recovery: every worker call runs the broker's maintenance (BROKER_MAINTENANCE_CHANCE) and dead
+  workers' messages come back after BROKER_HEARTBEAT_TIMEOUT_MS; the job sweep (`jobs.maintenance`) is
+  the second net.
+- Latency: senders publish the queue's name on ``<prefix>:jobs:wake``; idle consumers wait on an event the
+  worker's subscriber sets instead of polling with a backoff of up to 1 s.
+- Fairness: a consumer prefetches at most as many messages as its process has threads.
 
 `Enqueuer` sends the same messages as ``actor.send`` (same Lua script, same encoding) from asyncio code
 (API and worker loop), in one round trip with the wake-up, without blocking the event loop.
