@@ -883,6 +883,13 @@ def test_containerfile_contract() -> None:
     assert "uv sync --frozen --no-dev --no-install-project" in text
     assert "uv sync --frozen --no-dev --no-editable" in text
     assert text.count("--mount=type=cache,target=/root/.cache/uv") >= 3
+    # No bind mounts from the context: buildah (podman build) never invalidates their layers' cache.
+    assert "--mount=type=bind" not in text
+    assert text.index("COPY pyproject.toml uv.lock ./") < text.index("--no-install-project") < text.index("COPY src")
+    # A TLS-inspecting proxy's CA comes as a secret, never in a layer.
+    assert text.count("--mount=type=secret,id=build_ca") == text.count(
+        "--mount=type=cache,target=/root/.cache/uv"
+    )
     runtime = text[text.index("AS runtime") :]
     assert re.search(r"^USER 10001:10001$", runtime, flags=re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*xenios-healthcheck", runtime, flags=re.MULTILINE)
@@ -964,6 +971,7 @@ def test_ops_just_recipes(tmp_path: Path, env: dict[str, str]) -> None:
         "down",
         "logs",
         "clean",
+        "image-test",
         "provision",
         "deploy-staging",
         "deploy-prod",
@@ -982,7 +990,39 @@ def test_ops_just_recipes(tmp_path: Path, env: dict[str, str]) -> None:
         [*just, "--dry-run", "logs", "worker-llm"], cwd=REPO, env={**env, "CONTAINER_ENGINE": "podman"}
     )
     assert logs.returncode == 0, explain(logs)
-    assert logs.stderr.strip() == "podman compose logs --follow --tail=200 worker-llm"
+    assert logs.stderr.strip() == "uv run podman-compose logs --follow --tail=200 worker-llm"
+    docker_build = run([*just, "--dry-run", "build", "1.2.3"], cwd=REPO, env=env)
+    assert docker_build.returncode == 0, explain(docker_build)
+    assert docker_build.stderr.split() == [
+        *("docker", "build", "--file", "Containerfile", "--tag", "xenios-ai:1.2.3"),
+        *("--build-arg", "VERSION=1.2.3", "--build-arg", "DOCLING_LAYOUT_MODELS=false", "."),
+    ]
+    # podman: Docker's image format (OCI drops the HEALTHCHECK), base images and a proxy's CA when given.
+    podman_env = env | {
+        "CONTAINER_ENGINE": "podman",
+        "PYTHON_IMAGE": "localhost/py:3.11",
+        "UV_IMAGE": "localhost/uv:1",
+    }
+    podman_build = run(
+        [*just, "--dry-run", "build"], cwd=REPO, env=podman_env | {"XENIOS_BUILD_CA": "/ca.pem"}
+    )
+    assert podman_build.returncode == 0, explain(podman_build)
+    words = podman_build.stderr.split()
+    assert words[:2] == ["podman", "build"]
+    assert words[-1] == "."
+    for pair in (
+        "--format docker",
+        "--build-arg PYTHON_IMAGE=localhost/py:3.11",
+        "--build-arg UV_IMAGE=localhost/uv:1",
+    ):
+        assert pair in " ".join(words), pair
+    assert "--secret id=build_ca,src=/ca.pem" in " ".join(words)
+    up = run([*just, "--dry-run", "up", "api"], cwd=REPO, env=podman_env)
+    assert up.returncode == 0, explain(up)
+    assert (
+        up.stderr.strip()
+        == 'python3 infra/container/stack.py up --engine podman --compose "uv run podman-compose" api'
+    )
     encrypt = run(
         [*just, "--dry-run", "encrypt", "infra/ansible/group_vars/production/vault.yml"], cwd=REPO, env=env
     )
