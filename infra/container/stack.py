@@ -53,7 +53,7 @@ class Stack:
             cmd += ["--file", file]
         result = subprocess.run([*cmd, *args], text=True, capture_output=capture, check=False)
         if check and result.returncode != 0:
-            detail = (result.stderr or "")[-2000:] if capture else ""
+            detail = ((result.stdout or "") + (result.stderr or ""))[-3000:] if capture else ""
             raise StackError(f"{shlex.join(cmd + list(args))} exited {result.returncode}\n{detail}")
         return result
 
@@ -128,21 +128,30 @@ class Stack:
         raise StackError(f"{service} still running after {timeout:.0f} s")
 
     def up(self, services: Sequence[str], timeout: float = 300) -> dict[str, float]:
-        """Bring the stack up in order; returns the seconds until each service was healthy."""
+        """Bring the stack up in order; returns the seconds until each service was healthy. Compose's
+        own output is shown only when a step fails (podman's, without systemd, is mostly noise about
+        health-check timers it cannot create)."""
         start = time.monotonic()
-        self.compose("up", "--detach", *INFRA)
+        say(f"starting {' '.join(INFRA)}")
+        self.compose("up", "--detach", *INFRA, capture=True)
         took = self.wait_healthy(INFRA, timeout)
-        self.compose("up", "--detach", "--no-deps", MIGRATE)
+        say(f"running {MIGRATE}")
+        self.compose("up", "--detach", "--no-deps", MIGRATE, capture=True)
         code = self.wait_exit(MIGRATE, timeout)
         if code != 0:
             self.compose("logs", MIGRATE, check=False)
             raise StackError(f"{MIGRATE} exited {code}")
         took[MIGRATE] = time.monotonic() - start
         apps = [s for s in services if s not in (*INFRA, MIGRATE)]
-        self.compose("up", "--detach", "--no-deps", *apps)
+        say(f"starting {' '.join(apps)}")
+        self.compose("up", "--detach", "--no-deps", *apps, capture=True)
         offset = time.monotonic() - start
         took |= {s: offset + t for s, t in self.wait_healthy(apps, timeout).items()}
         return took
+
+
+def say(message: str) -> None:
+    print(f"stack: {message}", file=sys.stderr, flush=True)
 
 
 def app_services(stack: Stack) -> list[str]:

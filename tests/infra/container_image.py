@@ -54,6 +54,7 @@ APP_SERVICES = ("api", "worker-default", "worker-extraction", "worker-transcript
 OPENROUTER_KEY = "image-test-openrouter-key"  # compose.image-test.yaml
 DOCUMENTS = REPO / "tests" / "data" / "documents"
 AUDIO = REPO / "tests" / "data" / "audio"
+OFFLINE_SERVICES = ("worker-extraction", "worker-transcription")  # compose.image-test.yaml
 FORBIDDEN_TOOLS = ("gcc", "cc", "c++", "g++", "clang", "make", "ld", "uv", "uvx")
 
 
@@ -148,6 +149,19 @@ def check_image(engine: str, image: str, phases: Phases) -> None:
     phases.notes["build"] = f"{image}: {size / 10**6:.0f} MB (budget {SIZE_BUDGET_MB} MB)"
 
 
+def check_offline(engine: str, stack: Stack, phases: Phases) -> None:
+    """The extraction and transcription workers are on the internal network only (no route out)."""
+    for service in OFFLINE_SERVICES:
+        info = json.loads(
+            run([engine, "inspect", "--type", "container", stack.container(service)], capture=True)
+        )
+        networks = set(info[0]["NetworkSettings"]["Networks"])
+        check(networks == {f"{PROJECT}_offline"}, f"{service} is on {networks}")
+    network = json.loads(run([engine, "network", "inspect", f"{PROJECT}_offline"], capture=True))[0]
+    check(network.get("internal") or network.get("Internal"), f"{PROJECT}_offline is not internal: {network}")
+    phases.notes["migrate"] = f"again, on the migrated database; {', '.join(OFFLINE_SERVICES)} offline"
+
+
 def run_jobs(base_url: str, fake: FakeOpenRouter, phases: Phases) -> dict[str, Any]:
     from tests.unit.test_transcription import REFERENCE, wer
 
@@ -238,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         env["XENIOS_BUILD_CA"] = next((b for b in bundles if b and Path(b).is_file()), "")
 
     with phases.phase("build"):
-        run([sys.executable, "-m", "rust_just", "build", version], env=env)
+        run([str(Path(sys.executable).parent / "just"), "build", version], env=env)
     with phases.phase("check"):
         check_image(engine, image, phases)
 
@@ -262,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             ready = stack.up(APP_SERVICES, timeout=600)
             phases.notes["up"] = ", ".join(f"{s} {t:.0f} s" for s, t in ready.items())
         with phases.phase("migrate"):
-            stack.compose("run", "--rm", "--no-deps", "migrate")
+            stack.compose("run", "--rm", "--no-deps", *(["-T"] if engine == "podman" else []), "migrate")
+        check_offline(engine, stack, phases)
         with phases.phase("jobs"):
             results = run_jobs(f"http://127.0.0.1:{api_port}", fake, phases)
     except (Failed, StackError, httpx.HTTPError, TimeoutError) as exc:
@@ -274,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             with phases.phase("down"):
-                stack.compose("down", "--volumes", "--remove-orphans", check=False)
+                down = stack.compose("down", "--volumes", "--remove-orphans", check=False, capture=True)
+                if down.returncode != 0:
+                    print(down.stdout + down.stderr)
+                    failed = failed or Failed(f"compose down exited {down.returncode}")
         fake.stop()
 
     print("\n" + phases.report())

@@ -885,7 +885,11 @@ def test_containerfile_contract() -> None:
     assert text.count("--mount=type=cache,target=/root/.cache/uv") >= 3
     # No bind mounts from the context: buildah (podman build) never invalidates their layers' cache.
     assert "--mount=type=bind" not in text
-    assert text.index("COPY pyproject.toml uv.lock ./") < text.index("--no-install-project") < text.index("COPY src")
+    assert (
+        text.index("COPY pyproject.toml uv.lock ./")
+        < text.index("--no-install-project")
+        < text.index("COPY src")
+    )
     # A TLS-inspecting proxy's CA comes as a secret, never in a layer.
     assert text.count("--mount=type=secret,id=build_ca") == text.count(
         "--mount=type=cache,target=/root/.cache/uv"
