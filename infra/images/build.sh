@@ -103,9 +103,11 @@ build_python() {
 build_uv() {
     local root="$1"
     log "uv: uv==$UV_VERSION from PyPI"
-    # The PyPI package's own binaries, installed by uv into a throwaway venv.
+    # The PyPI package's own binaries, installed by uv into a throwaway venv: the musllinux wheel, whose
+    # binaries are static like the official image's, so they run in an image holding nothing else.
     uv venv --quiet --python "$(command -v python3)" "$root.venv"
-    uv pip install --quiet --python "$root.venv/bin/python" "uv==$UV_VERSION"
+    uv pip install --quiet --python "$root.venv/bin/python" --python-platform "$(uname -m)-unknown-linux-musl" \
+        "uv==$UV_VERSION"
     mkdir -p "$root"
     install -m 0755 "$root.venv/bin/uv" "$root/uv"
     install -m 0755 "$root.venv/bin/uvx" "$root/uvx"
