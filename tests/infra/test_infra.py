@@ -898,6 +898,9 @@ def test_containerfile_contract() -> None:
     assert re.search(r"^USER 10001:10001$", runtime, flags=re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*xenios-healthcheck", runtime, flags=re.MULTILINE)
     assert "HF_HUB_OFFLINE=1" in runtime
+    # The version comes after the venv copy, so a new version rebuilds none of the big layers.
+    assert runtime.index("COPY --from=builder /app/.venv") < runtime.index("ARG VERSION")
+    assert runtime.rstrip().endswith("ENV XENIOS_IMAGE_VERSION=${VERSION}")
     assert 'ENTRYPOINT ["xenios-ai"]' in runtime
     assert "ARG DOCLING_LAYOUT_MODELS=false" in text
     assert "docling-tools models download" in text
