@@ -40,6 +40,7 @@ import httpx
 from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter
 from tests.support import tokens
 from tests.support.jobs import accepted_id, submit_analysis, upload, wait_for_job
+from tests.unit.test_transcription import REFERENCE, wer
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "infra" / "container"))
@@ -163,8 +164,6 @@ def check_offline(engine: str, stack: Stack, phases: Phases) -> None:
 
 
 def run_jobs(base_url: str, fake: FakeOpenRouter, phases: Phases) -> dict[str, Any]:
-    from tests.unit.test_transcription import REFERENCE, wer
-
     user = tokens.headers()
     check(httpx.get(f"{base_url}/api/v1/me", headers=user, timeout=10).status_code == 200, "GET /api/v1/me")
     results: dict[str, Any] = {}
