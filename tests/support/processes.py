@@ -97,7 +97,9 @@ class ApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 120) -> None:
+        """Start the server and wait until it is live (importing the app takes 12-23 s on a loaded
+        2-core machine, hence the long wait; a server that exits fails at once, in `_live`)."""
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         command = [sys.executable, "-m", "xenios_ai", "serve"]
         if self.factory:
@@ -192,7 +194,7 @@ def start_worker(
     *,
     queues: str = ALL_QUEUES,
     threads: int = 4,
-    timeout: float = 60,
+    timeout: float = 120,
 ) -> WorkerProcess:
     """`xenios-ai worker` (one worker process) against ``env``, returned once it has registered in Redis."""
     worker = WorkerProcess(env, queues=queues, processes=1, threads=threads, log_path=log_path)
