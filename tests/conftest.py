@@ -20,12 +20,12 @@ from litestar.testing import AsyncTestClient
 
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import databases, tokens
+from tests.support.config import make_settings
 from tests.support.jobs import JOB_TIMINGS
-from tests.support.processes import ApiServer, WorkerProcess, start_worker
+from tests.support.processes import ROOT, ApiServer, WorkerProcess, start_worker
 from xenios_ai.api.app import create_app
-from xenios_ai.settings import Settings, load_settings
+from xenios_ai.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = uuid.uuid4().hex[:10]
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
@@ -102,10 +102,6 @@ def test_env(
         "RATE_LIMIT_JOBS_PER_MINUTE": "1000000",
         **JOB_TIMINGS,
     }
-
-
-def make_settings(env: dict[str, str], **overrides: Any) -> Settings:
-    return load_settings(env, dotenv=False, **overrides)
 
 
 @pytest.fixture(scope="session")

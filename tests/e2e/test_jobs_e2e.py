@@ -20,9 +20,9 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.config import make_settings
 from tests.support.jobs import WEBHOOK_SECRET, WebhookReceiver, job_events, submit_analysis, wait_for_job
 from tests.support.processes import WorkerProcess
 from tests.support.sse import sse_events

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from tests.conftest import ROOT, make_settings
-from tests.support.processes import stop_process, wait_until
+from tests.support.config import make_settings
+from tests.support.processes import ROOT, stop_process, wait_until
 from tests.support.stuck import STUCK, Nap
 from xenios_ai.db.pool import open_pool
 from xenios_ai.db.redis import open_redis

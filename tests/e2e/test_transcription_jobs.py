@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import tokens
+from tests.support.config import make_settings
 from tests.support.jobs import accepted_id, job_events, upload, wait_for_job
 from tests.support.processes import (
     ApiServer,

@@ -17,9 +17,9 @@ from litestar.exceptions import HTTPException, InternalServerException, ServiceU
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
 from tests.support import tokens
 from tests.support.asgi import captured_logs, send_then_disconnect
+from tests.support.config import make_settings
 from tests.support.processes import RedisServer, free_port
 from xenios_ai.analysis import MAX_TEXT_CHARS
 from xenios_ai.api.app import MAX_JSON_BODY_BYTES, create_app

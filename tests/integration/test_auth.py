@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
 from tests.support import tokens
+from tests.support.config import make_settings
 from tests.support.processes import ApiServer
 from tests.support.tokens import JWKSServer
 from xenios_ai.api.app import create_app

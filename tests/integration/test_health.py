@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.processes import RedisServer, free_port
 from xenios_ai.api.app import create_app
 from xenios_ai.version import VERSION

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
 from tests.support import tokens
+from tests.support.config import make_settings
 from tests.support.sse import async_sse_events
 from xenios_ai.api.app import create_app
 from xenios_ai.jobs.context import JobContext

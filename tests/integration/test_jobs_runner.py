@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.jobs import WebhookReceiver
 from tests.support.processes import RedisServer, wait_until
 from xenios_ai.errors import InvalidInput, NotFound, UpstreamUnavailable

@@ -15,8 +15,9 @@ import msgspec
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, make_settings
+from tests.support.config import make_settings
 from tests.support.jobs import WebhookReceiver
+from tests.support.processes import ROOT
 from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import open_redis
 from xenios_ai.errors import Conflict, NotFound

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import ROOT, make_settings
 from tests.support import tokens
 from tests.support.asgi import captured_logs, send_then_disconnect
+from tests.support.config import make_settings
 from tests.support.jobs import form_part_head, multipart_form
+from tests.support.processes import ROOT
 from tests.support.upload_app import with_upload_route
 from xenios_ai.api.app import create_app
 from xenios_ai.settings import Settings

@@ -15,9 +15,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 from loguru import logger
 
-from tests.conftest import make_settings
 from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.config import make_settings
 from xenios_ai.api.app import create_app
 from xenios_ai.llm.wire import MAX_BODY_BYTES
 

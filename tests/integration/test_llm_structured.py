@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.config import make_settings
 from xenios_ai.api.app import create_app
 from xenios_ai.llm.structured import DEFAULT_INTENT_LABELS
 

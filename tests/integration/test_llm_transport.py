@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
 from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.config import make_settings
 from tests.support.sse import SSEParser
 from xenios_ai.api.app import create_app
 

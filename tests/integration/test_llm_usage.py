@@ -17,9 +17,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 from loguru import logger
 
-from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.config import make_settings
 from tests.support.llm import usage_row
 from xenios_ai.api.app import create_app
 from xenios_ai.db.pool import open_pool

@@ -14,9 +14,9 @@ import redis
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import make_settings
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.config import make_settings
 from xenios_ai.api.app import create_app
 from xenios_ai.jobs.queues import WorkerInfo, workers_key
 

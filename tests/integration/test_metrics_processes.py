@@ -18,9 +18,9 @@ import httpx
 import redis
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import make_settings
 from tests.integration.test_metrics import value
 from tests.support import tokens
+from tests.support.config import make_settings
 from tests.support.processes import ApiServer, free_port, start_worker
 from xenios_ai.api.app import create_app
 from xenios_ai.observability.joblog import log_key

@@ -22,9 +22,9 @@ import redis
 from litestar.testing import AsyncTestClient
 from loguru import logger
 
-from tests.conftest import make_settings
 from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.config import make_settings
 from tests.support.processes import ApiServer, RedisServer
 from tests.support.sse import SSEParser
 from xenios_ai.api.app import create_app
