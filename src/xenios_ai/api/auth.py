@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -53,9 +54,21 @@ class Principal(msgspec.Struct, frozen=True):
 
 
 class JWTVerifier:
-    """Verifies Supabase access tokens. One per process; safe to share between requests."""
+    """Verifies Supabase access tokens. One per process; safe to share between requests.
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+    ``clock`` (monotonic: JWKS ages and back-off) and ``wall`` (epoch seconds: token expiry in the verified
+    cache) are injectable so tests age the caches without sleeping."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
+        self._wall = wall
         self._secret = settings.supabase_jwt_secret.get() if settings.supabase_jwt_secret else None
         base = settings.supabase_url.rstrip("/") if settings.supabase_url else None
         self._jwks_url = f"{base}/auth/v1/.well-known/jwks.json" if base else None
@@ -74,13 +87,17 @@ class JWTVerifier:
         # exp but at most jwks_cache_seconds, so a key withdrawn from the JWKS stops its tokens in time.
         self._verified: dict[str, tuple[Principal, float]] = {}
 
+    def use_http(self, http: httpx.AsyncClient | None) -> None:
+        """Fetch the JWKS with this shared client (the app's, opened in its lifespan); None: one per fetch."""
+        self._http = http
+
     @property
     def configured(self) -> bool:
         return self._secret is not None or self._jwks_url is not None
 
     async def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)
-        if cached is not None and cached[1] > time.time():
+        if cached is not None and cached[1] > self._wall():
             return cached[0]
         try:
             header = jwt.get_unverified_header(token)
@@ -123,7 +140,7 @@ class JWTVerifier:
         )
         if len(self._verified) >= _VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (principal, min(float(claims["exp"]), time.time() + trusted_for))
+        self._verified[token] = (principal, min(float(claims["exp"]), self._wall() + trusted_for))
         return principal
 
     async def _signing_key(self, kid: object, alg: str) -> tuple[PyJWK, float]:
@@ -131,10 +148,10 @@ class JWTVerifier:
         if not isinstance(kid, str):
             raise _rejected("the token names no key (kid)")
         if self._refresh_due(kid):
-            await self._refresh(waiting_since=time.monotonic())
+            await self._refresh(waiting_since=self._clock())
         trusted_for = self._cache_seconds
         if self._failed:  # keys from before the outage, trusted up to twice the cache time
-            trusted_for = min(trusted_for, 2 * self._cache_seconds - (time.monotonic() - self._fetched_at))
+            trusted_for = min(trusted_for, 2 * self._cache_seconds - (self._clock() - self._fetched_at))
             if trusted_for <= 0 or kid not in self._keys:
                 raise self._unavailable()
         key = self._keys.get(kid)
@@ -145,7 +162,7 @@ class JWTVerifier:
         return key, trusted_for
 
     def _refresh_due(self, kid: str) -> bool:
-        now = time.monotonic()
+        now = self._clock()
         since_attempt = now - self._attempted_at
         stale = now - self._fetched_at > self._cache_seconds
         if self._failed:  # back off; the keys we hold keep working meanwhile
@@ -160,11 +177,11 @@ class JWTVerifier:
                 keys = await self._fetch()
             except (httpx.HTTPError, ValueError) as exc:
                 logger.warning("JWKS fetch from {} failed: {}", self._jwks_url, type(exc).__name__)
-                self._attempted_at = time.monotonic()
+                self._attempted_at = self._clock()
                 self._failed = True
                 return
             self._keys = keys
-            self._fetched_at = self._attempted_at = time.monotonic()
+            self._fetched_at = self._attempted_at = self._clock()
             self._failed = False
 
     async def _fetch(self) -> dict[str, PyJWK]:
@@ -192,7 +209,7 @@ class JWTVerifier:
         return keys
 
     def _unavailable(self) -> UpstreamUnavailable:
-        wait = self._retry_seconds - (time.monotonic() - self._attempted_at)
+        wait = self._retry_seconds - (self._clock() - self._attempted_at)
         return UpstreamUnavailable(
             "the token's signing keys (JWKS) cannot be fetched now",
             code="jwks_unavailable",

@@ -61,7 +61,7 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     jobs = JobService(settings, db, redis, storage)
     limiter = RateLimiter(settings)
     app.state.services = Services(settings, db, redis, http, time.time(), llm, storage, jobs, limiter)
-    app.state.jwt._http = http
+    app.state.jwt.use_http(http)
     settle(first_only=True)  # tests build many apps in one process
     try:
         yield
@@ -72,6 +72,7 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
         await usage.aclose()
         await redis.aclose()
         await db.close()
+        app.state.jwt.use_http(None)
         await http.aclose()
 
 
