@@ -16,8 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.clock import FakeClock
 from tests.support.config import make_settings
 from xenios_ai.api.app import create_app
+from xenios_ai.db.pool import open_pool
+from xenios_ai.db.redis import open_redis
+from xenios_ai.jobs.gauges import SystemState
 from xenios_ai.jobs.queues import WorkerInfo, workers_key
 
 KEY = {"X-API-Key": tokens.API_KEY}
@@ -207,3 +211,35 @@ async def test_a_source_that_fails_is_reported_not_fatal(fresh_env: Callable[...
     assert value(text, "xenios_metrics_source_up", source="postgres") == 1
     assert value(text, "xenios_jobs", kind="analysis", queue="llm", status="queued") == 0
     assert not [k for k in samples(text) if k[0] == "xenios_queue_messages"]
+
+
+async def test_system_gauges_are_read_at_most_once_per_cache_time(
+    fresh_env: Callable[..., dict[str, str]],
+) -> None:
+    """Scrapes within METRICS_CACHE_SECONDS reuse one read of PostgreSQL and Redis; the first scrape after
+    it reads again and sees what changed meanwhile."""
+    settings = make_settings(fresh_env(METRICS_CACHE_SECONDS="15"))
+    clock = FakeClock()
+    db = await open_pool(settings, wait=True)
+    rd = open_redis(settings)
+    try:
+        state = SystemState(settings, db, rd, clock=clock.monotonic)
+        first = await state.families()
+        await rd.hset(workers_key(settings.redis_namespace), "host:9", msgspec.json.encode(
+            WorkerInfo("host:9", "host", 9, ["llm"], time.time() - 5, time.time(), [])
+        ))  # fmt: skip
+        clock.advance(14.9)
+        assert await state.families() is first  # cached: the new worker is not seen yet
+        clock.advance(0.2)
+        fresh = await state.families()
+        assert fresh is not first
+        alive = {
+            tuple(sample.labels.items()): sample.value
+            for family in fresh
+            if family.name == "xenios_workers_alive"
+            for sample in family.samples
+        }
+        assert alive[(("queue", "llm"),)] == 1
+    finally:
+        await rd.aclose()
+        await db.close()

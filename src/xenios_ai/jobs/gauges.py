@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import msgspec
 from loguru import logger
@@ -24,9 +25,13 @@ from xenios_ai.version import VERSION
 class SystemState:
     """Jobs by kind and state (PostgreSQL), queue depths and workers (Redis), as gauge families; read at
     most every METRICS_CACHE_SECONDS, each source within a time limit, a failed source reported by
-    ``xenios_metrics_source_up`` instead of failing the scrape."""
+    ``xenios_metrics_source_up`` instead of failing the scrape. ``clock`` (monotonic) ages the cache;
+    tests move it."""
 
-    def __init__(self, settings: Settings, db: Pool, redis: Redis) -> None:
+    def __init__(
+        self, settings: Settings, db: Pool, redis: Redis, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
         self._settings = settings
         self._db = db
         self._redis = redis
@@ -36,12 +41,12 @@ class SystemState:
 
     async def families(self) -> list[Metric]:
         ttl = self._settings.metrics_cache_seconds
-        if time.monotonic() - self._read_at < ttl:
+        if self._clock() - self._read_at < ttl:
             return self._families
         async with self._lock:
-            if time.monotonic() - self._read_at >= ttl:
+            if self._clock() - self._read_at >= ttl:
                 self._families = await self._read()
-                self._read_at = time.monotonic()
+                self._read_at = self._clock()
         return self._families
 
     async def _read(self) -> list[Metric]:
