@@ -22,7 +22,7 @@ from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import open_redis
 from xenios_ai.errors import Conflict, NotFound
 from xenios_ai.extraction.job import EXTRACTION, ExtractionRequest
-from xenios_ai.jobs import maintenance, store
+from xenios_ai.jobs import maintenance, store, store_maintenance
 from xenios_ai.jobs.models import Job, JobError, JobKind, RetryPolicy, Upload, UploadSpec
 from xenios_ai.jobs.queues import WorkerInfo, broker_namespace, workers_key
 from xenios_ai.jobs.service import WEBHOOK_ACTOR, JobService, secret_key
@@ -323,7 +323,8 @@ async def test_the_sweep_never_puts_back_in_the_queue_a_job_it_should_end(jobs: 
     # not in the first pass, and must not be re-queued past its cancel or attempt budget meanwhile.
     await _make_stale(jobs, cancel_asked.id, exhausted.id, age="10 days")
     passes = [
-        await store.sweep_stale(jobs.db, 9 * 86400, webhook_after=WEBHOOK_AFTER, limit=1) for _ in range(3)
+        await store_maintenance.sweep_stale(jobs.db, 9 * 86400, webhook_after=WEBHOOK_AFTER, limit=1)
+        for _ in range(3)
     ]
     assert [(len(ended), requeued) for ended, requeued in passes] == [(1, 0), (1, 0), (0, 0)]
     assert (await jobs.get(cancel_asked.id, "owner-a")).status == "cancelled"

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from loguru import logger
 
-from xenios_ai.jobs import store
+from xenios_ai.jobs import store_maintenance, store_webhooks
 from xenios_ai.jobs.models import actor_name
 from xenios_ai.jobs.queues import alive_workers, broker_namespace
 from xenios_ai.jobs.service import WEBHOOK_ACTOR, JobService
@@ -40,7 +40,7 @@ class SweepReport:
 
 async def sweep(jobs: JobService) -> SweepReport:
     settings = jobs.settings
-    ended, requeued = await store.sweep_stale(
+    ended, requeued = await store_maintenance.sweep_stale(
         jobs.db,
         settings.stale_job_seconds,
         alive=await running_on_live_workers(jobs),
@@ -53,7 +53,7 @@ async def sweep(jobs: JobService) -> SweepReport:
         logger.warning("{} job(s) whose worker stopped were put back in the queue", requeued)
 
     lost = 0
-    candidates = await store.queued_sent_before(jobs.db, settings.stale_job_seconds)
+    candidates = await store_maintenance.queued_sent_before(jobs.db, settings.stale_job_seconds)
     if candidates:
         namespace = broker_namespace(settings.redis_namespace)
         async with jobs.redis.pipeline(transaction=False) as pipe:
@@ -63,17 +63,17 @@ async def sweep(jobs: JobService) -> SweepReport:
         for (job_id, _, message_id), exists in zip(candidates, present, strict=True):
             if not exists:
                 lost += 1
-                await store.mark_unsent(jobs.db, job_id, message_id)
+                await store_maintenance.mark_unsent(jobs.db, job_id, message_id)
         if lost:
             logger.warning("{} queued job(s) had lost their message; sending them again", lost)
 
     sent = 0
-    for job_id, kind, queue, message_id in await store.take_due(jobs.db):
+    for job_id, kind, queue, message_id in await store_maintenance.take_due(jobs.db):
         await jobs.enqueuer.send(queue, actor_name(kind), (str(job_id),), message_id=message_id)
         sent += 1
 
     webhooks = 0
-    for job_id in await store.webhooks_due(jobs.db, settings.webhook_resend_seconds):
+    for job_id in await store_webhooks.webhooks_due(jobs.db, settings.webhook_resend_seconds):
         await jobs.enqueuer.send("default", WEBHOOK_ACTOR, (str(job_id),))
         webhooks += 1
     return SweepReport(len(ended), requeued, lost, sent, webhooks)
@@ -97,11 +97,11 @@ async def expire(jobs: JobService) -> int:
     """Delete finished jobs past retention and their blobs; returns how many jobs went."""
     total = 0
     while True:
-        batch = await store.expired(jobs.db, jobs.settings.job_retention_days)
+        batch = await store_maintenance.expired(jobs.db, jobs.settings.job_retention_days)
         if not batch:
             return total
         for _, blobs in batch:
             for key in blobs:
                 await jobs.storage.delete(key)
-        total += await store.delete(jobs.db, [job_id for job_id, _ in batch])
+        total += await store_maintenance.delete(jobs.db, [job_id for job_id, _ in batch])
         logger.info("retention: deleted {} finished job(s) and their files", len(batch))

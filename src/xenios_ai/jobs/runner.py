@@ -1,4 +1,4 @@
-"""The job runner: what every job actor does around its handler, and the context handlers get.
+"""The job runner: what every job actor does around its handler (the handler's context: `jobs.attempt`).
 
 `execute` claims the job (a conditional UPDATE: a redelivered message for a finished, cancelled or
 running job does nothing), runs the handler under the kind's time limit, and writes the outcome:
@@ -40,32 +40,33 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import msgspec
-import psycopg
 from loguru import logger
-from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 
 from xenios_ai.backoff import exponential
-from xenios_ai.errors import InvalidInput, JobCancelled, LimitExceeded, NotFound, XeniosError
-from xenios_ai.jobs import events, store
+from xenios_ai.errors import InvalidInput, JobCancelled, XeniosError
+from xenios_ai.jobs import events, store, store_maintenance
+from xenios_ai.jobs.attempt import (
+    DB_ERRORS,
+    AttemptContext,
+    AttemptLost,
+    AttemptReleased,
+    time_limit_error,
+)
 from xenios_ai.jobs.context import JobContext
-from xenios_ai.jobs.events import Progress, StateChanged
+from xenios_ai.jobs.events import StateChanged
 from xenios_ai.jobs.models import Job, JobError, JobKind, actor_name
-from xenios_ai.jobs.runtime import Attempt, WorkerRuntime, WorkerServices
-from xenios_ai.jobs.service import secret_key
+from xenios_ai.jobs.runtime import Attempt, WorkerRuntime
 from xenios_ai.observability.metrics import observe_job_attempt, observe_job_claimed
 from xenios_ai.threads import raise_in_thread
-from xenios_ai.throttle import OncePer
 
 if TYPE_CHECKING:
-    from xenios_ai.llm.router import LLMRouter
-    from xenios_ai.settings import Settings
+    pass
 
 T = TypeVar("T")
 Handler = Callable[[JobContext, Any], Any]
@@ -78,166 +79,16 @@ STUCK_EXIT_CODE = 70
 FINISH_TRIES = 5
 """Tries of a terminal write on database errors, FINISH_BACKOFF_SECONDS apart, doubling."""
 FINISH_BACKOFF_SECONDS = 0.2
-_DB_ERRORS = (psycopg.Error, PoolTimeout)
 _encoder = msgspec.json.Encoder()
 _CANCELLED = JobError("cancelled", "the job was cancelled")
-
-
-_progress_failures = OncePer(60.0)
-"""At most one warning a minute about progress writes failing."""
 
 
 class _NotRecorded(Exception):
     """The terminal write kept failing on database errors."""
 
 
-class _Lost(BaseException):
-    """The attempt no longer owns its job (taken over, or the row is gone)."""
-
-
-class _Released(BaseException):
-    """The worker is shutting down and hands the job back."""
-
-
 class _HardTimeLimit(BaseException):
     """Raised into a sync handler's thread that ran far past its time limit."""
-
-
-def _time_limit_error(kind: JobKind) -> LimitExceeded:
-    return LimitExceeded(
-        f"the job ran longer than its time limit of {kind.time_limit:g} s", code="time_limit_exceeded"
-    )
-
-
-class AttemptContext(JobContext):
-    """The worker's `JobContext`: one per attempt, over the process's runtime and services."""
-
-    def __init__(self, runtime: WorkerRuntime, attempt: Attempt) -> None:
-        self._runtime = runtime
-        self._attempt = attempt
-        self._follow_ups: list[tuple[JobKind, msgspec.Struct, UUID]] = []
-        self._interval = runtime.settings.job_progress_interval_seconds
-
-    @property
-    def job(self) -> Job:
-        return self._attempt.job
-
-    @property
-    def services(self) -> WorkerServices:
-        return self._runtime.services
-
-    @property
-    def settings(self) -> Settings:
-        return self._runtime.settings
-
-    def call(self, work: Coroutine[Any, Any, T]) -> T:
-        return self._runtime.call(work)
-
-    def llm(self) -> LLMRouter:
-        return self.services.llm()
-
-    async def read_secret(self) -> bytes | None:
-        try:
-            return await self.services.storage.read_bytes(secret_key(self.job.id))
-        except NotFound:
-            return None
-
-    async def delete_secret(self) -> None:
-        await self.services.storage.delete(secret_key(self.job.id))
-
-    async def source_job(self, job_id: UUID) -> Job | None:
-        return await store.get(self.services.db, job_id, self.job.owner)
-
-    # -- checkpoints -------------------------------------------------------------------------------
-
-    def checkpoint(self) -> None:
-        attempt = self._attempt
-        if attempt.lost:
-            raise _Lost
-        if attempt.release:
-            raise _Released
-        if attempt.cancel:
-            raise JobCancelled("the job was cancelled")
-        if time.monotonic() > attempt.deadline:
-            raise _time_limit_error(attempt.kind)
-
-    async def progress(self, fraction: float, message: str | None = None) -> None:
-        """Raises JobCancelled once the job was cancelled."""
-        if self._write_due(fraction):
-            await self._write_progress(fraction, message)
-            self.checkpoint()
-
-    def progress_sync(self, fraction: float, message: str | None = None) -> None:
-        """Cheap between writes."""
-        if self._write_due(fraction):
-            self._runtime.call(self._write_progress(fraction, message))
-            self.checkpoint()
-
-    def _write_due(self, fraction: float) -> bool:
-        """A checkpoint, then whether this progress is to be written (the last write is old enough, or
-        the work is done)."""
-        self.checkpoint()
-        now = time.monotonic()
-        if now - self._attempt.last_write < self._interval and fraction < 1.0:
-            return False
-        self._attempt.last_write = now
-        return True
-
-    async def _write_progress(self, fraction: float, message: str | None) -> None:
-        fraction = min(1.0, max(0.0, fraction))
-        attempt = self._attempt
-        try:
-            owned = await store.report_progress(
-                self.services.db, self.job.id, attempt.token, fraction, message
-            )
-        except _DB_ERRORS as exc:  # the job goes on; the heartbeat still tells a cancel or a lost job
-            if _progress_failures.ready():
-                logger.warning("job {} progress not recorded ({}); going on", self.job.id, type(exc).__name__)
-            owned = False
-        if owned is None:
-            attempt.lost = True
-        elif owned:
-            attempt.cancel = True
-        await events.publish(
-            self.services.redis, self.settings.redis_namespace, self.job.id, Progress(fraction, message)
-        )
-
-    # -- files and follow-ups ----------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def upload_file(self) -> Iterator[Path]:
-        if self.job.upload is None:
-            raise XeniosError(f"job {self.job.id} has no upload")
-        with self.services.storage.local_file(self.job.upload.key) as path:
-            yield path
-
-    async def store_blob(self, name: str, data: bytes) -> str:
-        """The blob goes with the job at retention."""
-        blob = await self.services.storage.put_bytes(f"jobs/{self.job.id}/{name}", data)
-        self._attempt.blobs.append(blob.key)
-        return blob.key
-
-    def follow_up(self, kind: JobKind, input: msgspec.Struct) -> UUID:
-        """Inserted with this job's success, before it is announced (see `jobs.store.finish`)."""
-        job_id = uuid.uuid4()
-        self._follow_ups.append((kind, input, job_id))
-        return job_id
-
-    def _follow_up_rows(self) -> list[store.FollowUpRow]:
-        job = self.job
-        return [
-            store.FollowUpRow(
-                id=job_id,
-                kind=kind.name,
-                queue=kind.queue,
-                owner=job.owner,
-                input_json=_encoder.encode(input),
-                max_attempts=kind.retry.max_attempts,
-                webhook_url=job.webhook_url,
-                source_job_id=job.id,
-            )
-            for kind, input, job_id in self._follow_ups
-        ]
 
 
 def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
@@ -277,20 +128,20 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         else:
             result = _run_sync(runtime, attempt, handler, context, input)
         outcome = _encoder.encode(result)
-    except _Lost:
+    except AttemptLost:
         logger.warning(
             "job {} attempt {} lost the job to another worker; dropping its work", job.id, job.attempts
         )
         _count(attempt, "lost")
         return
-    except _Released:
+    except AttemptReleased:
         _release(runtime, attempt)
         return
     except JobCancelled:
         _settle(runtime, attempt, "cancelled", error=_CANCELLED)
         return
     except _HardTimeLimit:
-        _fail(runtime, attempt, _time_limit_error(kind))
+        _fail(runtime, attempt, time_limit_error(kind))
         return
     except XeniosError as exc:
         _fail(runtime, attempt, exc)
@@ -312,13 +163,13 @@ async def _run_async(attempt: Attempt, work: Awaitable[Any]) -> Any:
             return await work
     except TimeoutError:
         if scope.expired():
-            raise _time_limit_error(attempt.kind) from None
+            raise time_limit_error(attempt.kind) from None
         raise
     except asyncio.CancelledError:
         if attempt.lost:
-            raise _Lost from None
+            raise AttemptLost from None
         if attempt.release:
-            raise _Released from None
+            raise AttemptReleased from None
         if attempt.cancel:
             raise JobCancelled("the job was cancelled") from None
         raise
@@ -412,7 +263,7 @@ async def _settle_async(
     context: AttemptContext | None,
 ) -> None:
     services, job = runtime.services, attempt.job
-    follow_ups = context._follow_up_rows() if context is not None and status == "succeeded" else []
+    follow_ups = context.follow_up_rows() if context is not None and status == "succeeded" else []
     try:
         done = await _finish(runtime, attempt, status, result_json, error, follow_ups)
         if done is None and status == "succeeded":
@@ -466,7 +317,7 @@ async def _finish(
                 if row is not None and row.terminal and row.attempts == job.attempts:
                     return row
             return done
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             if n == FINISH_TRIES - 1:
                 raise _NotRecorded(f"{type(exc).__name__}, {FINISH_TRIES} tries") from None
             logger.warning(
@@ -482,8 +333,8 @@ async def _send_follow_ups(runtime: WorkerRuntime, job_id: UUID, ids: list[UUID]
     (Redis or the database down, or this process dies) the sweep sends."""
     services = runtime.services
     try:
-        taken = await store.take_due(services.db, ids=ids)
-    except _DB_ERRORS as exc:
+        taken = await store_maintenance.take_due(services.db, ids=ids)
+    except DB_ERRORS as exc:
         logger.warning("follow-ups of job {} left to the sweep ({})", job_id, type(exc).__name__)
         return
     for follow_up, kind, queue, message_id in taken:
@@ -495,7 +346,7 @@ async def _send_follow_ups(runtime: WorkerRuntime, job_id: UUID, ids: list[UUID]
             logger.warning(
                 "follow-up job {} not sent ({}); the sweep sends it", follow_up, type(exc).__name__
             )
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*DB_ERRORS):
                 await store.set_message(services.db, follow_up, None)
 
 

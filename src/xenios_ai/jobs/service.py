@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from xenios_ai.db.pool import Pool
 from xenios_ai.db.redis import Redis
 from xenios_ai.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType, XeniosError
-from xenios_ai.jobs import events, store
+from xenios_ai.jobs import events, store, store_webhooks
 from xenios_ai.jobs.broker import Enqueuer
 from xenios_ai.jobs.events import EventHub, Progress, Resync, StateChanged
 from xenios_ai.jobs.models import Job, JobKind, JobStatus, Upload
@@ -340,7 +340,7 @@ class JobService:
         try:
             await deliver_for_job(self.db, session, self.settings, job_id)
         except WebhookRetry:
-            due = await store.webhook_retry_later(
+            due = await store_webhooks.webhook_retry_later(
                 self.db,
                 job_id,
                 max_attempts=self.settings.webhook_max_attempts,
@@ -352,7 +352,7 @@ class JobService:
                     "webhook of job {} given up after {} attempts", job_id, self.settings.webhook_max_attempts
                 )
             return
-        await store.webhook_settled(self.db, job_id)
+        await store_webhooks.webhook_settled(self.db, job_id)
 
     # -- events ---------------------------------------------------------------------------------------
 

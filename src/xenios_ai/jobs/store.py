@@ -31,7 +31,7 @@ COLUMNS = """id, kind, queue, status, owner, input::text AS input, upload::text 
     webhook_url, webhook_attempts, webhook_delivered_at, webhook_error, webhook_due_at, source_job_id, blobs,
     message_id, worker_id, cancel_requested_at, run_after, created_at, enqueued_at, started_at, heartbeat_at,
     finished_at"""
-_J_COLUMNS = ", ".join(f"j.{column.strip()}" for column in COLUMNS.split(","))
+J_COLUMNS = ", ".join(f"j.{column.strip()}" for column in COLUMNS.split(","))
 """COLUMNS of the table aliased ``j``."""
 
 
@@ -48,8 +48,8 @@ def encode_error(error: JobError) -> str:
     return _encode(error).decode()
 
 
-_CANCELLED_JSON = encode_error(JobError("cancelled", "the job was cancelled"))
-_LOST_JSON = encode_error(JobError("worker_lost", "the worker running the job stopped on every attempt"))
+CANCELLED_JSON = encode_error(JobError("cancelled", "the job was cancelled"))
+LOST_JSON = encode_error(JobError("worker_lost", "the worker running the job stopped on every attempt"))
 # Every terminal transition marks the webhook due (if the job has one), ``webhook_after`` seconds ahead.
 _WEBHOOK_DUE = "CASE WHEN webhook_url IS NOT NULL THEN now() + make_interval(secs => %s) END"
 
@@ -194,7 +194,7 @@ async def claim(
                   AND (status = 'queued' OR (status = 'running'
                        AND heartbeat_at < now() - make_interval(secs => %s)))
                 RETURNING {COLUMNS}""",
-            (worker_id, _CANCELLED_JSON, webhook_after, job_id, stale_seconds),
+            (worker_id, CANCELLED_JSON, webhook_after, job_id, stale_seconds),
         )
         row = await cur.fetchone()
     return to_job(row) if row else None
@@ -330,177 +330,8 @@ async def cancel(db: Pool, job_id: UUID, owner: str, *, webhook_after: float) ->
                     webhook_due_at = CASE WHEN status = 'queued' THEN {_WEBHOOK_DUE} END
                 WHERE id = %s
                 RETURNING {COLUMNS}""",
-            (_CANCELLED_JSON, webhook_after, job_id),
+            (CANCELLED_JSON, webhook_after, job_id),
         )
         row = await cur.fetchone()
     assert row is not None
     return to_job(row), str(before["status"])
-
-
-async def sweep_stale(
-    db: Pool,
-    stale_seconds: float,
-    *,
-    alive: Sequence[UUID] = (),
-    webhook_after: float,
-    limit: int = 500,
-) -> tuple[list[Job], int]:
-    """Running jobs whose heartbeat stopped: cancelled if that was asked, failed when out of attempts,
-    otherwise back to queued (unsent, so the next send pass picks them up). One statement, so a row is
-    either ended or re-queued, never re-queued past its cancel or attempt budget. Jobs in ``alive`` (a
-    live worker says it runs them: its database heartbeats failed, e.g. during an outage) are left alone.
-
-    Returns the jobs that reached a terminal state here and the number re-queued.
-    """
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            f"""WITH stale AS (
-                    SELECT id,
-                           CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
-                                WHEN attempts >= max_attempts THEN 'failed'
-                                ELSE 'queued' END AS next
-                    FROM ai_backend.jobs
-                    WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => %s)
-                      AND NOT id = ANY(%s::uuid[])
-                    LIMIT %s FOR UPDATE SKIP LOCKED)
-                UPDATE ai_backend.jobs AS j
-                SET status = stale.next,
-                    error = CASE stale.next WHEN 'cancelled' THEN %s::jsonb WHEN 'failed' THEN %s::jsonb
-                                            ELSE j.error END,
-                    finished_at = CASE WHEN stale.next = 'queued' THEN NULL ELSE now() END,
-                    enqueued_at = NULL,
-                    message_id = CASE WHEN stale.next = 'queued' THEN NULL ELSE j.message_id END,
-                    worker_id = CASE WHEN stale.next = 'queued' THEN NULL ELSE j.worker_id END,
-                    heartbeat_at = CASE WHEN stale.next = 'queued' THEN NULL ELSE j.heartbeat_at END,
-                    webhook_due_at = CASE WHEN stale.next <> 'queued' AND j.webhook_url IS NOT NULL
-                                          THEN now() + make_interval(secs => %s) END
-                FROM stale WHERE j.id = stale.id
-                RETURNING {_J_COLUMNS}""",
-            (stale_seconds, list(alive), limit, _CANCELLED_JSON, _LOST_JSON, webhook_after),
-        )
-        jobs = [to_job(row) for row in await cur.fetchall()]
-    ended = [job for job in jobs if job.terminal]
-    return ended, len(jobs) - len(ended)
-
-
-async def queued_sent_before(db: Pool, seconds: float, limit: int = 1000) -> list[tuple[UUID, str, str]]:
-    """Queued jobs whose message was sent over ``seconds`` ago: (id, queue, message id)."""
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            """SELECT id, queue, message_id FROM ai_backend.jobs
-               WHERE status = 'queued' AND enqueued_at < now() - make_interval(secs => %s)
-               ORDER BY enqueued_at LIMIT %s""",
-            (seconds, limit),
-        )
-        rows = await cur.fetchall()
-    return [(cast(UUID, row["id"]), str(row["queue"]), str(row["message_id"])) for row in rows]
-
-
-async def mark_unsent(db: Pool, job_id: UUID, message_id: str) -> None:
-    """The message sent for a queued job is gone from Redis: send a new one (next send pass)."""
-    async with db.connection() as conn:
-        await conn.execute(
-            """UPDATE ai_backend.jobs SET enqueued_at = NULL, message_id = NULL
-               WHERE id = %s AND status = 'queued' AND message_id = %s""",
-            (job_id, message_id),
-        )
-
-
-async def take_due(
-    db: Pool, limit: int = 500, *, ids: Sequence[UUID] | None = None
-) -> list[tuple[UUID, str, str, str]]:
-    """Queued jobs with no message (never sent, retry due, re-queued, follow-ups): give each a message id
-    and return (id, kind, queue, message id) for the caller to send; with ``ids``, only among those.
-    Concurrent callers get disjoint rows."""
-    only = "AND id = ANY(%s::uuid[])" if ids is not None else ""
-    params: tuple[Any, ...] = (list(ids), limit) if ids is not None else (limit,)
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            f"""WITH due AS (
-                   SELECT id FROM ai_backend.jobs
-                   WHERE status = 'queued' AND enqueued_at IS NULL
-                     AND (run_after IS NULL OR run_after <= now()) {only}
-                   ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)
-               UPDATE ai_backend.jobs AS j SET enqueued_at = now(), message_id = gen_random_uuid()::text
-               FROM due WHERE j.id = due.id
-               RETURNING j.id, j.kind, j.queue, j.message_id""",
-            params,
-        )
-        rows = await cur.fetchall()
-    return [
-        (cast(UUID, row["id"]), str(row["kind"]), str(row["queue"]), str(row["message_id"])) for row in rows
-    ]
-
-
-async def expired(db: Pool, retention_days: float, limit: int = 500) -> list[tuple[UUID, list[str]]]:
-    """Finished jobs past retention: (id, blob keys)."""
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            """SELECT id, blobs FROM ai_backend.jobs
-               WHERE finished_at < now() - make_interval(secs => %s)
-               ORDER BY finished_at LIMIT %s""",
-            (retention_days * 86400.0, limit),
-        )
-        rows = await cur.fetchall()
-    return [(cast(UUID, row["id"]), cast(list[str], row["blobs"])) for row in rows]
-
-
-async def delete(db: Pool, job_ids: Sequence[UUID]) -> int:
-    async with db.connection() as conn:
-        cur = await conn.execute("DELETE FROM ai_backend.jobs WHERE id = ANY(%s)", (list(job_ids),))
-        return cur.rowcount
-
-
-async def record_webhook(db: Pool, job_id: UUID, *, delivered: bool, error: str | None) -> None:
-    """One delivery attempt of the job's webhook; a delivered one is no longer due."""
-    async with db.connection() as conn:
-        await conn.execute(
-            """UPDATE ai_backend.jobs
-               SET webhook_attempts = webhook_attempts + 1, webhook_error = %s,
-                   webhook_delivered_at = CASE WHEN %s THEN now() ELSE webhook_delivered_at END,
-                   webhook_due_at = CASE WHEN %s THEN NULL ELSE webhook_due_at END
-               WHERE id = %s""",
-            (error, delivered, delivered, job_id),
-        )
-
-
-async def webhooks_due(db: Pool, lease_seconds: float, limit: int = 500) -> list[UUID]:
-    """Finished jobs whose webhook is due: each becomes due again ``lease_seconds`` from now (should the
-    delivery handed to the queue now be lost too) and is returned for the caller to hand to the queue."""
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            """WITH due AS (
-                   SELECT id FROM ai_backend.jobs
-                   WHERE webhook_due_at <= now() AND status IN ('succeeded', 'failed', 'cancelled')
-                   ORDER BY webhook_due_at LIMIT %s FOR UPDATE SKIP LOCKED)
-               UPDATE ai_backend.jobs AS j SET webhook_due_at = now() + make_interval(secs => %s)
-               FROM due WHERE j.id = due.id
-               RETURNING j.id""",
-            (limit, lease_seconds),
-        )
-        rows = await cur.fetchall()
-    return [cast(UUID, row["id"]) for row in rows]
-
-
-async def webhook_settled(db: Pool, job_id: UUID) -> None:
-    """Nothing more to deliver for the job (delivered, refused by the receiver, or not deliverable)."""
-    async with db.connection() as conn:
-        await conn.execute("UPDATE ai_backend.jobs SET webhook_due_at = NULL WHERE id = %s", (job_id,))
-
-
-async def webhook_retry_later(
-    db: Pool, job_id: UUID, *, max_attempts: int, backoff_seconds: float, max_backoff_seconds: float
-) -> datetime | None:
-    """After a failed delivery attempt: when the next one is due (jittered exponential backoff over the
-    attempts so far), or None when ``max_attempts`` were made (given up: no longer due)."""
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            """UPDATE ai_backend.jobs
-               SET webhook_due_at = CASE WHEN webhook_attempts < %s THEN now() + make_interval(secs =>
-                       least(%s, %s * 2 ^ greatest(0, webhook_attempts - 1)) * (0.5 + random() / 2)) END
-               WHERE id = %s
-               RETURNING webhook_due_at""",
-            (max_attempts, max_backoff_seconds, backoff_seconds, job_id),
-        )
-        row = await cur.fetchone()
-    return cast(datetime | None, row["webhook_due_at"]) if row else None

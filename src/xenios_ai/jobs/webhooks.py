@@ -36,7 +36,7 @@ from loguru import logger
 
 from xenios_ai.db.pool import Pool
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
-from xenios_ai.jobs import store
+from xenios_ai.jobs import store, store_webhooks
 from xenios_ai.jobs.models import Job
 from xenios_ai.settings import Settings, webhook_key
 
@@ -285,12 +285,12 @@ async def deliver_for_job(db: Pool, session: aiohttp.ClientSession, settings: Se
             session, job.webhook_url, secret, msg_id, body, allow_private=allow_private
         )
     except WebhookRetry as exc:
-        await store.record_webhook(db, job.id, delivered=False, error=exc.detail)
+        await store_webhooks.record_webhook(db, job.id, delivered=False, error=exc.detail)
         logger.warning("webhook of job {} not delivered yet: {}", job.id, exc.detail)
         raise
     except XeniosError as exc:
-        await store.record_webhook(db, job.id, delivered=False, error=exc.detail)
+        await store_webhooks.record_webhook(db, job.id, delivered=False, error=exc.detail)
         logger.warning("webhook of job {} refused, not retried: {}", job.id, exc.detail)
         return
-    await store.record_webhook(db, job.id, delivered=True, error=None)
+    await store_webhooks.record_webhook(db, job.id, delivered=True, error=None)
     logger.info("webhook of job {} delivered ({})", job.id, status)
