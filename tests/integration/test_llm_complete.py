@@ -139,7 +139,7 @@ async def test_complete_answers_with_content_model_and_provider_usage(
     assert request.headers["x-title"] == "Xenios"
     body = request.body
     assert (body["model"], body["temperature"], body["max_tokens"]) == (OPUS, 0.2, 100)
-    assert "stream" not in body
+    assert body["stream"] is True  # every call streams internally, so the first-token deadline holds
     assert body["messages"][0]["role"] == "system"
     assert "Xenios" in body["messages"][0]["content"]
     assert body["messages"][1:] == [
@@ -403,7 +403,7 @@ async def test_a_timeout_moves_to_the_next_model_and_cancels_the_slow_request(
 
     assert time.monotonic() - started < 2.0
     assert (response.json()["model"], response.json()["fallback_used"]) == (SONNET, True)
-    assert response.json()["attempts"][0]["error"] == "timeout"
+    assert response.json()["attempts"][0]["error"] == "first_token_timeout"
     requests = await fake_openrouter.wait_for_async(lambda rs: len(rs) == 2 and rs[0].client_disconnected)
     assert requests[0].model == OPUS
 
@@ -483,8 +483,8 @@ async def test_every_model_timing_out_is_a_504(
 
     assert (response.status_code, response.json()["code"]) == (504, "upstream_timeout")
     assert [(a["model"], a["error"]) for a in response.json()["attempts"]] == [
-        (OPUS, "timeout"),
-        (SONNET, "timeout"),
+        (OPUS, "first_token_timeout"),
+        (SONNET, "first_token_timeout"),
     ]
 
 

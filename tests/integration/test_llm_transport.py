@@ -45,10 +45,10 @@ async def stream_events(client: AsyncTestClient[Any]) -> list[tuple[str, Any]]:
 # -- compression -----------------------------------------------------------------------------------
 
 
-async def test_a_gzipped_completion_is_decoded(
+async def test_a_completion_asks_for_an_uncompressed_stream_and_a_gzipped_one_is_decoded(
     client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter
 ) -> None:
-    fake_openrouter.enqueue(Reply(gzip="accepted"))
+    fake_openrouter.enqueue(Reply(gzip="always"))
 
     response = await client.post(
         "/api/v1/llm/complete", json={"task": "chat", "input": "hi"}, headers=tokens.headers()
@@ -57,7 +57,7 @@ async def test_a_gzipped_completion_is_decoded(
     assert response.status_code == 200
     assert response.json()["content"] == DEFAULT_CONTENT
     [request] = fake_openrouter.requests
-    assert "gzip" in request.headers["accept-encoding"]
+    assert (request.stream, request.headers["accept-encoding"]) == (True, "identity")
     assert request.compressed
 
 

@@ -24,15 +24,17 @@ failures (connection error, 408/409/429/5xx, a mid-stream error before any text 
 retried ``llm_max_retries`` times after a jittered exponential backoff, or after the upstream's
 Retry-After when it is at most ``llm_max_retry_after_seconds`` (a longer one moves on to the next model
 at once). Timeouts, an unknown model (404, or 400 "not a valid model ID") and JSON output failing
-validation move on to the next model without a retry. Deadlines: a completion attempt has
-``llm_timeout_seconds``; a stream attempt has ``llm_first_token_timeout_seconds`` until its first text
-(``: OPENROUTER PROCESSING`` comments do not count) and then ``llm_stream_idle_timeout_seconds`` between
-data. Once a stream has yielded text it never restarts: a later failure raises ``upstream_stalled`` (504),
+validation move on to the next model without a retry. Deadlines, one model for every call: every
+attempt streams from the upstream (a completion assembles the text itself), so every attempt has
+``llm_first_token_timeout_seconds`` until its first text (``: OPENROUTER PROCESSING`` comments do not
+count) and then ``llm_stream_idle_timeout_seconds`` between data; a completion's attempt also has the
+whole-answer limit ``llm_timeout_seconds``. A hung primary therefore falls back within the first-token
+deadline whether the caller streams or not. Once a stream has yielded text it never restarts: a later failure raises ``upstream_stalled`` (504),
 ``upstream_disconnected`` or ``upstream_stream_error`` (502), after any text that came before it.
 Closing the stream (client gone) closes the upstream connection. An answer larger than
 ``wire.MAX_BODY_BYTES`` (a completion body, or one stream line) fails its attempt (``response_too_large``,
 next model). Streams ask for ``Accept-Encoding: identity`` (SSE must reach us as it is sent) and are
-decoded anyway when a proxy compresses them; completions accept gzip.
+decoded anyway when a proxy compresses them.
 
 Usage (tokens, OpenRouter's ``usage.cost``) goes to the `UsageSink` once per request, whatever the
 outcome, including cancellation: per attempt the last usage reported counts (a provider may repeat its
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Literal
@@ -142,21 +145,11 @@ class LLMRouter:
     ) -> Completion:
         """Run ``task`` to completion through its model chain (see the module docstring)."""
         call = self._prepare(task, messages, input, output, options, "complete", owner, request_id, job_id)
-        status: Literal["succeeded", "failed", "cancelled"] = "failed"
-        error_code: str | None = None
-        content: str | None = None
-        try:
-            completion = await self._run_chain(call)
-            status, content = "succeeded", completion.content
-            return completion
-        except XeniosError as exc:
-            error_code = exc.code
-            raise
-        except asyncio.CancelledError:
-            status, error_code = "cancelled", "cancelled"
-            raise
-        finally:
-            self._record(call, status, error_code, content)
+        async with contextlib.aclosing(self._chain(call)) as events:
+            async for item in events:
+                if type(item) is Completion:
+                    return item
+        raise AssertionError("the chain ended without an answer")  # pragma: no cover
 
     def stream(
         self,
@@ -178,7 +171,7 @@ class LLMRouter:
             raise InvalidInput(
                 f"task {task!r} answers JSON and cannot be streamed; use complete", code="task_not_streamable"
             )
-        return self._stream(call)
+        return self._chain(call)  # type: ignore[return-value]  # a stream's chain yields no Completion
 
     # -- preparation --------------------------------------------------------------------------------
 
@@ -234,33 +227,84 @@ class LLMRouter:
                 max_tokens = options.max_tokens
         return Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id)
 
-    def _body(self, call: Call, model: str, *, stream: bool) -> bytes:
+    def _body(self, call: Call, model: str) -> bytes:
         return wire.request_body(
             model,
             call.messages,
             temperature=call.temperature,
             max_tokens=call.max_tokens,
-            stream=stream,
+            stream=True,
             response_format=call.output.response_format if call.output is not None else None,
         )
 
-    # -- the chain ----------------------------------------------------------------------------------
+    # -- the chain: one loop for completions and streams -------------------------------------------------
 
-    async def _run_chain(self, call: Call) -> Completion:
-        models = call.task.models
-        for index, model in enumerate(models):
-            call.fallback_used = index > 0
-            for retry in range(self._max_retries + 1):
-                call.begin(model)
-                try:
-                    completion = await self._complete_once(call, model)
-                except Failed as failed:
-                    if not await self._after_failure(call, model, failed, retry):
-                        break
-                    continue
-                call.end()
-                return completion
-        raise all_failed(call.task.name, call.attempts, call.retry_after)
+    async def _chain(self, call: Call) -> AsyncGenerator[Delta | Done | Completion, None]:
+        """Every model of the chain in turn, with retries, until one answers.
+
+        Both modes stream from the upstream, so the first-token deadline holds for every call. A stream
+        yields `Delta` events as text arrives, then `Done`; once it has yielded text it never restarts. A
+        completion keeps an attempt's text until the attempt ends (a failure mid-answer moves on like any
+        other), checks JSON output, and yields one `Completion`.
+        """
+        streaming = call.mode == "stream"
+        status: Literal["succeeded", "failed", "cancelled"] = "failed"
+        error_code: str | None = None
+        text: list[str] = []
+        try:
+            for index, model in enumerate(call.task.models):
+                call.fallback_used = index > 0
+                for retry in range(self._max_retries + 1):
+                    call.begin(model)
+                    if not streaming:
+                        text.clear()  # an attempt's text counts only if the attempt succeeds
+                        call.ttft_ms = None
+                    try:
+                        async with contextlib.aclosing(self._attempt(call, model)) as pieces:
+                            async for piece in pieces:
+                                if streaming:
+                                    if self._store_content:
+                                        text.append(piece)
+                                    yield Delta(piece)
+                                else:
+                                    text.append(piece)
+                        outcome = self._finish(call, model, text)
+                    except Failed as failed:
+                        if streaming and call.ttft_ms is not None:  # text was sent: never restart
+                            call.end(failed.error, failed.status)
+                            raise call.final_error(failed) from None
+                        if not await self._after_failure(call, model, failed, retry):
+                            break
+                        continue
+                    call.end()
+                    status = "succeeded"
+                    yield outcome
+                    return
+            raise all_failed(call.task.name, call.attempts, call.retry_after)
+        except XeniosError as exc:
+            error_code = exc.code
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            if status != "succeeded":
+                status, error_code = "cancelled", "cancelled"
+            raise
+        finally:
+            content = "".join(text) if (self._store_content or not streaming) and text else None
+            self._record(call, status, error_code, content)
+
+    def _finish(self, call: Call, model: str, text: list[str]) -> Done | Completion:
+        """The outcome of an attempt that ended well (a completion's JSON output checked here)."""
+        if call.mode == "stream":
+            return call.outcome(Done, model, ttft_ms=call.ttft_ms)
+        content = "".join(text)
+        data = None
+        if call.output is not None:
+            try:
+                data = call.output.parse(content)
+            except InvalidOutput as exc:
+                logger.bind(task=call.task.name, model=model).info("invalid output: {}", exc)
+                raise Failed("next", "invalid_output") from None
+        return call.outcome(Completion, model, content=content, data=data)
 
     async def _after_failure(self, call: Call, model: str, failed: Failed, retry: int) -> bool:
         """Note the failed attempt; raise when it ends the request; else wait and say whether to retry."""
@@ -283,90 +327,15 @@ class LLMRouter:
         await asyncio.sleep(delay)
         return True
 
-    # -- one completion attempt ---------------------------------------------------------------------
+    # -- one attempt -----------------------------------------------------------------------------------
 
-    async def _complete_once(self, call: Call, model: str) -> Completion:
+    async def _open(self, call: Call, model: str, deadline: float, limit: float) -> httpx2.Response:
         assert self._client is not None
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._client.post(
-                    _CHAT,
-                    content=self._body(call, model, stream=False),
-                    cast_to=httpx2.Response,
-                    stream=True,  # read here, within MAX_BODY_BYTES
-                    stream_cls=None,
-                )
-                try:
-                    body = await wire.read_body(response)
-                finally:
-                    await response.aclose()
-        except Exception as exc:
-            raise classify(exc, self._key) from None
-        try:
-            answer = wire.decode_completion(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise Failed("retry", "invalid_response") from None
-        call.add_usage(answer.usage)
-        if answer.error is not None or not answer.choices:
-            raise Failed("retry", "upstream_error")
-        choice = answer.choices[0]
-        content = choice.message.content or ""
-        call.provider, call.finish_reason = answer.provider, choice.finish_reason
-        data = None
-        if call.output is not None:
-            try:
-                data = call.output.parse(content)
-            except InvalidOutput as exc:
-                logger.bind(task=call.task.name, model=model).info("invalid output: {}", exc)
-                raise Failed("next", "invalid_output") from None
-        return call.outcome(Completion, model, content=content, data=data)
-
-    # -- streaming ----------------------------------------------------------------------------------
-
-    async def _stream(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
-        status: Literal["succeeded", "failed", "cancelled"] = "failed"
-        error_code: str | None = None
-        text: list[str] | None = [] if self._store_content else None
-        try:
-            for index, model in enumerate(call.task.models):
-                call.fallback_used = index > 0
-                for retry in range(self._max_retries + 1):
-                    call.begin(model)
-                    try:
-                        async with contextlib.aclosing(self._stream_once(call, model)) as pieces:
-                            async for piece in pieces:
-                                if text is not None:
-                                    text.append(piece)
-                                yield Delta(piece)
-                    except Failed as failed:
-                        if call.ttft_ms is not None:  # text was sent: never restart, end with the error
-                            call.end(failed.error, failed.status)
-                            raise call.final_error(failed) from None
-                        if not await self._after_failure(call, model, failed, retry):
-                            break
-                        continue
-                    call.end()
-                    status = "succeeded"
-                    yield call.outcome(Done, model, ttft_ms=call.ttft_ms)
-                    return
-            raise all_failed(call.task.name, call.attempts, call.retry_after)
-        except XeniosError as exc:
-            error_code = exc.code
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            if status != "succeeded":
-                status, error_code = "cancelled", "cancelled"
-            raise
-        finally:
-            self._record(call, status, error_code, "".join(text) if text is not None else None)
-
-    async def _open_stream(self, call: Call, model: str, deadline: float) -> httpx2.Response:
-        assert self._client is not None
-        try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(min(deadline, limit)):
                 return await self._client.post(
                     _CHAT,
-                    content=self._body(call, model, stream=True),
+                    content=self._body(call, model),
                     cast_to=httpx2.Response,
                     options=_STREAM_OPTIONS,
                     stream=True,
@@ -375,15 +344,23 @@ class LLMRouter:
         except Exception as exc:
             failed = classify(exc, self._key)
             if isinstance(exc, TimeoutError):
-                failed.error = "first_token_timeout"
+                failed.error = "first_token_timeout" if deadline <= limit else "timeout"
             raise failed from None
 
-    async def _stream_once(self, call: Call, model: str) -> AsyncGenerator[str, None]:
-        """Yield the text of one upstream stream, read by read; raise `Failed` on any failure."""
+    async def _attempt(self, call: Call, model: str) -> AsyncGenerator[str, None]:
+        """Yield the text of one upstream stream, read by read; raise `Failed` on any failure.
+
+        Deadlines: the first text within ``llm_first_token_timeout_seconds``, then data at least every
+        ``llm_stream_idle_timeout_seconds``; a completion's attempt also ends at ``llm_timeout_seconds``.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._first_token_timeout
-        response = await self._open_stream(call, model, deadline)
+        streaming = call.mode == "stream"
+        now = loop.time()
+        deadline = now + self._first_token_timeout
+        limit = math.inf if streaming else now + self._timeout
+        response = await self._open(call, model, deadline, limit)
         sent_text = False
+        size = 0
         try:
             lines = wire.SSELines()
             # aiter_raw does not undo a Content-Encoding (the transport does not either): a proxy may
@@ -392,7 +369,7 @@ class LLMRouter:
             finished = False
             while True:
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout_at(min(deadline, limit)):
                         data = await anext(reads)
                 except StopAsyncIteration:
                     break
@@ -409,26 +386,34 @@ class LLMRouter:
                     if not sent_text:
                         sent_text = True
                         call.ttft_ms = call.elapsed_ms
+                    size += len(text)
+                    if size > wire.MAX_BODY_BYTES:
+                        raise wire.TooLarge(f"the answer is larger than {wire.MAX_BODY_BYTES} bytes")
                     yield text
                 if error:
                     raise Failed("retry", "stream_error")
             if not finished and call.finish_reason is None:
                 raise Failed("retry", "incomplete_stream")
-        except Failed as failed:
-            if sent_text:
-                interrupted(failed, model, self._idle_timeout)
-            raise
         except Exception as exc:
-            failure = classify(exc, self._key)
-            if isinstance(exc, TimeoutError):
-                failure.error = "stream_stalled" if sent_text else "first_token_timeout"
-            if sent_text:
-                interrupted(failure, model, self._idle_timeout)
-            raise failure from None
+            raise self._failure(exc, model, sent_text=sent_text, streaming=streaming, limit=limit) from None
         finally:
             call.add_usage(call.attempt_usage)  # also when cancelled: what the provider reported so far
             call.attempt_usage = None
             await response.aclose()
+
+    def _failure(
+        self, exc: Exception, model: str, *, sent_text: bool, streaming: bool, limit: float
+    ) -> Failed:
+        """What an exception during an attempt's reads means (a stream that sent text never restarts)."""
+        failure = exc if isinstance(exc, Failed) else classify(exc, self._key)
+        if isinstance(exc, TimeoutError):
+            if asyncio.get_running_loop().time() >= limit:
+                failure.error = "timeout"
+            else:
+                failure.error = "stream_stalled" if sent_text else "first_token_timeout"
+        if sent_text and streaming:
+            interrupted(failure, model, self._idle_timeout)
+        return failure
 
     # -- usage ---------------------------------------------------------------------------------------
 
