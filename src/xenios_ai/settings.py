@@ -132,6 +132,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """SSE comment sent to the client after this much silence, so proxies keep the stream open."""
     llm_max_connections: int = 2000
     """Upper bound of concurrent upstream connections of one process (each stream holds one)."""
+    llm_provider_preferences: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """OpenRouter provider preferences per task as JSON, replacing the default {"data_collection": "deny", "zdr": true}, e.g. {"chat": {"order": ["anthropic"], "zdr": true}}; JSON tasks always add require_parameters."""
+    llm_cache_min_chars: int = 4096
+    """Anthropic and Gemini models: a system prompt (and an analysis's input) at least this long is marked for prompt caching (cache_control); 0: no markers."""
 
     # --- jobs and storage
     storage_dir: str | None = None
@@ -278,6 +282,10 @@ class SettingsError(Exception):
 _REQUIRED_IN_PRODUCTION = ("xenios_backend_api_key", "database_url", "redis_url", "openrouter_api_key")
 
 
+_JSON_SETTINGS = frozenset({"llm_models", "llm_provider_preferences"})
+"""Settings given as JSON in the environment."""
+
+
 def _dec_hook(type_: type, obj: Any) -> Any:
     """msgspec's decode hook: a Secret from a string. Anything else is a TypeError, which msgspec turns into
     a ValidationError naming the field (so load_settings names the variable)."""
@@ -299,7 +307,7 @@ def load_settings(
     for key, value in environ.items():
         name = key.lower()
         if name in fields and value != "":
-            raw[name] = msgspec.json.decode(value) if name == "llm_models" else value
+            raw[name] = msgspec.json.decode(value) if name in _JSON_SETTINGS else value
     raw.update(overrides)
     try:
         settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)

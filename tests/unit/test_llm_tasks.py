@@ -43,3 +43,26 @@ def test_the_llm_models_setting_overrides_chains() -> None:
 def test_bad_overrides_stop_start_up(overrides: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         build_catalogue(overrides)
+
+
+def test_provider_preferences_default_to_private_and_json_tasks_require_the_schema() -> None:
+    catalogue = build_catalogue()
+    private = {"data_collection": "deny", "zdr": True}
+    assert {name: task.provider for name, task in catalogue.items()} == {
+        "session_summary": private,
+        "insight_generation": private,
+        "chat": private,
+        "intent_classification": private | {"require_parameters": True},
+        "entity_extraction": private | {"require_parameters": True},
+    }
+
+
+def test_provider_preferences_are_replaced_per_task_and_unknown_tasks_stop_start_up() -> None:
+    settings = load_settings(
+        {"LLM_PROVIDER_PREFERENCES": '{"chat": {}, "entity_extraction": {}}'}, dotenv=False
+    )
+    catalogue = build_catalogue(providers=settings.llm_provider_preferences)
+    assert catalogue["chat"].provider is None
+    assert catalogue["entity_extraction"].provider == {"require_parameters": True}
+    with pytest.raises(SettingsError, match="LLM_PROVIDER_PREFERENCES: unknown task"):
+        build_catalogue(providers={"nope": {}})

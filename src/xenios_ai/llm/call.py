@@ -30,6 +30,8 @@ class Call:
     owner: str | None
     request_id: str | None
     job_id: str | None
+    marked: list[wire.Message | wire.PartsMessage] | None = None
+    """The messages with prompt-cache breakpoints, for models that need explicit markers (None: none)."""
     started: float = field(default_factory=time.perf_counter)
     created_at: float = field(default_factory=time.time)
     attempts: list[Attempt] = field(default_factory=list)
@@ -41,6 +43,9 @@ class Call:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+    cached_tokens: int | None = None
+    generation_id: str | None = None
+    """OpenRouter's id of the latest attempt's generation."""
     provider: str | None = None
     finish_reason: str | None = None
     ttft_ms: float | None = None
@@ -69,6 +74,9 @@ class Call:
             self.completion_tokens = (self.completion_tokens or 0) + usage.completion_tokens
         if usage.cost is not None:
             self.cost = (self.cost or 0.0) + usage.cost
+        details = usage.prompt_tokens_details
+        if details is not None and details.cached_tokens is not None:
+            self.cached_tokens = (self.cached_tokens or 0) + details.cached_tokens
 
     @property
     def usage(self) -> Usage:
@@ -112,6 +120,8 @@ class Call:
                 finished = True
                 continue
             chunk = wire.decode_chunk(payload)
+            if chunk.id is not None and chunk.id != self.generation_id:
+                self.generation_id = chunk.id
             if chunk.error is not None:
                 return "".join(pieces), finished, True
             if chunk.usage is not None:

@@ -78,6 +78,15 @@ _STREAM_OPTIONS: RequestOptions = {"headers": {"Accept-Encoding": "identity"}}
 """Streams uncompressed: the transport does not decode compressed bodies, and compression would buffer."""
 
 
+_MARKER_FAMILIES = ("anthropic/", "google/gemini")
+"""Model families whose prompt caching needs explicit ``cache_control`` breakpoints (OpenAI, DeepSeek,
+Grok and others cache prefixes by themselves)."""
+
+
+def _explicit_cache_markers(model: str) -> bool:
+    return model.startswith(_MARKER_FAMILIES)
+
+
 class LLMRouter:
     """Routes task requests to models (see the module docstring). Create and use it on one event loop."""
 
@@ -101,6 +110,7 @@ class LLMRouter:
         self._max_retries = max(0, settings.llm_max_retries)
         self._backoff = settings.llm_retry_backoff_seconds
         self._max_retry_after = settings.llm_max_retry_after_seconds
+        self._cache_min_chars = settings.llm_cache_min_chars
         key = settings.openrouter_api_key.get() if settings.openrouter_api_key else ""
         self._key = key
         self._client: AsyncOpenAI | None = None
@@ -225,16 +235,41 @@ class LLMRouter:
                         code="invalid_llm_input",
                     )
                 max_tokens = options.max_tokens
-        return Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id)
+        marked = self._cache_breakpoints(task, chat, input is not None)
+        return Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id, marked)
+
+    def _cache_breakpoints(
+        self, task: Task, chat: list[wire.Message], from_input: bool
+    ) -> list[wire.Message | wire.PartsMessage] | None:
+        """The messages with ``cache_control`` on the parts worth caching, or None when none is.
+
+        Marked when at least ``llm_cache_min_chars`` long (shorter prefixes are below the providers'
+        minimum, ~1,024 tokens): the system prompt; an analysis's input (the transcript or document);
+        a conversation's last message (so the next turn reads the conversation so far from the cache).
+        """
+        least = self._cache_min_chars
+        if least <= 0:
+            return None
+        marked = set()
+        if len(chat[0].content) >= least:
+            marked.add(0)
+        if from_input:
+            if task.cache_input and len(chat[-1].content) >= least:
+                marked.add(len(chat) - 1)
+        elif sum(len(m.content) for m in chat) >= least:
+            marked.add(len(chat) - 1)
+        return wire.mark_for_cache(chat, marked) if marked else None
 
     def _body(self, call: Call, model: str) -> bytes:
+        marked = call.marked is not None and _explicit_cache_markers(model)
         return wire.request_body(
             model,
-            call.messages,
+            call.marked if marked and call.marked is not None else call.messages,
             temperature=call.temperature,
             max_tokens=call.max_tokens,
             stream=True,
             response_format=call.output.response_format if call.output is not None else None,
+            provider=call.task.provider,
         )
 
     # -- the chain: one loop for completions and streams -------------------------------------------------
@@ -447,6 +482,8 @@ class LLMRouter:
                 latency_ms=call.elapsed_ms,
                 ttft_ms=call.ttft_ms,
                 finish_reason=call.finish_reason,
+                cached_tokens=call.cached_tokens,
+                generation_id=call.generation_id,
                 prompt=msgspec.to_builtins(call.messages) if self._store_content else None,
                 response=content if self._store_content else None,
             )

@@ -3,6 +3,12 @@
 A task names its model chain (primary first, then fallbacks), sampling parameters and its output kind;
 its system prompt is ``llm/prompts/<name>.md``. The chains are DESIGN.md section 4's defaults; the setting
 ``LLM_MODELS`` (JSON, ``{"chat": "openai/gpt-4o,openai/gpt-4o-mini"}``) replaces the chain of any task.
+
+Privacy routing: every task sends OpenRouter provider preferences (its ``provider`` request field).
+Every default task handles coaching content, so each defaults to `PRIVATE` (only providers that do not
+collect data for training and have a zero-data-retention policy); ``LLM_PROVIDER_PREFERENCES`` (JSON,
+``{"chat": {"order": ["anthropic"]}}``) replaces a task's preferences (``{}``: none). JSON tasks always add
+``require_parameters: true``, so a provider that would ignore ``response_format`` is not chosen.
 """
 
 from __future__ import annotations
@@ -10,13 +16,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 from xenios_ai.settings import Settings, SettingsError
 
 OutputKind = Literal["text", "json"]
 AnalysisTask = Literal["session_summary", "insight_generation"]
 """The tasks an analysis job (and a job's ``then``) may run over a text."""
+
+PRIVATE: dict[str, Any] = {"data_collection": "deny", "zdr": True}
+"""OpenRouter provider preferences of the coaching-content tasks: no provider that may train on the data
+or keep it (OpenRouter applies them; they are a routing filter, not a contract with the provider)."""
 
 OPUS = "anthropic/claude-opus-4.5"
 SONNET = "anthropic/claude-sonnet-4"
@@ -36,6 +46,10 @@ class Task:
     """``json`` tasks ask for JSON-schema output and validate it (see `xenios_ai.llm.structured`)."""
     system_prompt: str = ""
     """The prompt file's text, loaded with the catalogue."""
+    provider: dict[str, Any] | None = None
+    """OpenRouter provider preferences sent with every request (None or empty: none)."""
+    cache_input: bool = False
+    """Analyses: mark the (long) input for prompt caching too, not only the system prompt."""
 
     @property
     def prompt_file(self) -> str:
@@ -59,6 +73,8 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         temperature=0.3,
         max_tokens=2048,
         output="text",
+        provider=PRIVATE,
+        cache_input=True,
     ),
     Task(
         name="insight_generation",
@@ -67,6 +83,8 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         temperature=0.5,
         max_tokens=2048,
         output="text",
+        provider=PRIVATE,
+        cache_input=True,
     ),
     Task(
         name="chat",
@@ -75,6 +93,7 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         temperature=0.7,
         max_tokens=1024,
         output="text",
+        provider=PRIVATE,
     ),
     Task(
         name="intent_classification",
@@ -83,6 +102,7 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         temperature=0.0,
         max_tokens=256,
         output="json",
+        provider=PRIVATE,
     ),
     Task(
         name="entity_extraction",
@@ -91,6 +111,7 @@ DEFAULT_TASKS: tuple[Task, ...] = (
         temperature=0.0,
         max_tokens=2048,
         output="json",
+        provider=PRIVATE,
     ),
 )
 
@@ -101,14 +122,21 @@ def load_prompt(file_name: str) -> str:
 
 
 def build_catalogue(
-    overrides: Mapping[str, str] | None = None, tasks: tuple[Task, ...] = DEFAULT_TASKS
+    overrides: Mapping[str, str] | None = None,
+    tasks: tuple[Task, ...] = DEFAULT_TASKS,
+    providers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Task]:
-    """Tasks by name, prompts loaded, model chains overridden; unknown names or empty chains are errors."""
+    """Tasks by name, prompts loaded, model chains and provider preferences overridden; unknown names or
+    empty chains are errors."""
     overrides = overrides or {}
+    providers = providers or {}
     by_name = {task.name: task for task in tasks}
-    unknown = sorted(set(overrides) - set(by_name))
-    if unknown:
-        raise SettingsError(f"LLM_MODELS: unknown task(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
+    for setting, given in (("LLM_MODELS", overrides), ("LLM_PROVIDER_PREFERENCES", providers)):
+        unknown = sorted(set(given) - set(by_name))
+        if unknown:
+            raise SettingsError(
+                f"{setting}: unknown task(s) {', '.join(unknown)}; known: {', '.join(by_name)}"
+            )
     catalogue = {}
     for name, task in by_name.items():
         models = task.models
@@ -116,9 +144,14 @@ def build_catalogue(
             models = tuple(m.strip() for m in overrides[name].split(",") if m.strip())
             if not models:
                 raise SettingsError(f"LLM_MODELS: the chain of {name!r} names no model")
-        catalogue[name] = replace(task, models=models, system_prompt=load_prompt(task.prompt_file))
+        provider = dict(providers[name]) if name in providers else dict(task.provider or {})
+        if task.output == "json":
+            provider["require_parameters"] = True  # a provider that would ignore the schema is not chosen
+        catalogue[name] = replace(
+            task, models=models, system_prompt=load_prompt(task.prompt_file), provider=provider or None
+        )
     return catalogue
 
 
 def catalogue_from_settings(settings: Settings) -> dict[str, Task]:
-    return build_catalogue(settings.llm_models)
+    return build_catalogue(settings.llm_models, providers=settings.llm_provider_preferences)

@@ -56,6 +56,12 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     latency_ms: float
     ttft_ms: float | None = None
     finish_reason: str | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens read from the provider's prompt cache (``prompt_tokens_details.cached_tokens``)."""
+    generation_id: str | None = None
+    """OpenRouter's generation id of the last attempt."""
+    budget_charged_usd: float | None = None
+    """What was charged to the owner's monthly budget (None: budgets off, or no owner)."""
     prompt: Any = None
     """The messages sent, only with LLM_STORE_CONTENT."""
     response: str | None = None
@@ -84,7 +90,9 @@ _SQL_TYPES = {
     "prompt": "jsonb",
     "prompt_tokens": "integer",
     "completion_tokens": "integer",
+    "cached_tokens": "integer",
     "cost_usd": "numeric",
+    "budget_charged_usd": "numeric",
     "latency_ms": "double precision",
     "ttft_ms": "double precision",
     "id": "uuid",

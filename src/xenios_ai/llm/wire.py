@@ -13,11 +13,17 @@ import httpx2
 import msgspec
 
 
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    """Prompt tokens read from the provider's prompt cache."""
+
+
 class WireUsage(msgspec.Struct):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
     """OpenRouter: what the request cost, in USD credits."""
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class WireError(msgspec.Struct):
@@ -54,6 +60,8 @@ class _ChunkChoice(msgspec.Struct):
 
 
 class WireChunk(msgspec.Struct):
+    id: str | None = None
+    """OpenRouter: the generation id (``GET /generation?id=`` reports its cost later)."""
     choices: list[_ChunkChoice] = msgspec.field(default_factory=list)
     usage: WireUsage | None = None
     provider: str | None = None
@@ -78,14 +86,41 @@ class Message(msgspec.Struct, frozen=True):
     content: str
 
 
+EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
+
+
+class TextPart(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A text part of a message's content array, optionally a prompt-cache breakpoint."""
+
+    type: str
+    text: str
+    cache_control: dict[str, str] | None = None
+
+
+class PartsMessage(msgspec.Struct, frozen=True):
+    """A message whose content is an array of parts (how ``cache_control`` markers are sent)."""
+
+    role: str
+    content: list[TextPart]
+
+
+def mark_for_cache(messages: list[Message], marked: set[int]) -> list[Message | PartsMessage]:
+    """``messages`` with the ones at the ``marked`` indexes turned into cache breakpoints."""
+    return [
+        PartsMessage(m.role, [TextPart("text", m.content, cache_control=EPHEMERAL)]) if i in marked else m
+        for i, m in enumerate(messages)
+    ]
+
+
 def request_body(
     model: str,
-    messages: list[Message],
+    messages: list[Message] | list[Message | PartsMessage],
     *,
     temperature: float,
     max_tokens: int,
     stream: bool,
     response_format: dict[str, Any] | None = None,
+    provider: dict[str, Any] | None = None,
 ) -> bytes:
     """The JSON body of ``POST /chat/completions``, encoded once per attempt."""
     body: dict[str, Any] = {
@@ -99,6 +134,8 @@ def request_body(
         body["stream_options"] = {"include_usage": True}
     if response_format is not None:
         body["response_format"] = response_format
+    if provider:
+        body["provider"] = provider
     return encode(body)
 
 
