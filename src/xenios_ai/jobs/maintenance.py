@@ -50,7 +50,10 @@ async def sweep(jobs: JobService) -> SweepReport:
         logger.warning("job {} ended {} by the sweep ({})", job.id, job.status, job.error)
         await jobs.after_terminal(job)
     if requeued:
-        logger.warning("{} job(s) whose worker stopped were put back in the queue", requeued)
+        logger.warning(
+            "{} running job(s) with no heartbeat for {:g} s and on no live worker's list were put back in "
+            "the queue (their worker stopped)", requeued, settings.stale_job_seconds,
+        )  # fmt: skip
 
     lost = 0
     candidates = await store_maintenance.queued_sent_before(jobs.db, settings.stale_job_seconds)

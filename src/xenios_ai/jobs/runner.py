@@ -27,8 +27,13 @@ worker process exits (Dramatiq, then compose or systemd, restart the worker; the
 the sweep, and its attempt cap ends it).
 
 Database trouble: a progress write that fails is logged (throttled) and skipped, the heartbeat tells
-the attempt about a cancel or a lost job; the terminal write is retried a few times with backoff. The
-follow-up jobs and the webhook go into the same transaction as the terminal state (see `jobs.store`).
+the attempt about a cancel or a lost job. The attempt keeps its claim (it stays in the worker's
+``running`` set, which the worker registry lists and the sweep spares) until its outcome is written:
+the job's LLM usage rows first, then the terminal write (or the retry's re-queue), each tried again
+with backoff for as long as the database is away (capped at RECORD_BACKOFF_MAX_SECONDS between tries).
+So finished work is never run again because of an outage; only a worker that shuts down gives up after
+FINISH_TRIES and leaves the job to the sweep. The follow-up jobs and the webhook go into the same
+transaction as the terminal state (see `jobs.store`).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ from xenios_ai.jobs.models import Job, JobError, JobKind, actor_name
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime
 from xenios_ai.observability.metrics import observe_job_attempt, observe_job_claimed
 from xenios_ai.threads import raise_in_thread
+from xenios_ai.throttle import OncePer
 
 if TYPE_CHECKING:
     pass
@@ -77,10 +83,18 @@ HARD_LIMIT_EXIT_SECONDS = 30.0
 process exits (STUCK_EXIT_CODE) so that it is restarted."""
 STUCK_EXIT_CODE = 70
 FINISH_TRIES = 5
-"""Tries of a terminal write on database errors, FINISH_BACKOFF_SECONDS apart, doubling."""
+"""Tries of a terminal write on database errors once the worker is shutting down (before that: until it
+is written)."""
 FINISH_BACKOFF_SECONDS = 0.2
+"""The first wait before trying a failed write again; it doubles up to RECORD_BACKOFF_MAX_SECONDS."""
+RECORD_BACKOFF_MAX_SECONDS = 2.0
+_RECORD_ERRORS = (*DB_ERRORS, TimeoutError)
 _encoder = msgspec.json.Encoder()
 _CANCELLED = JobError("cancelled", "the job was cancelled")
+
+
+_record_failures = OncePer(10.0)
+"""At most one warning every 10 s about outcomes waiting for the database."""
 
 
 class _NotRecorded(Exception):
@@ -117,6 +131,14 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
     runtime.call(_publish_state(runtime, job.id, "running"))
     logger.debug("job {} attempt {}/{} started", job.id, job.attempts, job.max_attempts)
     runtime.running[job.id] = attempt
+    try:
+        _run(runtime, attempt, kind, handler)
+    finally:  # only once the outcome is written (or given up): until then the job is this worker's
+        runtime.running.pop(job.id, None)
+
+
+def _run(runtime: WorkerRuntime, attempt: Attempt, kind: JobKind, handler: Handler) -> None:
+    job = attempt.job
     context = AttemptContext(runtime, attempt)
     try:
         try:
@@ -150,8 +172,6 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         logger.opt(exception=exc).error("job {} failed with an unexpected error", job.id)
         _fail(runtime, attempt, XeniosError("the job failed unexpectedly; the error has been logged"))
         return
-    finally:
-        runtime.running.pop(job.id, None)
     _settle(runtime, attempt, "succeeded", result_json=outcome, context=context)
 
 
@@ -230,7 +250,23 @@ def _fail(runtime: WorkerRuntime, attempt: Attempt, exc: XeniosError) -> None:
         _settle(runtime, attempt, "cancelled", error=_CANCELLED)
     elif policy.retries(exc, job.attempts):
         delay = policy.backoff(job.attempts)
-        if runtime.call(store.retry_later(runtime.services.db, job.id, job.attempts, error, delay)):
+
+        async def retry_later() -> bool:
+            await _store_usage(runtime, attempt)
+            return await _recorded(
+                runtime, attempt, "its retry",
+                lambda: store.retry_later(runtime.services.db, job.id, job.attempts, error, delay),
+            )  # fmt: skip
+
+        try:
+            queued = runtime.call(retry_later())
+        except _NotRecorded as why:
+            logger.error(
+                "job {} attempt {} could not record its retry ({}); the worker is stopping: the sweep "
+                "puts the job back in the queue", job.id, job.attempts, why,
+            )  # fmt: skip
+            return
+        if queued:
             logger.warning(
                 "job {} attempt {} failed ({}); retrying in {:.1f} s", job.id, job.attempts, exc.code, delay
             )
@@ -265,6 +301,7 @@ async def _settle_async(
     services, job = runtime.services, attempt.job
     follow_ups = context.follow_up_rows() if context is not None and status == "succeeded" else []
     try:
+        await _store_usage(runtime, attempt)  # before the result: a job that ended has its usage stored
         done = await _finish(runtime, attempt, status, result_json, error, follow_ups)
         if done is None and status == "succeeded":
             # A cancel arrived after the last checkpoint: the job ends cancelled, the result is dropped.
@@ -272,7 +309,8 @@ async def _settle_async(
             done = await _finish(runtime, attempt, status, None, error, [])
     except _NotRecorded as exc:
         logger.error(
-            "job {} attempt {} could not record {} ({}); the sweep puts the job back in the queue",
+            "job {} attempt {} could not record {} ({}); the worker is stopping: the sweep puts the job "
+            "back in the queue",
             job.id, job.attempts, status, exc,
         )  # fmt: skip
         return
@@ -303,29 +341,74 @@ async def _finish(
     error: JobError | None,
     follow_ups: list[store.FollowUpRow],
 ) -> Job | None:
-    """The terminal write, tried FINISH_TRIES times on database errors. After a failed try, a refusal may
+    """The terminal write, tried until it is written (see `_recorded`). After a failed try, a refusal may
     mean that the failed try did commit (its answer was lost): the row tells."""
     db, job = runtime.services.db, attempt.job
-    for n in range(FINISH_TRIES):
+    tried = False
+
+    async def write() -> Job | None:
+        nonlocal tried
+        retry, tried = tried, True
+        done = await store.finish(
+            db, job.id, job.attempts, status, result_json=result_json, error=error, blobs=attempt.blobs,
+            follow_ups=follow_ups, webhook_after=runtime.settings.webhook_resend_seconds,
+        )  # fmt: skip
+        if done is None and retry:
+            row = await store.get(db, job.id)
+            if row is not None and row.terminal and row.attempts == job.attempts:
+                return row
+        return done
+
+    return await _recorded(runtime, attempt, status, write)
+
+
+async def _store_usage(runtime: WorkerRuntime, attempt: Attempt) -> None:
+    """Write the LLM usage rows waiting in this process (the attempt's among them) before its outcome: a
+    worker killed after the outcome is written must not take the job's usage with it."""
+    services = runtime.services
+
+    async def flush() -> None:
+        await services.flush_usage()
+
+    await _recorded(runtime, attempt, "its LLM usage", flush)
+
+
+async def _recorded(
+    runtime: WorkerRuntime, attempt: Attempt, what: str, write: Callable[[], Awaitable[T]]
+) -> T:
+    """``write()``, tried again on database errors with backoff (FINISH_BACKOFF_SECONDS doubling up to
+    RECORD_BACKOFF_MAX_SECONDS) for as long as the database is away, while the attempt keeps its claim:
+    the worker registry lists the job, so the sweep leaves it alone. Raises _NotRecorded only when the
+    worker is shutting down and FINISH_TRIES tries have failed."""
+    job = attempt.job
+    waited_since: float | None = None
+    n = 0
+    while True:
         try:
-            done = await store.finish(
-                db, job.id, job.attempts, status, result_json=result_json, error=error, blobs=attempt.blobs,
-                follow_ups=follow_ups, webhook_after=runtime.settings.webhook_resend_seconds,
+            value = await write()
+        except _RECORD_ERRORS as exc:
+            n += 1
+            if runtime.stopping and n >= FINISH_TRIES:
+                raise _NotRecorded(f"{type(exc).__name__}, {n} tries") from None
+            if waited_since is None:
+                waited_since = time.monotonic()
+                logger.warning(
+                    "job {} attempt {}: recording {} failed ({}); keeping the job and trying again",
+                    job.id, job.attempts, what, type(exc).__name__,
+                )  # fmt: skip
+            elif _record_failures.ready():
+                logger.warning(
+                    "job {} attempt {}: still waiting for the database to record {} ({}, {:.0f} s)",
+                    job.id, job.attempts, what, type(exc).__name__, time.monotonic() - waited_since,
+                )  # fmt: skip
+            await asyncio.sleep(exponential(FINISH_BACKOFF_SECONDS, n - 1, cap=RECORD_BACKOFF_MAX_SECONDS))
+            continue
+        if waited_since is not None:
+            logger.info(
+                "job {} attempt {}: recorded {} after waiting {:.1f} s for the database",
+                job.id, job.attempts, what, time.monotonic() - waited_since,
             )  # fmt: skip
-            if done is None and n > 0:
-                row = await store.get(db, job.id)
-                if row is not None and row.terminal and row.attempts == job.attempts:
-                    return row
-            return done
-        except DB_ERRORS as exc:
-            if n == FINISH_TRIES - 1:
-                raise _NotRecorded(f"{type(exc).__name__}, {FINISH_TRIES} tries") from None
-            logger.warning(
-                "job {} attempt {}: recording {} failed ({}); trying again",
-                job.id, job.attempts, status, type(exc).__name__,
-            )  # fmt: skip
-            await asyncio.sleep(exponential(FINISH_BACKOFF_SECONDS, n))
-    raise AssertionError("unreachable")
+        return value
 
 
 async def _send_follow_ups(runtime: WorkerRuntime, job_id: UUID, ids: list[UUID]) -> None:

@@ -86,6 +86,11 @@ class WorkerServices:
             self._llm = LLMRouter(self.settings, self._usage, metrics=LLM_METRICS)
         return self._llm
 
+    async def flush_usage(self) -> None:
+        """Write the LLM usage rows waiting in this process now (raises on database errors; they stay)."""
+        if self._usage is not None:
+            await self._usage.flush()
+
     async def aclose(self) -> None:
         if self._llm is not None:
             with contextlib.suppress(Exception):
@@ -133,6 +138,10 @@ class WorkerRuntime(dramatiq.Middleware):
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.running: dict[UUID, Attempt] = {}
+        """The attempts this process runs, from their claim until their outcome is written: the heartbeat
+        and the worker registry (which the sweep reads to spare them) list them."""
+        self.stopping = False
+        """Set at worker shutdown: outcomes waiting for the database stop being retried after a few tries."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._services: WorkerServices | None = None
@@ -184,6 +193,7 @@ class WorkerRuntime(dramatiq.Middleware):
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         """Long jobs (``release_on_shutdown``) stop at their next checkpoint and go back to the queue."""
+        self.stopping = True
         if self._loop is None:
             return
 
@@ -202,6 +212,7 @@ class WorkerRuntime(dramatiq.Middleware):
         """Start the loop thread, open the services and the background duties (also used by tests)."""
         loop = asyncio.new_event_loop()
         self._loop = loop
+        self.stopping = False
         self._thread = threading.Thread(target=loop.run_forever, name="job-runtime", daemon=True)
         self._thread.start()
         self._services = self.call(WorkerServices.open(self.settings))
@@ -210,6 +221,7 @@ class WorkerRuntime(dramatiq.Middleware):
         logger.info("worker {} ready for queues {}", self.worker_id, ", ".join(self._queues))
 
     def stop(self) -> None:
+        self.stopping = True
         if self._loop is None:
             return
         try:

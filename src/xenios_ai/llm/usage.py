@@ -4,7 +4,8 @@ The router hands each finished request to a `UsageSink` (``record`` is synchrono
 `UsageWriter` sink keeps the rows in memory and writes a batch as ONE statement whose one parameter is
 the batch encoded by msgspec (``jsonb_to_recordset``): the per-row cost in this process is a few
 microseconds, where psycopg's per-parameter adaptation cost ~80 us per row (measured under load). Batches
-go out every ``llm_usage_flush_seconds``, as soon as ``llm_usage_batch_size`` rows wait, and at shutdown. When
+go out every ``llm_usage_flush_seconds``, as soon as ``llm_usage_batch_size`` rows wait, when a caller
+needs them stored (``flush``: a job worker before it writes the job's outcome) and at shutdown. When
 PostgreSQL is unreachable it keeps the rows and retries with backoff; rows are never dropped silently:
 a row recorded while ``llm_usage_max_buffered`` rows wait, and the rows a failed final flush at shutdown
 leaves, are logged at ERROR level as JSON (``llm_usage_rows``) so they can be replayed from the logs.
@@ -134,6 +135,8 @@ class UsageWriter:
         self._rows: deque[UsageRecord] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        """One flush at a time: two would write the same head of the queue and then each drop a batch."""
         self._closing = False
         self.written = 0
         self.failures = 0
@@ -155,17 +158,19 @@ class UsageWriter:
             self._wake.set()
 
     async def flush(self, timeout: float = _WRITE_TIMEOUT) -> None:
-        """Write every waiting row now (raises when PostgreSQL fails; the rows stay queued)."""
-        while self._rows:
-            batch = [self._rows[i] for i in range(min(self._batch_size, len(self._rows)))]
-            try:
-                stored = await self._insert(batch, timeout)
-            except BaseException:
-                self.failures += 1
-                raise
-            for _ in batch:
-                self._rows.popleft()
-            self.written += stored
+        """Write every waiting row now, the rows recorded before the call included (raises when PostgreSQL
+        fails; the rows stay queued). Safe to call from several tasks: flushes take turns."""
+        async with self._lock:
+            while self._rows:
+                batch = [self._rows[i] for i in range(min(self._batch_size, len(self._rows)))]
+                try:
+                    stored = await self._insert(batch, timeout)
+                except BaseException:
+                    self.failures += 1
+                    raise
+                for _ in batch:
+                    self._rows.popleft()
+                self.written += stored
 
     async def _insert(self, rows: list[UsageRecord], timeout: float) -> int:
         """Insert ``rows``; when PostgreSQL refuses their data, halve them until only the refused rows are
