@@ -23,6 +23,7 @@ from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
 from xenios_ai.api.schemas import MAX_PROMPT_CHARS
 from xenios_ai.api.status import StatusController, whoami
+from xenios_ai.api.stewardship import erase_my_data, erase_user_data
 from xenios_ai.errors import UnsupportedMediaType
 from xenios_ai.log import setup_logging
 from xenios_ai.settings import Settings, load_settings
@@ -54,7 +55,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     api_v1 = Router(
         path="/api/v1",
         guards=[require_api_key],
-        route_handlers=[StatusController, whoami, LLMController, JobsController],
+        route_handlers=[
+            StatusController,
+            whoami,
+            LLMController,
+            JobsController,
+            erase_user_data,
+            erase_my_data,
+        ],
         # No `security` here: Litestar concatenates it across layers (alternatives, in OpenAPI), so each
         # handler or controller declares all it needs: apiKey, or apiKey AND supabaseJWT.
     )

@@ -146,6 +146,10 @@ class RateLimiter:
         if self._redis is not None:
             await self._redis.aclose()
 
+    def keys_of(self, user: str) -> list[str]:
+        """The Redis keys counting ``user``'s requests (deleted when the user's data is erased)."""
+        return [self._llm_prefix + user, self._jobs_prefix + user]
+
     async def check_llm(self, user: str) -> None:
         """Count one LLM request of ``user``."""
         if self.llm_per_minute > 0:

@@ -67,6 +67,8 @@ from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.events import StateChanged
 from xenios_ai.jobs.models import Job, JobError, JobKind, actor_name
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime
+from xenios_ai.jobs.stewardship import delete_blobs
+from xenios_ai.observability import joblog
 from xenios_ai.observability.metrics import observe_job_attempt, observe_job_claimed
 from xenios_ai.threads import raise_in_thread
 from xenios_ai.throttle import OncePer
@@ -155,6 +157,7 @@ def _run(runtime: WorkerRuntime, attempt: Attempt, kind: JobKind, handler: Handl
             "job {} attempt {} lost the job to another worker; dropping its work", job.id, job.attempts
         )
         _count(attempt, "lost")
+        runtime.call(_forget_if_erased(runtime, attempt))
         return
     except AttemptReleased:
         _release(runtime, attempt)
@@ -318,6 +321,7 @@ async def _settle_async(
         logger.warning(
             "job {} attempt {} could not record {}: it no longer owns the job", job.id, job.attempts, status
         )
+        await _forget_if_erased(runtime, attempt)
         return
     status, error = done.status, done.error
     ms = (time.perf_counter() - attempt.started) * 1000
@@ -409,6 +413,21 @@ async def _recorded(
                 job.id, job.attempts, what, time.monotonic() - waited_since,
             )  # fmt: skip
         return value
+
+
+async def _forget_if_erased(runtime: WorkerRuntime, attempt: Attempt) -> None:
+    """When the job's row is gone (its owner's data was erased while it ran), delete what this attempt
+    left behind: the files it stored and its log lines (`jobs.stewardship`)."""
+    services, job = runtime.services, attempt.job
+    try:
+        if await store.get(services.db, job.id) is not None:
+            return
+        joblog.forget(job.id)
+        await delete_blobs(services.storage, attempt.blobs)
+    except Exception as exc:  # retention removes them at the latest
+        logger.warning("files of erased job {} not deleted ({})", job.id, type(exc).__name__)
+        return
+    logger.info("job {} was erased while it ran; its work and files are dropped", job.id)
 
 
 async def _send_follow_ups(runtime: WorkerRuntime, job_id: UUID, ids: list[UUID]) -> None:

@@ -99,12 +99,26 @@ _SQL_TYPES = {
     "id": "uuid",
 }
 _COLUMNS = tuple(f.name for f in msgspec.structs.fields(UsageRecord))
-_SELECT = {"created_at": "to_timestamp(r.created_at)", "attempts": "coalesce(r.attempts, '[]'::jsonb)"}
+_SELECT = {
+    "created_at": "to_timestamp(r.created_at)",
+    "attempts": "CASE WHEN x.pseudonym IS NULL THEN coalesce(r.attempts, '[]'::jsonb) ELSE '[]'::jsonb END",
+    # A request that started before its owner's data was erased (a worker mid-job) and ends after: stored
+    # like the erasure left the owner's other rows, under the pseudonym and with numbers only.
+    "owner": "coalesce(x.pseudonym, r.owner)",
+    **{
+        c: f"CASE WHEN x.pseudonym IS NULL THEN r.{c} END"
+        for c in ("prompt", "response", "request_id", "job_id")
+    },
+}
 _RECORD = ", ".join(f"{c} {_SQL_TYPES.get(c, 'text')}" for c in _COLUMNS)
 _INSERT = (
     f"INSERT INTO ai_backend.llm_requests ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names
     f"SELECT {', '.join(_SELECT.get(c, f'r.{c}') for c in _COLUMNS)} "
-    f"FROM jsonb_to_recordset(%s::jsonb) AS r({_RECORD}) ON CONFLICT (id) DO NOTHING"
+    f"FROM jsonb_to_recordset(%s::jsonb) AS r({_RECORD}) "
+    "LEFT JOIN ai_backend.erased_subjects AS x "
+    "ON x.subject_hash = encode(sha256(convert_to(r.owner, 'UTF8')), 'hex') "
+    "AND to_timestamp(r.created_at) <= x.erased_at "
+    "ON CONFLICT (id) DO NOTHING"
 )
 _encode = msgspec.json.Encoder().encode
 _MAX_BACKOFF = 5.0

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 MAX_MESSAGE = 2000
 _PENDING_LIMIT = 20_000
+_FORGOTTEN_LIMIT = 10_000
 _CONTEXT = ("attempt", "status", "duration_ms", "component")
 
 
@@ -91,6 +92,19 @@ class JobLogCapture(dramatiq.Middleware):
         self._thread: threading.Thread | None = None
         self._sink_id: int | None = None
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._forgotten: dict[str, None] = {}
+        """Jobs whose data was erased while this process ran them: their lines are dropped (bounded)."""
+        self._to_delete: deque[str] = deque()
+
+    def forget(self, job_id: object) -> None:
+        """The job's data was erased: drop its waiting and future lines and delete its list (again: a line
+        shipped after the erasure would have brought it back)."""
+        job = str(job_id)
+        self._forgotten[job] = None
+        while len(self._forgotten) > _FORGOTTEN_LIMIT:
+            del self._forgotten[next(iter(self._forgotten))]
+        self._to_delete.append(job)
+        self._wake.set()
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         self.start()
@@ -99,6 +113,8 @@ class JobLogCapture(dramatiq.Middleware):
         self.stop()
 
     def start(self) -> None:
+        global _active  # noqa: PLW0603 - one capture per worker process
+        _active = self
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
         self._sink_id = logger.add(
             self._sink, level="INFO", filter=_has_job, format="{message}", diagnose=False, backtrace=False
@@ -129,7 +145,10 @@ class JobLogCapture(dramatiq.Middleware):
             worker=self._worker,
             context={k: extra[k] for k in _CONTEXT if k in extra},
         )
-        self._pending.append((str(extra["job_id"]), _encode(line)))
+        job = str(extra["job_id"])
+        if job in self._forgotten:
+            return
+        self._pending.append((job, _encode(line)))
         self._wake.set()
 
     def _ship_forever(self) -> None:
@@ -155,13 +174,18 @@ class JobLogCapture(dramatiq.Middleware):
         taken: list[tuple[str, bytes]] = []
         while self._pending:
             job_id, data = self._pending.popleft()
+            if job_id in self._forgotten:
+                continue
             taken.append((job_id, data))
             batch.setdefault(job_id, []).append(data)
-        if not batch:
+        deleting = [self._to_delete.popleft() for _ in range(len(self._to_delete))]
+        if not batch and not deleting:
             return
         keep, ttl = self._settings.job_log_lines, int(self._settings.job_retention_days * 86400) + 86400
         try:
             with client.pipeline(transaction=False) as pipe:
+                for job_id in deleting:
+                    pipe.delete(log_key(self._settings.redis_namespace, job_id))
                 for job_id, lines in batch.items():
                     key = log_key(self._settings.redis_namespace, job_id)
                     pipe.rpush(key, *lines)
@@ -170,7 +194,17 @@ class JobLogCapture(dramatiq.Middleware):
                 pipe.execute()
         except BaseException:
             self._pending.extendleft(reversed(taken))  # try again (the deque's bound drops the oldest)
+            self._to_delete.extend(deleting)
             raise
+
+
+_active: JobLogCapture | None = None
+
+
+def forget(job_id: object) -> None:
+    """In a worker process: `JobLogCapture.forget` on its capture (nothing elsewhere)."""
+    if _active is not None:
+        _active.forget(job_id)
 
 
 def _has_job(record: Any) -> bool:
