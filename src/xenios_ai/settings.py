@@ -160,6 +160,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Delivery attempts of a webhook (with backoff) before it is given up."""
     webhook_timeout_seconds: float = 10.0
     """Whole-request limit of one webhook delivery attempt."""
+    webhook_result_max_bytes: int = 262_144
+    """A webhook asked to include the result (webhook_include_result) carries it up to this size as JSON;
+    above it, a signed result URL (result_url) valid for webhook_result_url_seconds instead."""
+    webhook_result_url_seconds: float = 3600.0
+    """How long the signed result URL of a webhook works."""
     webhook_resend_seconds: float = 60.0
     """A finished job's webhook with no recorded delivery attempt this long after the job ended (or after the
     sweep last queued it) is queued again by the sweep: the worker died or Redis was down at the time."""

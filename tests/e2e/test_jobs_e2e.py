@@ -295,7 +295,10 @@ async def test_a_signed_webhook_reaches_the_receiver_and_is_retried(
         event = json.loads(body)
         assert event["type"] == "job.succeeded"
         assert event["data"]["job_id"] == job_id
+        assert event["data"]["id"] == job_id
+        assert event["data"]["owner"] == "hooked"  # so the MVP's backend can act for the user
         assert event["data"]["status"] == "succeeded"
+        assert "result" not in event["data"]  # not asked for
     assert deliveries[0][0]["webhook-id"] == deliveries[1][0]["webhook-id"]
     deadline = time.monotonic() + 5
     while True:
@@ -308,6 +311,31 @@ async def test_a_signed_webhook_reaches_the_receiver_and_is_retried(
     assert job["webhook"]["attempts"] == 2
     assert job["webhook"]["delivered_at"] is not None
     assert job["webhook"]["error"] is None
+
+
+async def test_a_webhook_carries_the_result_when_asked_and_the_service_reads_the_job(
+    private_webhooks_client: AsyncTestClient[Any],
+) -> None:
+    with WebhookReceiver() as receiver:
+        response = await private_webhooks_client.post(
+            "/api/v1/jobs/analysis",
+            json={
+                "task": "session_summary", "text": _text(), "webhook_url": receiver.url,
+                "webhook_include_result": True,
+            },
+            headers=tokens.headers("hooked-with-result"),
+        )  # fmt: skip
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        [(headers, body)] = await asyncio.to_thread(receiver.wait_for, 1, 20)
+    _verify_signature(headers, body)
+    data = json.loads(body)["data"]
+    assert (data["id"], data["owner"], data["status"]) == (job_id, "hooked-with-result", "succeeded")
+    # What a webhook handler does next, with its API key alone (no user token): the same result.
+    job = await private_webhooks_client.get(f"/api/v1/jobs/{job_id}", headers={"X-API-Key": tokens.API_KEY})
+    assert job.status_code == 200, job.text
+    assert data["result"] == job.json()["result"]
+    assert data["result"]["content"]
 
 
 def test_a_burst_of_jobs_keeps_every_worker_thread_busy(api_server_url: str) -> None:

@@ -23,7 +23,7 @@ from tests.support.config import make_settings
 from tests.support.processes import RedisServer, free_port
 from xenios_ai.analysis import MAX_TEXT_CHARS
 from xenios_ai.api.app import MAX_JSON_BODY_BYTES, create_app
-from xenios_ai.api.auth import require_user
+from xenios_ai.api.auth import allow_service, require_api_key, require_user
 from xenios_ai.api.schemas import MAX_PROMPT_CHARS
 from xenios_ai.errors import UpstreamError, XeniosError
 from xenios_ai.settings import Settings
@@ -277,9 +277,15 @@ async def test_a_5xx_xenios_error_is_logged_and_its_detail_kept_from_the_client(
     assert relayed.json()["detail"] == "every model of chat failed: m1 (timeout)"
 
 
-def _operation_security(app: Litestar) -> dict[tuple[str, str], bool]:
-    """(OpenAPI path, method) of every /api/v1 operation -> whether its handler requires a user."""
-    expected: dict[tuple[str, str], bool] = {}
+USER_SECURITY: list[dict[str, list[str]]] = [{"apiKey": [], "supabaseJWT": []}]
+SERVICE_READ_SECURITY: list[dict[str, list[str]]] = [{"apiKey": [], "supabaseJWT": []}, {"apiKey": []}]
+
+
+def _operation_security(app: Litestar) -> dict[tuple[str, str], list[dict[str, list[str]]]]:
+    """(OpenAPI path, method) of every /api/v1 operation -> the security its guards enforce: the key and
+    a user's JWT (require_user), or those or the key alone (allow_service: service reads), or the key
+    alone (require_api_key), or nothing (the signed result URL carries its own credential)."""
+    expected: dict[tuple[str, str], list[dict[str, list[str]]]] = {}
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith("/api/v1"):
             continue
@@ -287,8 +293,15 @@ def _operation_security(app: Litestar) -> dict[tuple[str, str], bool]:
         for handler in route.route_handlers:
             if not handler.resolve_include_in_schema():  # e.g. the automatic OPTIONS handlers
                 continue
+            guards = handler.resolve_guards()
+            want: list[dict[str, list[str]]] = (
+                USER_SECURITY if require_user in guards
+                else SERVICE_READ_SECURITY if allow_service in guards
+                else [{"apiKey": []}] if require_api_key in guards
+                else []
+            )  # fmt: skip
             for method in handler.http_methods:
-                expected[(path, method.lower())] = require_user in handler.resolve_guards()
+                expected[(path, method.lower())] = want
     return expected
 
 
@@ -298,20 +311,19 @@ async def test_openapi_security_says_key_and_jwt_exactly_where_a_user_is_require
     schema = (await client.get("/schema/openapi.json")).json()
     expected = _operation_security(client.app)
     documented = {
-        (path, method): operation.get("security")
+        (path, method): operation.get("security", [])
         for path, operations in schema["paths"].items()
         if path.startswith("/api/v1")
         for method, operation in operations.items()
     }
     assert set(documented) == set(expected)
-    for key, needs_user in expected.items():
-        want: list[dict[str, list[str]]] = (
-            [{"apiKey": [], "supabaseJWT": []}] if needs_user else [{"apiKey": []}]
-        )
+    for key, want in expected.items():
         assert documented[key] == want, key
-    assert set(expected.values()) == {True, False}
-    assert expected[("/api/v1/me", "get")]
-    assert not expected[("/api/v1/llm/tasks", "get")]
+    assert expected[("/api/v1/me", "get")] == USER_SECURITY
+    assert expected[("/api/v1/llm/tasks", "get")] == [{"apiKey": []}]
+    assert expected[("/api/v1/jobs/{job_id}", "get")] == SERVICE_READ_SECURITY
+    assert expected[("/api/v1/jobs/{job_id}", "delete")] == USER_SECURITY
+    assert expected[("/api/v1/results/{job_id}", "get")] == []
 
 
 async def test_the_largest_valid_json_bodies_are_accepted_and_larger_ones_refused(

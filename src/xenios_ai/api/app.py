@@ -13,9 +13,9 @@ from litestar.openapi.spec import Components, SecurityScheme
 from xenios_ai import kinds  # noqa: F401 - the composition root: registers every job kind
 from xenios_ai.analysis import MAX_TEXT_CHARS
 from xenios_ai.api.auth import JWTVerifier, require_api_key
-from xenios_ai.api.deps import provide_principal, provide_services, services_lifespan
+from xenios_ai.api.deps import provide_principal, provide_reader, provide_services, services_lifespan
 from xenios_ai.api.health import HealthController
-from xenios_ai.api.jobs import JobsController
+from xenios_ai.api.jobs import JobsController, signed_result
 from xenios_ai.api.llm import LLMController
 from xenios_ai.api.metrics import metrics
 from xenios_ai.api.ops import ops_router
@@ -67,10 +67,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # handler or controller declares all it needs: apiKey, or apiKey AND supabaseJWT.
     )
     app = Litestar(
-        route_handlers=[HealthController, api_v1, metrics, *ops_router(settings)],
+        route_handlers=[HealthController, api_v1, signed_result, metrics, *ops_router(settings)],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal, sync_to_thread=False),
+            "reader": Provide(provide_reader, sync_to_thread=False),
         },
         lifespan=[services_lifespan],
         state=State({"settings": settings, "jwt": JWTVerifier(settings)}),

@@ -232,6 +232,21 @@ async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
 
 async def require_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard for user-facing routes: a valid Supabase JWT; the principal is kept on the request."""
+    await _verify_bearer(connection)
+
+
+async def allow_service(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for the job reads the MVP's backend makes on its own (a webhook handler fetching a result):
+    with an Authorization header, a valid user JWT as in `require_user` (the read is the user's); without
+    one, the API key alone (checked by the router's `require_api_key`) reads for any owner, and the
+    principal stays unset (`provide_reader` gives None)."""
+    if connection.headers.get("authorization") is None:
+        connection.scope["state"]["principal"] = None
+        return
+    await _verify_bearer(connection)
+
+
+async def _verify_bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     scheme, _sep, token = (connection.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(

@@ -46,6 +46,8 @@ class Services:
 
 ServicesDep = NamedDependency[Services]
 PrincipalDep = NamedDependency[Principal]
+ReaderDep = NamedDependency[Principal | None]
+"""The user a read acts for, or None for a service read (the API key alone: see `auth.allow_service`)."""
 
 
 @asynccontextmanager
@@ -84,4 +86,10 @@ def provide_services(request: Request[Any, Any, Any]) -> Services:
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     """The caller, as verified by the ``require_user`` guard."""
     principal: Principal = request.scope["state"]["principal"]
+    return principal
+
+
+def provide_reader(request: Request[Any, Any, Any]) -> Principal | None:
+    """The caller of a route guarded by ``allow_service``: the user, or None for the service itself."""
+    principal: Principal | None = request.scope["state"].get("principal")
     return principal

@@ -1,6 +1,9 @@
 """Job routes: submit (202 + links), get, list, cancel, and follow a job's events (SSE).
 
-Every route acts for the caller (the JWT's ``sub``): another user's job is 404, never 403.
+Submits and cancel act for the caller (the JWT's ``sub``): another user's job is 404, never 403. The reads
+(get, list, events, result parts) also take the API key alone, for the MVP's backend acting on its own (a
+webhook handler fetching the result it was told about): then any owner's job is read, and the list needs
+``owner``. With a JWT, ``owner`` may only name the caller (403 ``owner_mismatch``).
 Routes for kinds submitted with a file are a few lines over `api.uploads.receive_upload`::
 
     @post("/extraction", status_code=202, guards=[limit_job_submits], request_max_body_size=None)
@@ -12,6 +15,7 @@ Routes for kinds submitted with a file are a few lines over `api.uploads.receive
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,18 +23,20 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
 
 from xenios_ai.analysis import ANALYSIS, AnalysisInput, check_source
-from xenios_ai.api.auth import require_user
-from xenios_ai.api.deps import PrincipalDep, ServicesDep
+from xenios_ai.api.auth import Principal, allow_service, require_user
+from xenios_ai.api.deps import PrincipalDep, ReaderDep, ServicesDep
 from xenios_ai.api.ratelimit import limit_job_submits
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
-from xenios_ai.errors import NotFound
+from xenios_ai.errors import Forbidden, InvalidInput, NotFound
 from xenios_ai.extraction.job import EXTRACTION
 from xenios_ai.jobs.models import Job, JobError, JobStatus
 from xenios_ai.jobs.service import StreamItem, Submitted, secret_key, upload_key
+from xenios_ai.jobs.webhooks import result_url_valid
+from xenios_ai.settings import webhook_key
 from xenios_ai.transcription.job import TRANSCRIPTION
 
 IdempotencyKey = Annotated[
@@ -42,7 +48,21 @@ IdempotencyKey = Annotated[
         description="Retrying a submit with the same key returns the same job (a different body: 409).",
     ),
 ]
+Owner = Annotated[
+    str | None,
+    QueryParameter(
+        name="owner",
+        min_length=1,
+        max_length=255,
+        description="The user (Supabase `sub`) whose jobs to read. Needed by a service read (the API key "
+        "without a user JWT) of the list; with a JWT it may only name the caller (403 `owner_mismatch`).",
+    ),
+]
 _encode = msgspec.json.Encoder().encode
+USER: list[dict[str, list[str]]] = [{"apiKey": [], "supabaseJWT": []}]
+"""OpenAPI security of the user's routes: the API key and the user's JWT."""
+USER_OR_SERVICE: list[dict[str, list[str]]] = [{"apiKey": [], "supabaseJWT": []}, {"apiKey": []}]
+"""OpenAPI security of the reads: the API key and a user's JWT, or the API key alone (any owner)."""
 
 
 class JobLinks(msgspec.Struct):
@@ -51,7 +71,9 @@ class JobLinks(msgspec.Struct):
 
 
 class JobAccepted(msgspec.Struct, kw_only=True):
-    job_id: UUID
+    id: UUID
+    """The job's id, as in every job object."""
+    job_id: Annotated[UUID, msgspec.Meta(description="Deprecated: the same as `id`, kept for one release.")]
     status: JobStatus
     links: JobLinks
 
@@ -103,6 +125,8 @@ class AnalysisRequest(AnalysisInput, kw_only=True):
 
     webhook_url: str | None = None
     """Called (Standard Webhooks, signed) when the job reaches a terminal state."""
+    webhook_include_result: bool = False
+    """The webhook's event carries the result (``data.result``; when large, ``data.result_url``)."""
 
 
 def links(job_id: UUID) -> JobLinks:
@@ -150,7 +174,9 @@ def accepted(submitted: Submitted) -> Response[JobAccepted]:
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(
-        JobAccepted(job_id=job.id, status=job.status, links=links(job.id)), status_code=202, headers=headers
+        JobAccepted(id=job.id, job_id=job.id, status=job.status, links=links(job.id)),
+        status_code=202,
+        headers=headers,
     )
 
 
@@ -163,16 +189,25 @@ async def _sse(items: AsyncIterator[StreamItem]) -> AsyncIterator[bytes]:
             yield event("progress", _encode(value))
 
 
+def read_owner(reader: Principal | None, owner: str | None) -> str | None:
+    """Whose jobs a read may see: the JWT's user (``owner`` may only repeat it), or for a service read
+    ``owner`` when given, else anyone's (None)."""
+    if reader is None:
+        return owner
+    if owner is not None and owner != reader.user_id:
+        raise Forbidden("owner: a user's token reads only that user's jobs", code="owner_mismatch")
+    return reader.user_id
+
+
 class JobsController(Controller):
     path = "/jobs"
-    guards = [require_user]
     tags = ["jobs"]
-    security = [{"apiKey": [], "supabaseJWT": []}]
 
     @post(
         "/analysis",
         status_code=202,
-        guards=[limit_job_submits],
+        guards=[require_user, limit_job_submits],
+        security=USER,
         summary="Submit an analysis job (session summary, insights)",
     )
     async def submit_analysis(
@@ -191,13 +226,15 @@ class JobsController(Controller):
         submitted = await jobs.submit(
             ANALYSIS, owner, job_input, idempotency_key=idempotency_key, source_job_id=data.source_job_id,
             webhook_url=await jobs.check_webhook(data.webhook_url),
+            webhook_include_result=data.webhook_include_result,
         )  # fmt: skip
         return accepted(submitted)
 
     @post(
         "/transcription",
         status_code=202,
-        guards=[limit_job_submits],
+        guards=[require_user, limit_job_submits],
+        security=USER,
         request_max_body_size=None,
         summary="Submit a transcription job (multipart audio upload)",
         description="multipart/form-data with `file` (WAV, MP3, M4A/AAC, OGG/Opus, WebM, FLAC or MP4; the "
@@ -224,7 +261,8 @@ class JobsController(Controller):
     @post(
         "/extraction",
         status_code=202,
-        guards=[limit_job_submits],
+        guards=[require_user, limit_job_submits],
+        security=USER,
         request_max_body_size=None,
         summary="Submit a document extraction job (multipart upload)",
         description="multipart/form-data with `file` (PDF, DOCX, PPTX, XLSX, HTML, Markdown or CSV; the type "
@@ -251,27 +289,49 @@ class JobsController(Controller):
             )
         )
 
-    @get("/{job_id:uuid}", summary="A job: status, progress, result or error")
-    async def get_job(self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep) -> JobOut:
-        return job_out(await services.jobs.get(job_id, principal.user_id))
+    @get(
+        "/{job_id:uuid}",
+        guards=[allow_service],
+        security=USER_OR_SERVICE,
+        summary="A job: status, progress, result or error",
+    )
+    async def get_job(
+        self, job_id: FromPath[UUID], services: ServicesDep, reader: ReaderDep, owner: Owner = None
+    ) -> JobOut:
+        return job_out(await services.jobs.get(job_id, read_owner(reader, owner)))
 
-    @get("/", summary="The caller's jobs, newest first, cursor-paginated")
+    @get(
+        "/",
+        guards=[allow_service],
+        security=USER_OR_SERVICE,
+        summary="A user's jobs, newest first, cursor-paginated",
+        description="The caller's jobs; a service read (no user JWT) names the user in `owner` (422 "
+        "`owner_required` without it).",
+    )
     async def list_jobs(
         self,
         services: ServicesDep,
-        principal: PrincipalDep,
+        reader: ReaderDep,
+        owner: Owner = None,
         status: Annotated[list[JobStatus] | None, Parameter(description="Only these states")] = None,
         kind: Annotated[str | None, Parameter(max_length=64)] = None,
         cursor: Annotated[str | None, Parameter(max_length=512)] = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
     ) -> JobPage:
+        whose = read_owner(reader, owner)
+        if whose is None:
+            raise InvalidInput("owner: a service read of the list names the user", code="owner_required")
         jobs, next_cursor = await services.jobs.list(
-            principal.user_id, statuses=status or (), kind=kind, cursor=cursor, limit=limit
+            whose, statuses=status or (), kind=kind, cursor=cursor, limit=limit
         )
         return JobPage(items=[JobSummary(**_summary_fields(job)) for job in jobs], next_cursor=next_cursor)
 
     @delete(
-        "/{job_id:uuid}", status_code=200, summary="Cancel a job (a running one stops at its next checkpoint)"
+        "/{job_id:uuid}",
+        status_code=200,
+        guards=[require_user],
+        security=USER,
+        summary="Cancel a job (a running one stops at its next checkpoint)",
     )
     async def cancel_job(
         self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep
@@ -280,30 +340,65 @@ class JobsController(Controller):
 
     @get(
         "/{job_id:uuid}/events",
+        guards=[allow_service],
+        security=USER_OR_SERVICE,
         summary="Server-sent events: the job's state, then progress, until a terminal state",
         description="Events: `state` (the job, as GET returns it; first, and on every change) and "
         "`progress` ({progress, message}); the stream ends after a terminal `state`. Heartbeat comments "
         "keep idle connections open.",
     )
     async def job_events(
-        self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep
+        self, job_id: FromPath[UUID], services: ServicesDep, reader: ReaderDep, owner: Owner = None
     ) -> EventStream:
-        job = await services.jobs.get(job_id, principal.user_id)
+        job = await services.jobs.get(job_id, read_owner(reader, owner))
         return EventStream(_sse(services.jobs.stream(job)))
 
     @get(
         "/{job_id:uuid}/result/{name:str}",
+        guards=[allow_service],
+        security=USER_OR_SERVICE,
         summary="A part of a job's result kept in blob storage because it is large",
         description="The URLs come from the result (e.g. an extraction's `document_file.url`).",
         media_type="application/json",
     )
     async def get_result_part(
-        self, job_id: FromPath[UUID], name: FromPath[str], services: ServicesDep, principal: PrincipalDep
+        self,
+        job_id: FromPath[UUID],
+        name: FromPath[str],
+        services: ServicesDep,
+        reader: ReaderDep,
+        owner: Owner = None,
     ) -> Response[bytes]:
-        job = await services.jobs.get(job_id, principal.user_id)
+        job = await services.jobs.get(job_id, read_owner(reader, owner))
         key = f"jobs/{job.id}/{name}"
         if key not in job.blobs or key in (upload_key(job.id), secret_key(job.id)):
             raise NotFound(f"job {job_id} has no result part {name!r}", code="result_part_not_found")
         data = await services.jobs.storage.read_bytes(key)
         media_type = "application/json" if name.endswith(".json") else "application/octet-stream"
         return Response(data, media_type=media_type)
+
+
+@get(
+    "/api/v1/results/{job_id:uuid}",
+    tags=["jobs"],
+    security=[],
+    summary="A succeeded job's result through the signed, short-lived URL of its webhook",
+    description="The `result_url` of a webhook event whose result was too large to carry inline. Needs no "
+    "credentials: `expires` (Unix seconds) and `signature` are the credentials (403 `invalid_result_url` "
+    "when wrong or expired).",
+)
+async def signed_result(
+    job_id: FromPath[UUID],
+    services: ServicesDep,
+    expires: Annotated[int, QueryParameter(ge=0)],
+    signature: Annotated[str, QueryParameter(min_length=1, max_length=128)],
+) -> Any:
+    secret = services.settings.webhook_secret
+    if secret is None or not result_url_valid(
+        webhook_key(secret.get()), job_id, expires, signature, now=time.time()
+    ):
+        raise Forbidden("the result URL is not valid or has expired", code="invalid_result_url")
+    job = await services.jobs.get(job_id, None)
+    if job.status != "succeeded":
+        raise NotFound(f"job {job_id} has no result", code="result_not_found")
+    return job.result

@@ -185,11 +185,12 @@ async def receive_upload(
                 if upload is not None:
                     raise InvalidInput("send exactly one file", code="invalid_form")
                 upload = await jobs.store_upload(kind, job_id, part.filename, part.chunks())
-            elif part.name in ("options", "webhook_url"):
+            elif part.name in ("options", "webhook_url", "webhook_include_result"):
                 fields[part.name] = await part.text()
             else:
                 raise InvalidInput(
-                    f"unknown form field {part.name!r}; send file, options, webhook_url", code="invalid_form"
+                    f"unknown form field {part.name!r}; send file, options, webhook_url, webhook_include_result",
+                    code="invalid_form",
                 )
         if upload is None:
             raise InvalidInput("the form has no file (field 'file')", code="missing_file")
@@ -201,11 +202,14 @@ async def receive_upload(
         if spec.split_secret is not None:
             options, secret = spec.split_secret(options)
         webhook_url = await jobs.check_webhook(fields.get("webhook_url") or None)
+        include = (fields.get("webhook_include_result") or "false").strip().lower()
+        if include not in ("true", "false"):
+            raise InvalidInput("webhook_include_result: send true or false", code="invalid_form")
     except BaseException:
         if upload is not None:
             await jobs.storage.delete(upload.key)
         raise
     return await jobs.submit(
         kind, owner, options, idempotency_key=idempotency_key, webhook_url=webhook_url,
-        upload=upload, job_id=job_id, secret=secret,
+        webhook_include_result=include == "true", upload=upload, job_id=job_id, secret=secret,
     )  # fmt: skip

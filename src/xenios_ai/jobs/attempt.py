@@ -184,6 +184,7 @@ class AttemptContext(JobContext):
                 max_attempts=kind.retry.max_attempts,
                 webhook_url=job.webhook_url,
                 source_job_id=job.id,
+                webhook_include_result=job.webhook_include_result,
             )
             for kind, input, job_id in self._follow_ups
         ]

@@ -71,6 +71,8 @@ class Job(msgspec.Struct, kw_only=True):
     idempotency_key: str | None = None
     request_hash: str | None = None
     webhook_url: str | None = None
+    webhook_include_result: bool = False
+    """The webhook's event carries the result (or, when large, a signed URL of it)."""
     webhook_attempts: int = 0
     webhook_delivered_at: datetime | None = None
     webhook_error: str | None = None
@@ -98,8 +100,15 @@ class FollowUp(msgspec.Struct, omit_defaults=True):
 
     task: str
     job_id: UUID | None
+    """Deprecated: the same as ``id``, kept for one release."""
     skipped: str | None = None
-    """Set (and ``job_id`` null) when no job was created: a job without text has nothing to analyse."""
+    """Set (and ``id`` null) when no job was created: a job without text has nothing to analyse."""
+    id: UUID | None = None
+    """The analysis job's id (every response names a job's id ``id``)."""
+
+    def __post_init__(self) -> None:
+        if self.id is None:
+            self.id = self.job_id
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):

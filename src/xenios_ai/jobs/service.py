@@ -71,6 +71,7 @@ def _request_hash(
     webhook_url: str | None,
     source_job_id: UUID | None,
     upload: Upload | None,
+    webhook_include_result: bool = False,
 ) -> str | None:
     """What an Idempotency-Key stands for: the request's kind, input, webhook, source and file."""
     if idempotency_key is None:
@@ -79,6 +80,8 @@ def _request_hash(
     digest.update(input_json)
     if upload is not None:
         digest.update(f"\0{upload.sha256}\0{upload.filename or ''}".encode())
+    if webhook_include_result:  # only then: the hashes of earlier requests stay the same
+        digest.update(b"\0webhook_include_result")
     return digest.hexdigest()
 
 
@@ -145,6 +148,7 @@ class JobService:
         *,
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
+        webhook_include_result: bool = False,
         source_job_id: UUID | None = None,
         upload: Upload | None = None,
         job_id: UUID | None = None,
@@ -166,8 +170,9 @@ class JobService:
                 own.append((await self.storage.put_bytes(secret_key(job_id), secret)).key)
                 blobs = [*blobs, own[-1]]
             input_json = _encoder.encode(input)
+            include_result = webhook_include_result and webhook_url is not None
             request_hash = _request_hash(
-                kind, input_json, idempotency_key, webhook_url, source_job_id, upload
+                kind, input_json, idempotency_key, webhook_url, source_job_id, upload, include_result
             )
             message_id = str(uuid.uuid4())
             writing = True
@@ -184,6 +189,7 @@ class JobService:
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
                 webhook_url=webhook_url,
+                webhook_include_result=include_result,
                 source_job_id=source_job_id,
                 blobs=[*blobs, *([upload.key] if upload else [])],
             )
@@ -266,7 +272,8 @@ class JobService:
 
     # -- read -----------------------------------------------------------------------------------------
 
-    async def get(self, job_id: UUID, owner: str) -> Job:
+    async def get(self, job_id: UUID, owner: str | None) -> Job:
+        """The job; with ``owner``, only if it is theirs (None: a service read, any owner)."""
         job = await store.get(self.db, job_id, owner)
         if job is None:
             raise NotFound(f"job {job_id} not found", code="job_not_found")

@@ -28,7 +28,7 @@ _decode = msgspec.json.decode
 
 COLUMNS = """id, kind, queue, status, owner, input::text AS input, upload::text AS upload, result::text AS result,
     error::text AS error, progress, progress_message, attempts, max_attempts, idempotency_key, request_hash,
-    webhook_url, webhook_attempts, webhook_delivered_at, webhook_error, webhook_due_at, source_job_id, blobs,
+    webhook_url, webhook_include_result, webhook_attempts, webhook_delivered_at, webhook_error, webhook_due_at, source_job_id, blobs,
     message_id, worker_id, cancel_requested_at, run_after, created_at, enqueued_at, started_at, heartbeat_at,
     finished_at"""
 J_COLUMNS = ", ".join(f"j.{column.strip()}" for column in COLUMNS.split(","))
@@ -66,6 +66,7 @@ class FollowUpRow:
     max_attempts: int
     webhook_url: str | None
     source_job_id: UUID
+    webhook_include_result: bool = False
 
 
 async def insert(
@@ -82,6 +83,7 @@ async def insert(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     webhook_url: str | None = None,
+    webhook_include_result: bool = False,
     source_job_id: UUID | None = None,
     blobs: Sequence[str] = (),
 ) -> Job | None:
@@ -90,14 +92,15 @@ async def insert(
     async with db.connection() as conn:
         cur = await conn.execute(
             f"""INSERT INTO ai_backend.jobs (id, kind, queue, owner, input, upload, max_attempts, message_id,
-                    enqueued_at, idempotency_key, request_hash, webhook_url, source_job_id, blobs)
-                VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, now(), %s, %s, %s, %s, %s)
+                    enqueued_at, idempotency_key, request_hash, webhook_url, webhook_include_result,
+                    source_job_id, blobs)
+                VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, now(), %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING {COLUMNS}""",
             (
                 id, kind, queue, owner, input_json.decode(), upload_json.decode() if upload_json else None,
                 max_attempts, message_id, idempotency_key,
-                request_hash, webhook_url, source_job_id, list(blobs),
+                request_hash, webhook_url, webhook_include_result, source_job_id, list(blobs),
             ),
         )  # fmt: skip
         row = await cur.fetchone()
@@ -272,11 +275,11 @@ async def finish(
                     async with conn.cursor() as insert:
                         await insert.executemany(
                             """INSERT INTO ai_backend.jobs (id, kind, queue, owner, input, max_attempts,
-                                   webhook_url, source_job_id)
-                               VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s)""",
+                                   webhook_url, webhook_include_result, source_job_id)
+                               VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)""",
                             [
                                 (f.id, f.kind, f.queue, f.owner, f.input_json.decode(), f.max_attempts,
-                                 f.webhook_url, f.source_job_id)
+                                 f.webhook_url, f.webhook_include_result, f.source_job_id)
                                 for f in follow_ups
                             ],
                         )  # fmt: skip

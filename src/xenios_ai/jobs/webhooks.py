@@ -209,17 +209,50 @@ def webhook_session(
 
 
 class WebhookEvent(msgspec.Struct):
-    """The body: Standard Webhooks' {type, timestamp, data}; fetch the result from data.links.self."""
+    """The body: Standard Webhooks' {type, timestamp, data}. ``data`` names the job (``id``; ``job_id`` is
+    its deprecated alias) and its ``owner``; the result is in ``data.result`` when the submit asked for it
+    (``webhook_include_result``), or behind ``data.result_url`` (signed, short-lived) when it is large;
+    otherwise fetch it from ``data.links.self`` with the API key (a service read)."""
 
     type: str
     timestamp: str
     data: dict[str, Any]
 
 
-def event_body(job: Job) -> tuple[str, bytes]:
-    """The event's id (stable across retries) and JSON body for a finished job."""
+def result_signature(key: bytes, job_id: UUID, expires: int) -> str:
+    """The signature of a result URL of ``job_id`` valid until ``expires`` (Unix seconds)."""
+    digest = hmac.new(key, f"result.{job_id}.{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def result_url(key: bytes, job_id: UUID, expires: int) -> str:
+    """The signed URL (path and query) of a job's result, readable without credentials until ``expires``."""
+    return f"/api/v1/results/{job_id}?expires={expires}&signature={result_signature(key, job_id, expires)}"
+
+
+def result_url_valid(key: bytes, job_id: UUID, expires: int, signature: str, *, now: float) -> bool:
+    """Whether a result URL's signature is right (constant time) and it has not expired."""
+    good = hmac.compare_digest(result_signature(key, job_id, expires).encode(), signature.encode())
+    return good and now < expires
+
+
+class ResultPolicy(msgspec.Struct, frozen=True):
+    """How an event carries a result: inline up to ``max_bytes`` of JSON, else a URL signed with ``key``
+    and valid ``url_seconds`` from ``now``."""
+
+    key: bytes
+    max_bytes: int
+    url_seconds: float
+    now: float
+
+
+def event_body(job: Job, results: ResultPolicy | None = None) -> tuple[str, bytes]:
+    """The event's id (stable across retries) and JSON body for a finished job; with ``results`` and a
+    job that asked for it, its result (inline or as a signed URL)."""
     data: dict[str, Any] = {
+        "id": str(job.id),
         "job_id": str(job.id),
+        "owner": job.owner,
         "kind": job.kind,
         "status": job.status,
         "error": msgspec.to_builtins(job.error) if job.error else None,
@@ -227,6 +260,14 @@ def event_body(job: Job) -> tuple[str, bytes]:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "links": {"self": f"/api/v1/jobs/{job.id}"},
     }
+    if results is not None and job.webhook_include_result and job.status == "succeeded":
+        encoded = _encoder.encode(job.result)
+        if len(encoded) <= results.max_bytes:
+            data["result"] = msgspec.Raw(encoded)
+        else:
+            expires = int(results.now + results.url_seconds)
+            data["result_url"] = result_url(results.key, job.id, expires)
+            data["result_expires_at"] = expires
     stamp = (job.finished_at or job.created_at).isoformat()
     body = _encoder.encode(WebhookEvent(f"job.{job.status}", stamp, data))
     return f"msg_{job.id.hex}_{job.status}", body
@@ -277,9 +318,12 @@ async def deliver_for_job(db: Pool, session: aiohttp.ClientSession, settings: Se
     if settings.webhook_secret is None:
         logger.error("job {} has a webhook but WEBHOOK_SECRET is not set; not delivered", job.id)
         return
-    msg_id, body = event_body(job)
     try:
         secret = secret_bytes(settings.webhook_secret.get())
+        policy = ResultPolicy(
+            secret, settings.webhook_result_max_bytes, settings.webhook_result_url_seconds, time.time()
+        )
+        msg_id, body = event_body(job, policy)
         allow_private = settings.webhook_allow_private
         status = await attempt_delivery(
             session, job.webhook_url, secret, msg_id, body, allow_private=allow_private
