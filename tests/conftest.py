@@ -23,6 +23,7 @@ from tests.support import databases, tokens
 from tests.support.config import make_settings
 from tests.support.jobs import JOB_TIMINGS
 from tests.support.processes import ROOT, ApiServer, WorkerProcess, start_worker
+from tests.support.speakers_audio import Dialogue, build
 from xenios_ai.api.app import create_app
 from xenios_ai.settings import Settings
 
@@ -172,3 +173,10 @@ def fresh_env(
 
     yield make
     databases.drop_databases(postgres_server_url, *created)
+
+
+@pytest.fixture(scope="session")
+def two_voices(tmp_path_factory: pytest.TempPathFactory) -> Dialogue:
+    """The coach and the client on channels, with bleed, as copies, as two tracks (espeak-ng and sox, about
+    a second; see tests/support/speakers_audio.py)."""
+    return build(tmp_path_factory.mktemp("two-voices"))

@@ -31,12 +31,13 @@ from xenios_ai.api.deps import PrincipalDep, ReaderDep, ServicesDep
 from xenios_ai.api.ratelimit import limit_job_submits
 from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
-from xenios_ai.errors import Forbidden, InvalidInput, NotFound
+from xenios_ai.errors import Conflict, Forbidden, InvalidInput, NotFound
 from xenios_ai.extraction.job import EXTRACTION
 from xenios_ai.jobs.models import Job, JobError, JobStatus
-from xenios_ai.jobs.service import StreamItem, Submitted, secret_key, upload_key
+from xenios_ai.jobs.service import StreamItem, Submitted, is_upload_key, secret_key
 from xenios_ai.jobs.webhooks import result_url_valid
 from xenios_ai.settings import webhook_key
+from xenios_ai.transcription.formats import MEDIA_TYPES, TranscriptFormat, render
 from xenios_ai.transcription.job import TRANSCRIPTION
 
 IdempotencyKey = Annotated[
@@ -240,10 +241,16 @@ class JobsController(Controller):
         description="multipart/form-data with `file` (WAV, MP3, M4A/AAC, OGG/Opus, WebM, FLAC or MP4; the "
         "type is read from the bytes: 415 otherwise; 413 past TRANSCRIPTION_MAX_UPLOAD_BYTES), optional "
         "`options` as JSON: `language` (ISO 639-1; null detects), `word_timestamps` (false), `vad` (true), "
-        "`initial_prompt`, `hotwords`, `then` (analysis tasks run on the transcript when it succeeds, e.g. "
-        '`["session_summary", "insight_generation"]`), and optional `webhook_url`. The result: `text`, '
-        "`segments` (start, end, text, words when asked), `language`, `duration`, `model`, "
-        "`real_time_factor`, `follow_ups` (task and job_id of each `then` job).",
+        "`initial_prompt`, `hotwords`, `speakers` (names in channel or track order, e.g. "
+        '`["Coach", "Client"]`), `channels` (`auto`: each channel is a speaker when the channels differ; '
+        "`separate`; `mix`), `track_offsets` (seconds each file starts at, for several files), `then` "
+        "(analysis tasks run on the transcript when it succeeds, e.g. "
+        '`["session_summary", "insight_generation"]`), and optional `webhook_url`. Repeat `file` (up to 8) '
+        "for one track per person, merged into one timeline (the size limit applies to each file and to "
+        "their sum). The result: `text`, `segments` (start, end, text, `speaker` when known, words when "
+        "asked), `speakers` (name, talk_seconds, word_count), `speaker_source`, `language`, `duration`, "
+        "`model`, `real_time_factor`, `follow_ups` (task and job_id of each `then` job). The transcript as "
+        "a file: `result/transcript.txt`, `.srt`, `.vtt`.",
     )
     async def submit_transcription(
         self,
@@ -354,6 +361,33 @@ class JobsController(Controller):
         return EventStream(_sse(services.jobs.stream(job)))
 
     @get(
+        ["/{job_id:uuid}/result/transcript.txt", "/{job_id:uuid}/result/transcript.srt",
+         "/{job_id:uuid}/result/transcript.vtt"],
+        guards=[allow_service],
+        security=USER_OR_SERVICE,
+        summary="A transcription's transcript as text, SubRip (SRT) or WebVTT",
+        description="Speakers as `Coach: ` line prefixes (text, SRT) and `<v Coach>` voice spans (WebVTT). "
+        "409 until the job has succeeded; 404 for a job that is not a transcription.",
+        media_type="text/plain",
+    )  # fmt: skip
+    async def get_transcript(
+        self, request: Request[Any, Any, Any], job_id: FromPath[UUID], services: ServicesDep,
+        reader: ReaderDep, owner: Owner = None,
+    ) -> Response[str]:  # fmt: skip
+        job = await services.jobs.get(job_id, read_owner(reader, owner))
+        fmt: TranscriptFormat = "srt" if request.url.path.endswith(".srt") else (
+            "vtt" if request.url.path.endswith(".vtt") else "txt"
+        )  # fmt: skip
+        if job.kind != TRANSCRIPTION.name:
+            raise NotFound(f"job {job_id} is not a transcription", code="result_part_not_found")
+        if job.status != "succeeded" or not isinstance(job.result, dict):
+            raise Conflict(
+                f"job {job_id} is {job.status}; its transcript is ready once it has succeeded",
+                code="result_not_ready",
+            )
+        return Response(render(job.result, fmt), media_type=MEDIA_TYPES[fmt])
+
+    @get(
         "/{job_id:uuid}/result/{name:str}",
         guards=[allow_service],
         security=USER_OR_SERVICE,
@@ -371,7 +405,7 @@ class JobsController(Controller):
     ) -> Response[bytes]:
         job = await services.jobs.get(job_id, read_owner(reader, owner))
         key = f"jobs/{job.id}/{name}"
-        if key not in job.blobs or key in (upload_key(job.id), secret_key(job.id)):
+        if key not in job.blobs or is_upload_key(job.id, key) or key == secret_key(job.id):
             raise NotFound(f"job {job_id} has no result part {name!r}", code="result_part_not_found")
         data = await services.jobs.storage.read_bytes(key)
         media_type = "application/json" if name.endswith(".json") else "application/octet-stream"

@@ -12,7 +12,9 @@ itself uses) and the file part goes directly to `BlobStorage.put`:
 - a client that disconnects mid-body is `ClientGone` (499), not a server error;
 - the file's first bytes decide its type (415) before the rest is read;
 - the size limit is enforced while streaming (413 as soon as it is crossed; the rest is never read);
-- the other fields (``options`` as JSON, ``webhook_url``) may come before or after the file.
+- the other fields (``options`` as JSON, ``webhook_url``) may come before or after the file;
+- a kind that takes several files (`UploadSpec.max_files`: a transcription's tracks) gets the ``file``
+  field repeated, in order; the size limit applies to each file and to their sum.
 
 Memory per upload is one network chunk plus the storage's write buffer.
 """
@@ -43,7 +45,7 @@ FILE_FIELD = "file"
 FORM_OVERHEAD_BYTES = 256 * 1024
 """What a form may add to the file: boundaries, part headers and the small text fields."""
 _MAX_FIELD_BYTES = 64 * 1024
-_MAX_PARTS = 8
+_MAX_PARTS = 16
 _END = object()
 
 
@@ -151,6 +153,23 @@ def _boundary(request: Request[Any, Any, Any]) -> str:
     return boundary
 
 
+async def _store(
+    jobs: JobService, kind: JobKind, job_id: uuid.UUID, part: Part, files: list[Upload], limit: int
+) -> Upload:
+    """The form's next file, within what the ``files`` before it left of the size ``limit``."""
+    left = limit - sum(file.size for file in files)
+    try:
+        return await jobs.store_upload(
+            kind, job_id, part.filename, part.chunks(), index=len(files), max_bytes=left
+        )
+    except PayloadTooLarge as exc:
+        if not files:
+            raise
+        raise PayloadTooLarge(
+            f"the files together are larger than the limit of {limit} bytes", extra={"max_bytes": limit}
+        ) from exc
+
+
 async def receive_upload(
     request: Request[Any, Any, Any],
     jobs: JobService,
@@ -159,7 +178,8 @@ async def receive_upload(
     *,
     idempotency_key: str | None = None,
 ) -> Submitted:
-    """Submit a ``kind`` job from a multipart request: the file in field ``file``, optional ``options``
+    """Submit a ``kind`` job from a multipart request: the file in field ``file`` (repeated for a kind
+    taking several, up to `UploadSpec.max_files`), optional ``options``
     (JSON for the kind's ``input_type``, which becomes the job's input, less the secret its upload's
     ``split_secret`` takes out) and ``webhook_url`` fields.
 
@@ -178,13 +198,15 @@ async def receive_upload(
         )
     job_id = uuid.uuid4()
     fields: dict[str, str] = {}
+    files: list[Upload] = []
     upload: Upload | None = None
     try:
         async for part in MultipartStream(_body(request, max_body), boundary).parts():
             if part.name == FILE_FIELD:
-                if upload is not None:
-                    raise InvalidInput("send exactly one file", code="invalid_form")
-                upload = await jobs.store_upload(kind, job_id, part.filename, part.chunks())
+                if len(files) >= spec.max_files:
+                    many = "exactly one file" if spec.max_files == 1 else f"at most {spec.max_files} files"
+                    raise InvalidInput(f"send {many}", code="invalid_form")
+                files.append(await _store(jobs, kind, job_id, part, files, limit))
             elif part.name in ("options", "webhook_url", "webhook_include_result"):
                 fields[part.name] = await part.text()
             else:
@@ -192,12 +214,15 @@ async def receive_upload(
                     f"unknown form field {part.name!r}; send file, options, webhook_url, webhook_include_result",
                     code="invalid_form",
                 )
-        if upload is None:
+        if not files:
             raise InvalidInput("the form has no file (field 'file')", code="missing_file")
+        upload = msgspec.structs.replace(files[0], more=tuple(files[1:]))
         try:
             options = msgspec.json.decode(fields.get("options") or "{}", type=kind.input_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidInput(f"options: {exc}", code="invalid_options") from None
+        if spec.check_files is not None:
+            spec.check_files(options, len(files))
         secret = None
         if spec.split_secret is not None:
             options, secret = spec.split_secret(options)
@@ -206,8 +231,8 @@ async def receive_upload(
         if include not in ("true", "false"):
             raise InvalidInput("webhook_include_result: send true or false", code="invalid_form")
     except BaseException:
-        if upload is not None:
-            await jobs.storage.delete(upload.key)
+        for file in files:
+            await jobs.storage.delete(file.key)
         raise
     return await jobs.submit(
         kind, owner, options, idempotency_key=idempotency_key, webhook_url=webhook_url,

@@ -160,6 +160,14 @@ class AttemptContext(JobContext):
         with self.services.storage.local_file(self.job.upload.key) as path:
             yield path
 
+    @contextlib.contextmanager
+    def upload_files(self) -> Iterator[list[Path]]:
+        if self.job.upload is None:
+            raise XeniosError(f"job {self.job.id} has no upload")
+        with contextlib.ExitStack() as stack:
+            storage = self.services.storage
+            yield [stack.enter_context(storage.local_file(upload.key)) for upload in self.job.upload.files]
+
     async def store_blob(self, name: str, data: bytes) -> str:
         """The blob goes with the job at retention."""
         blob = await self.services.storage.put_bytes(f"jobs/{self.job.id}/{name}", data)

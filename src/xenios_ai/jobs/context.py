@@ -55,6 +55,11 @@ class JobContext(Protocol):
         """The uploaded file as a local path while the context is open."""
         ...
 
+    def upload_files(self) -> AbstractContextManager[list[Path]]:
+        """Every uploaded file of a several-file submit (the first is `upload_file`'s), in order, as local
+        paths while the context is open."""
+        ...
+
     async def store_blob(self, name: str, data: bytes) -> str:
         """Keep a large part of the result in blob storage (``jobs/<id>/<name>``); its key."""
         ...

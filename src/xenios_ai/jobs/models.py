@@ -42,7 +42,7 @@ class JobError(msgspec.Struct, frozen=True):
     message: str
 
 
-class Upload(msgspec.Struct, frozen=True):
+class Upload(msgspec.Struct, frozen=True, omit_defaults=True):
     """The file a job was submitted with, as stored."""
 
     key: str
@@ -50,6 +50,13 @@ class Upload(msgspec.Struct, frozen=True):
     format: str
     size: int
     sha256: str
+    more: tuple[Upload, ...] = ()
+    """The further files of a several-file submit (a transcription's tracks), in order after this one."""
+
+    @property
+    def files(self) -> tuple[Upload, ...]:
+        """This file and the further ones, in order."""
+        return (self, *self.more)
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -161,6 +168,11 @@ class UploadSpec:
     split_secret: Callable[[Any], tuple[msgspec.Struct, bytes | None]] | None = None
     """``split_secret(options)`` -> (the job's input, a secret): keeps a secret (a PDF's password) out of
     the job's row (see `JobService.submit`)."""
+    max_files: int = 1
+    """How many files one submit may carry (the ``file`` field repeated); the size limit applies to each
+    and to their sum."""
+    check_files: Callable[[Any, int], None] | None = None
+    """``check_files(options, number of files)``: raises InvalidInput when the options do not fit."""
 
     def limit(self, settings: Settings) -> int:
         """The largest file accepted under ``settings``."""

@@ -55,8 +55,15 @@ class Submitted:
     """True when an Idempotency-Key matched an earlier submit: ``job`` is that earlier job."""
 
 
-def upload_key(job_id: UUID) -> str:
-    return f"jobs/{job_id}/upload"
+def upload_key(job_id: UUID, index: int = 0) -> str:
+    """Where a job's uploaded file is kept (``index``: the further files of a several-file submit)."""
+    return f"jobs/{job_id}/upload" + (f"-{index + 1}" if index else "")
+
+
+def is_upload_key(job_id: UUID, key: str) -> bool:
+    """Whether ``key`` is one of the job's uploaded files."""
+    base = upload_key(job_id)
+    return key == base or (key.startswith(f"{base}-") and key[len(base) + 1 :].isdigit())
 
 
 def secret_key(job_id: UUID) -> str:
@@ -79,7 +86,8 @@ def _request_hash(
     digest = hashlib.sha256(f"{kind.name}\0{webhook_url or ''}\0{source_job_id or ''}\0".encode())
     digest.update(input_json)
     if upload is not None:
-        digest.update(f"\0{upload.sha256}\0{upload.filename or ''}".encode())
+        for file in upload.files:
+            digest.update(f"\0{file.sha256}\0{file.filename or ''}".encode())
     if webhook_include_result:  # only then: the hashes of earlier requests stay the same
         digest.update(b"\0webhook_include_result")
     return digest.hexdigest()
@@ -162,7 +170,8 @@ class JobService:
         `secret_key` before the message is sent, listed in the job's blobs, removed like the upload and
         when the job ends (`after_terminal`; retention at the latest)."""
         job_id = job_id or uuid.uuid4()
-        own = [upload.key] if upload is not None else []
+        uploaded = [file.key for file in upload.files] if upload is not None else []
+        own = list(uploaded)
         writing = False  # from the INSERT on, the row may exist whatever the outcome looks like
         replayed: Submitted | None = None
         try:
@@ -191,7 +200,7 @@ class JobService:
                 webhook_url=webhook_url,
                 webhook_include_result=include_result,
                 source_job_id=source_job_id,
-                blobs=[*blobs, *([upload.key] if upload else [])],
+                blobs=[*blobs, *uploaded],
             )
             if job is None:  # the key is taken: this row was not written
                 writing = False
@@ -248,10 +257,18 @@ class JobService:
         return Submitted(existing, replayed=True)
 
     async def store_upload(
-        self, kind: JobKind, job_id: UUID, filename: str | None, chunks: AsyncIterator[bytes]
+        self,
+        kind: JobKind,
+        job_id: UUID,
+        filename: str | None,
+        chunks: AsyncIterator[bytes],
+        *,
+        index: int = 0,
+        max_bytes: int | None = None,
     ) -> Upload:
         """Stream an uploaded file into storage: sniffed from its first bytes (415 before reading on),
-        size limit enforced while streaming (413 without reading the rest)."""
+        size limit enforced while streaming (413 without reading the rest). ``index`` numbers the files of
+        a several-file submit; ``max_bytes`` lowers the kind's limit (what is left of it for all files)."""
         spec = kind.upload
         if spec is None:
             raise XeniosError(f"job kind {kind.name} takes no upload")
@@ -266,8 +283,8 @@ class JobService:
         if file_format is None:
             hint = f"; send one of: {spec.formats_hint}" if spec.formats_hint else ""
             raise UnsupportedMediaType(f"the file's type is not supported{hint}", code="unsupported_format")
-        limit = spec.limit(self.settings)
-        blob = await self.storage.put(upload_key(job_id), _prepend(head, chunks), max_bytes=limit)
+        limit = spec.limit(self.settings) if max_bytes is None else max_bytes
+        blob = await self.storage.put(upload_key(job_id, index), _prepend(head, chunks), max_bytes=limit)
         return Upload(blob.key, filename, file_format, blob.size, blob.sha256)
 
     # -- read -----------------------------------------------------------------------------------------

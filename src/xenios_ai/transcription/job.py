@@ -1,26 +1,65 @@
 """The transcription kind (`TRANSCRIPTION`): transcribe the upload with the worker process's one
-`Transcriber` (loaded at worker boot), then submit the ``then`` analyses on the transcript."""
+`Transcriber` (loaded at worker boot), then submit the ``then`` analyses on the transcript.
+
+One file: its channels are speakers when they differ (``channels``, see `separate`). Several files (the
+multipart ``file`` field repeated, up to `MAX_SPEAKERS`): one track per person, merged into one timeline.
+"""
 
 from __future__ import annotations
 
 import msgspec
 
+from xenios_ai.errors import InvalidInput
 from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.followups import analyse_after
 from xenios_ai.jobs.models import JobKind, UploadSpec
 from xenios_ai.transcription.engine import shared_transcriber
-from xenios_ai.transcription.models import TranscriptionJobOptions, TranscriptionJobResult, transcript_text
+from xenios_ai.transcription.models import (
+    MAX_SPEAKERS,
+    TranscriptionJobOptions,
+    TranscriptionJobResult,
+    transcript_text,
+)
+from xenios_ai.transcription.separate import transcribe_recording, transcribe_tracks
 from xenios_ai.transcription.sniff import SNIFF_BYTES, sniff_audio_format
 
 
 def run_transcription(ctx: JobContext, options: TranscriptionJobOptions) -> TranscriptionJobResult:
     """The transcription job's handler (on the worker's actor thread)."""
-    with ctx.upload_file() as path:
-        result = shared_transcriber(ctx.settings).transcribe(path, options, progress=ctx.progress_sync)
+    transcriber = shared_transcriber(ctx.settings)
+    limit = transcriber.max_duration_seconds
+    with ctx.upload_files() as paths:
+        if len(paths) > 1:
+            result = transcribe_tracks(
+                transcriber.transcribe, paths, options, ctx.progress_sync, max_seconds=limit
+            )
+        else:
+            result = transcribe_recording(
+                transcriber.transcribe, paths[0], options, ctx.progress_sync, max_seconds=limit
+            )
     follow_ups = analyse_after(
         ctx, options.then, has_text=bool(result.text), nothing="the transcript is empty: nothing to analyse"
     )
     return TranscriptionJobResult(**msgspec.structs.asdict(result), follow_ups=follow_ups)
+
+
+def check_files(options: TranscriptionJobOptions, files: int) -> None:
+    """At submit: ``speakers`` and ``track_offsets`` fit the number of files (422 otherwise)."""
+    if files > 1:
+        if options.speakers and len(options.speakers) != files:
+            raise InvalidInput(
+                f"speakers: {len(options.speakers)} names for {files} tracks; give one name per file, in order",
+                code="invalid_options",
+            )
+        if options.track_offsets and len(options.track_offsets) != files:
+            raise InvalidInput(
+                f"track_offsets: {len(options.track_offsets)} offsets for {files} tracks; give one per file",
+                code="invalid_options",
+            )
+    elif options.track_offsets:
+        raise InvalidInput(
+            "track_offsets: only for several files (tracks); this job has one", code="invalid_options"
+        )
 
 
 TRANSCRIPTION = JobKind(
@@ -34,6 +73,8 @@ TRANSCRIPTION = JobKind(
         sniff_bytes=SNIFF_BYTES,
         max_bytes=lambda settings: settings.transcription_max_upload_bytes,
         formats_hint="WAV, MP3, M4A/AAC, OGG (Opus, Vorbis), WebM, FLAC, MP4 (its audio track)",
+        max_files=MAX_SPEAKERS,
+        check_files=check_files,
     ),
     text_of=transcript_text,
     release_on_shutdown=True,

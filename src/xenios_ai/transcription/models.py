@@ -4,7 +4,7 @@ input and result (``then``: analyses to run on the transcript)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -13,6 +13,15 @@ from xenios_ai.jobs.models import FollowUp
 
 ProgressCallback = Callable[[float, str], None]
 """Called with (fraction 0..1, message) as segments come; it may raise ``JobCancelled`` to stop."""
+
+
+MAX_SPEAKERS = 8
+"""Most channels or tracks transcribed as speakers of one job."""
+SpeakerName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\r\n:<>]+$")]
+"""A speaker's name: one line, no colon (the labelled transcript's separator) and no angle brackets (WebVTT
+voice tags)."""
+TrackOffset = Annotated[float, msgspec.Meta(ge=0, le=24 * 3600)]
+ChannelMode = Literal["mix", "separate", "auto"]
 
 
 class TranscriptionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -28,13 +37,28 @@ class TranscriptionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     initial_prompt: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     """Context for the first 30 s of every window (names, jargon)."""
     hotwords: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    speakers: Annotated[list[SpeakerName], msgspec.Meta(max_length=MAX_SPEAKERS)] = msgspec.field(
+        default_factory=list
+    )
+    """Who speaks on each channel (``separate``) or in each file (multi-track), in order, e.g.
+    ``["Coach", "Client"]``; a channel or track without a name is ``Speaker N``."""
+    channels: ChannelMode = "auto"
+    """``mix``: one transcript of all channels mixed to mono (no speakers). ``separate``: each channel
+    transcribed as its own speaker. ``auto``: separate when the file has two or more channels whose
+    content differs, mix when they are copies (or only one carries sound)."""
+    track_offsets: Annotated[list[TrackOffset], msgspec.Meta(max_length=MAX_SPEAKERS)] = msgspec.field(
+        default_factory=list
+    )
+    """Multi-track jobs: when each file starts on the common timeline, in seconds (default all 0)."""
 
 
-class Word(msgspec.Struct):
+class Word(msgspec.Struct, omit_defaults=True):
     start: float
     end: float
     word: str
     probability: float
+    speaker: str | None = None
+    """Who said it (channels, tracks or a diarizer); absent when unknown."""
 
 
 class Segment(msgspec.Struct, omit_defaults=True):
@@ -44,6 +68,19 @@ class Segment(msgspec.Struct, omit_defaults=True):
     text: str
     words: list[Word] | None = None
     """Only when word timestamps were asked for."""
+    speaker: str | None = None
+    """Who said it (channels, tracks or a diarizer); absent when unknown (a mono recording)."""
+
+
+class SpeakerStats(msgspec.Struct):
+    """One speaker of a transcript: talk time (seconds of their segments) and words spoken."""
+
+    name: str
+    talk_seconds: float
+    word_count: int
+
+
+SpeakerSource = Literal["channels", "tracks", "diarizer"]
 
 
 class TranscriptionResult(msgspec.Struct):
@@ -57,6 +94,10 @@ class TranscriptionResult(msgspec.Struct):
     real_time_factor: float
     """processing_seconds / duration: below 1 is faster than real time."""
     processing_seconds: float
+    speakers: list[SpeakerStats] | None = None
+    """Who speaks, in channel or track order, when the transcript is speaker-attributed (null otherwise)."""
+    speaker_source: SpeakerSource | None = None
+    """Where the speakers come from: the file's ``channels``, separate ``tracks``, or a ``diarizer``."""
 
 
 class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
@@ -77,5 +118,28 @@ class TranscriptionJobResult(TranscriptionResult, kw_only=True):
 
 
 def transcript_text(result: object) -> str | None:
-    """A stored transcription result's text, for a follow-up analysis (``JobKind.text_of``)."""
-    return result.get("text") if isinstance(result, dict) else None
+    """A stored transcription result's text, for a follow-up analysis (``JobKind.text_of``): speaker-labelled
+    lines (``Coach: ...``) when its segments carry speakers, else the plain text."""
+    if not isinstance(result, dict):
+        return None
+    segments = result.get("segments")
+    if isinstance(segments, list) and any(isinstance(s, dict) and s.get("speaker") for s in segments):
+        return labelled_text(segments)
+    text = result.get("text")
+    return text if isinstance(text, str) else None
+
+
+def labelled_text(segments: list[dict[str, object]]) -> str:
+    """One ``Name: text`` line per turn (consecutive segments of one speaker joined); a segment without a
+    speaker continues the current line."""
+    lines: list[tuple[str | None, list[str]]] = []
+    for segment in segments:
+        speaker, text = segment.get("speaker"), str(segment.get("text") or "").strip()
+        if not text:
+            continue
+        name = speaker if isinstance(speaker, str) else None
+        if lines and (name is None or lines[-1][0] == name):
+            lines[-1][1].append(text)
+        else:
+            lines.append((name, [text]))
+    return "\n".join(f"{name}: {' '.join(texts)}" if name else " ".join(texts) for name, texts in lines)
