@@ -18,6 +18,7 @@ from xenios_ai.api.health import HealthController
 from xenios_ai.api.jobs import JobsController, signed_result
 from xenios_ai.api.llm import LLMController
 from xenios_ai.api.metrics import metrics
+from xenios_ai.api.openai import openai_router
 from xenios_ai.api.ops import ops_router
 from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # handler or controller declares all it needs: apiKey, or apiKey AND supabaseJWT.
     )
     app = Litestar(
-        route_handlers=[HealthController, api_v1, signed_result, metrics, *ops_router(settings)],
+        route_handlers=[HealthController, api_v1, openai_router(), signed_result, metrics, *ops_router(settings)],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal, sync_to_thread=False),

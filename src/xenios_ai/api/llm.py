@@ -98,7 +98,8 @@ class Caller:
                 watcher.cancel()
 
 
-def _caller(request: Request[Any, Any, Any], slot: StreamSlot | None = None) -> Caller:
+def caller_for(request: Request[Any, Any, Any], slot: StreamSlot | None = None) -> Caller:
+    """The caller of a user route (the require_user guard has run); /v1 builds its own with it."""
     services: Services = request.app.state.services
     state = request.scope["state"]
     principal: Principal = state["principal"]  # set by the require_user guard
@@ -116,7 +117,7 @@ def _caller(request: Request[Any, Any, Any], slot: StreamSlot | None = None) -> 
 async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     """The caller, once within the user's LLM rate limit (a Redis round trip only when this process has
     used up the permits it took for the user; none when the limit is off)."""
-    caller = _caller(request)
+    caller = caller_for(request)
     await request.app.state.services.limiter.check_llm(caller.owner)
     return caller
 
@@ -129,7 +130,7 @@ async def provide_stream_caller(request: Request[Any, Any, Any]) -> AsyncGenerat
     slot: StreamSlot | None = limiter.open_stream(owner)
     try:
         await limiter.check_llm(owner)
-        yield _caller(request, slot)
+        yield caller_for(request, slot)
     except BaseException:
         if slot is not None:
             slot.release()
