@@ -68,7 +68,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # handler or controller declares all it needs: apiKey, or apiKey AND supabaseJWT.
     )
     app = Litestar(
-        route_handlers=[HealthController, api_v1, openai_router(), signed_result, metrics, *ops_router(settings)],
+        route_handlers=[
+            HealthController,
+            api_v1,
+            openai_router(),
+            signed_result,
+            metrics,
+            *ops_router(settings),
+        ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal, sync_to_thread=False),
