@@ -134,6 +134,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Upper bound of concurrent upstream connections of one process (each stream holds one)."""
     llm_provider_preferences: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """OpenRouter provider preferences per task as JSON, replacing the default {"data_collection": "deny", "zdr": true}, e.g. {"chat": {"order": ["anthropic"], "zdr": true}}; JSON tasks always add require_parameters."""
+    budget_usd_per_user_month: float = 0.0
+    """What one user (JWT sub, a job's owner) may spend on LLM calls per calendar month (UTC), in USD; past it calls are 429 budget_exceeded until the month ends. 0: no budget."""
+    budget_usd_per_task_month: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per-task monthly budgets per user as JSON, e.g. {"chat": 5}, on top of BUDGET_USD_PER_USER_MONTH."""
+    budget_reserve_usd: float = 0.05
+    """What a call is assumed to cost while held, until the process has seen what the task's calls cost."""
+    budget_hold_seconds: float = 900.0
+    """A user's budget holds unchanged this long are dropped (left by a process that died mid-call)."""
     llm_cache_min_chars: int = 4096
     """Anthropic and Gemini models: a system prompt (and an analysis's input) at least this long is marked for prompt caching (cache_control); 0: no markers."""
 
@@ -287,7 +295,7 @@ class SettingsError(Exception):
 _REQUIRED_IN_PRODUCTION = ("xenios_backend_api_key", "database_url", "redis_url", "openrouter_api_key")
 
 
-_JSON_SETTINGS = frozenset({"llm_models", "llm_provider_preferences"})
+_JSON_SETTINGS = frozenset({"llm_models", "llm_provider_preferences", "budget_usd_per_task_month"})
 """Settings given as JSON in the environment."""
 
 

@@ -25,6 +25,7 @@ from xenios_ai.api.request_log import RequestLogMiddleware
 from xenios_ai.api.schemas import MAX_PROMPT_CHARS
 from xenios_ai.api.status import StatusController, whoami
 from xenios_ai.api.stewardship import erase_my_data, erase_user_data
+from xenios_ai.api.usage import usage
 from xenios_ai.errors import UnsupportedMediaType
 from xenios_ai.log import setup_logging
 from xenios_ai.settings import Settings, load_settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             StatusController,
             whoami,
             LLMController,
+            usage,
             JobsController,
             erase_user_data,
             erase_my_data,

@@ -3,7 +3,8 @@
 Thin: bodies are validated by msgspec, the work is `xenios_ai.llm`'s. The stream sends ``start`` at
 once, then ``delta`` {content} as text arrives, then ``done`` {model, fallback_used, usage, ...} or
 ``error`` {code, message, status, attempts}; a stream that has sent text is never restarted on another
-model. Errors before the stream starts (bad body, unknown task, LLM not configured) are problems.
+model. Errors before the stream starts (bad body, unknown task, LLM not configured, the user's budget used up)
+are problems.
 Every user route counts against the user's LLM rate limit, and a stream holds one of the user's stream
 slots until it ends (`api.ratelimit`: 429 past either).
 """
@@ -254,7 +255,7 @@ class LLMController(Controller):
         data: JSONBody[CompleteRequest],
         caller: CallerDep,
     ) -> EventStream:
-        events = caller.llm.stream(
+        events = await caller.llm.open_stream(
             data.task,
             _messages(data),
             input=data.input,

@@ -11,6 +11,7 @@ import msgspec
 
 from xenios_ai.errors import XeniosError
 from xenios_ai.llm import wire
+from xenios_ai.llm.budgets import Hold
 from xenios_ai.llm.failures import Attempt, Failed
 from xenios_ai.llm.structured import OutputSpec
 from xenios_ai.llm.tasks import Task
@@ -52,6 +53,8 @@ class Call:
     fallback_used: bool = False
     retry_after: float | None = None
     """The latest Retry-After an upstream gave (passed on when every model failed)."""
+    hold: Hold | None = None
+    """The call's hold on its owner's budget (budgets on, and an owner)."""
 
     def begin(self, model: str) -> None:
         """An attempt on ``model`` starts: what the previous attempt learnt about its answer is reset."""

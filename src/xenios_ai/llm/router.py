@@ -63,13 +63,14 @@ from openai import AsyncOpenAI, DefaultAioHttpClient, RequestOptions
 from xenios_ai.backoff import exponential
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.llm import wire
+from xenios_ai.llm.budgets import Budgets
 from xenios_ai.llm.call import Call
 from xenios_ai.llm.failures import Failed, all_failed, classify, interrupted
 from xenios_ai.llm.structured import InvalidOutput, OutputSpec, default_request
 from xenios_ai.llm.tasks import Task, catalogue_from_settings
 from xenios_ai.llm.types import Completion, Delta, Done, Options, StreamEvent, Usage
 from xenios_ai.llm.usage import NullSink, UsageRecord, UsageSink
-from xenios_ai.settings import Settings
+from xenios_ai.settings import Settings, SettingsError
 
 __all__ = ["Completion", "Delta", "Done", "LLMRouter", "Options", "StreamEvent", "Usage"]
 
@@ -111,6 +112,12 @@ class LLMRouter:
         self._backoff = settings.llm_retry_backoff_seconds
         self._max_retry_after = settings.llm_max_retry_after_seconds
         self._cache_min_chars = settings.llm_cache_min_chars
+        self.budgets = Budgets.from_settings(settings)
+        """Per-user monthly budgets (None: no budget set)."""
+        if self.budgets is not None:
+            unknown = sorted(set(self.budgets.task_caps) - set(self.tasks))
+            if unknown:
+                raise SettingsError(f"BUDGET_USD_PER_TASK_MONTH: unknown task(s) {', '.join(unknown)}")
         key = settings.openrouter_api_key.get() if settings.openrouter_api_key else ""
         self._key = key
         self._client: AsyncOpenAI | None = None
@@ -136,6 +143,8 @@ class LLMRouter:
         return self._client is not None
 
     async def aclose(self) -> None:
+        if self.budgets is not None:
+            await self.budgets.aclose()
         if self._client is not None:
             await self._client.close()
 
@@ -182,6 +191,33 @@ class LLMRouter:
                 f"task {task!r} answers JSON and cannot be streamed; use complete", code="task_not_streamable"
             )
         return self._chain(call)  # type: ignore[return-value]  # a stream's chain yields no Completion
+
+    async def open_stream(
+        self,
+        task: str,
+        messages: Sequence[wire.Message | Mapping[str, str]] | None = None,
+        *,
+        input: str | None = None,
+        owner: str | None = None,
+        request_id: str | None = None,
+        job_id: str | None = None,
+        options: Options | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """`stream`, with the owner's budget checked before it returns: a refusal (429
+        ``budget_exceeded``) raises here rather than ending the stream (`stream` checks it on the first
+        iteration). Close the iterator when abandoning it."""
+        call = self._prepare(task, messages, input, None, options, "stream", owner, request_id, job_id)
+        if call.task.output != "text":
+            raise InvalidInput(
+                f"task {task!r} answers JSON and cannot be streamed; use complete", code="task_not_streamable"
+            )
+        await self._admit(call)
+        return self._chain(call)  # type: ignore[return-value]  # a stream's chain yields no Completion
+
+    async def _admit(self, call: Call) -> None:
+        """Hold the call's estimated cost on its owner's budget (429 ``budget_exceeded`` when it is used up)."""
+        if self.budgets is not None and call.owner is not None and call.hold is None:
+            call.hold = await self.budgets.admit(call.owner, call.task.name)
 
     # -- preparation --------------------------------------------------------------------------------
 
@@ -283,6 +319,7 @@ class LLMRouter:
         other), checks JSON output, and yields one `Completion`.
         """
         streaming = call.mode == "stream"
+        await self._admit(call)  # a refused call leaves no usage row: nothing was sent
         status: Literal["succeeded", "failed", "cancelled"] = "failed"
         error_code: str | None = None
         text: list[str] = []
@@ -462,6 +499,12 @@ class LLMRouter:
         if call.model is not None:  # the attempt in flight when cancelled (or an unexpected error escaped)
             call.end("cancelled" if status == "cancelled" else "unexpected_error")
         model = call.attempts[-1].model if call.attempts else None
+        charged = None
+        if call.hold is not None and self.budgets is not None:
+            # No usage reported but a generation began (a cancelled stream): its estimate is charged now,
+            # the real cost looked up by generation id later (`reconcile`).
+            unpriced = call.cost is None and call.generation_id is not None
+            charged = self.budgets.settle(call.hold, call.cost if call.cost is not None or unpriced else 0.0)
         self._sink.record(
             usage := UsageRecord(
                 created_at=call.created_at,
@@ -484,6 +527,7 @@ class LLMRouter:
                 finish_reason=call.finish_reason,
                 cached_tokens=call.cached_tokens,
                 generation_id=call.generation_id,
+                budget_charged_usd=charged,
                 prompt=msgspec.to_builtins(call.messages) if self._store_content else None,
                 response=content if self._store_content else None,
             )

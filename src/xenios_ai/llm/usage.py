@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 import psycopg
 from loguru import logger
+from psycopg.rows import dict_row
 
 from xenios_ai.db.pool import Pool
 from xenios_ai.settings import Settings
@@ -253,3 +254,44 @@ class UsageWriter:
         logger.bind(llm_usage_rows=_encode(rows).decode()).error(
             "{} LLM usage row(s) not stored: {}; they are in this log line", len(rows), why
         )
+
+
+class TaskUsage(msgspec.Struct, kw_only=True):
+    """One task's share of an owner's usage over a period."""
+
+    task: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float
+
+
+_MONTH_USAGE = """
+SELECT task, count(*) AS requests, coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+       coalesce(sum(completion_tokens), 0) AS completion_tokens,
+       coalesce(sum(cached_tokens), 0) AS cached_tokens,
+       coalesce(sum(coalesce(cost_usd, budget_charged_usd)), 0)::float8 AS cost_usd
+FROM ai_backend.llm_requests
+WHERE owner = %s AND created_at >= to_timestamp(%s) AND created_at < to_timestamp(%s)
+GROUP BY task ORDER BY task
+"""
+
+
+async def usage_by_task(pool: Pool, owner: str, start: float, end: float) -> list[TaskUsage]:
+    """``owner``'s stored usage from ``start`` to ``end`` (Unix times), per task (rows still waiting in a
+    writer's batch are not counted yet). A row without a reported cost counts what its budget was charged."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(_MONTH_USAGE, (owner, start, end))
+        rows = await cursor.fetchall()
+    return [
+        TaskUsage(
+            task=row["task"],
+            requests=int(row["requests"]),
+            prompt_tokens=int(row["prompt_tokens"]),
+            completion_tokens=int(row["completion_tokens"]),
+            cached_tokens=int(row["cached_tokens"]),
+            cost_usd=round(float(row["cost_usd"]), 8),
+        )
+        for row in rows
+    ]

@@ -1,0 +1,206 @@
+"""Per-user monthly LLM budgets (issue 18): checked before a call (429 ``budget_exceeded`` with when it
+resets), charged with the provider's cost after it, atomically across processes (two apps, each with its
+own router and Redis pool, share one budget here), and reported by GET /api/v1/usage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from tests.fakes.openrouter import FakeOpenRouter, Reply
+from tests.support import tokens
+from tests.support.config import make_settings
+from xenios_ai.api.app import create_app
+from xenios_ai.llm.budgets import month_of
+from xenios_ai.llm.router import LLMRouter
+from xenios_ai.llm.types import Delta
+from xenios_ai.llm.usage import UsageRecord
+from xenios_ai.settings import Settings
+
+COST = 0.001
+BUDGET = {
+    "budget_usd_per_user_month": 0.005,
+    "budget_reserve_usd": COST,
+    "llm_usage_flush_seconds": 0.05,
+    "llm_retry_backoff_seconds": 0.01,
+}
+
+
+def new_user() -> str:
+    return f"budget-{uuid.uuid4().hex[:10]}"
+
+
+def budget_settings(test_env: dict[str, str], **overrides: Any) -> Settings:
+    return make_settings(test_env, **(BUDGET | overrides))
+
+
+@pytest.fixture
+async def client(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+) -> AsyncIterator[AsyncTestClient[Any]]:
+    fake_openrouter.reset()
+    fake_openrouter.default = Reply(cost=COST)
+    async with AsyncTestClient(create_app(budget_settings(test_env))) as test_client:
+        yield test_client
+
+
+async def complete(client: AsyncTestClient[Any], user: str, task: str = "chat") -> Any:
+    return await client.post(
+        "/api/v1/llm/complete", json={"task": task, "input": "How was my week?"}, headers=tokens.headers(user)
+    )
+
+
+async def settled_usage(client: AsyncTestClient[Any], user: str) -> dict[str, Any]:
+    """GET /usage once every hold of ``user`` is settled (charges are written off the request path)."""
+    for _ in range(100):
+        body: dict[str, Any] = (await client.get("/api/v1/usage", headers=tokens.headers(user))).json()
+        if body["budget"]["held_usd"] == 0:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError("budget holds were not settled")
+
+
+def next_month_start() -> str:
+    _, _, end = month_of(datetime.now(UTC).timestamp())
+    return datetime.fromtimestamp(end, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def test_a_used_up_budget_is_a_429_saying_when_it_resets(
+    client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter
+) -> None:
+    user = new_user()
+    fake_openrouter.default = Reply(cost=0.004)
+    assert (await complete(client, user)).status_code == 200  # 0.004 of 0.005
+    assert (await complete(client, user)).status_code == 200  # fits when nothing else is held: 0.008
+    await settled_usage(client, user)
+
+    refused = await complete(client, user)
+
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    body = refused.json()
+    assert (body["code"], body["budget"], body["limit_usd"]) == ("budget_exceeded", "user", 0.005)
+    assert body["spent_usd"] == pytest.approx(0.008)
+    assert body["resets_at"] == next_month_start()
+    assert int(refused.headers["retry-after"]) > 0
+    assert len(fake_openrouter.requests) == 2  # the refused call never reached the provider
+
+    stream = await client.post(
+        "/api/v1/llm/stream", json={"task": "chat", "input": "hi"}, headers=tokens.headers(user)
+    )
+    assert (stream.status_code, stream.json()["code"]) == (429, "budget_exceeded")  # a problem, not SSE
+
+
+async def test_concurrent_requests_at_the_edge_overspend_by_at_most_one_request(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+) -> None:
+    """20 requests at once, split over two apps (two routers, two Redis pools: as two processes), each
+    costing 0.001 against a 0.005 budget."""
+    fake_openrouter.reset()
+    fake_openrouter.default = Reply(cost=COST, chunks=2, token_delay=0.2)
+    user = new_user()
+    async with (
+        AsyncTestClient(create_app(budget_settings(test_env))) as one,
+        AsyncTestClient(create_app(budget_settings(test_env))) as two,
+    ):
+        responses = await asyncio.gather(*(complete(one if i % 2 else two, user) for i in range(20)))
+        usage = await settled_usage(one, user)
+
+    served = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(served) + len(refused) == 20
+    assert {r.json()["code"] for r in refused} == {"budget_exceeded"}
+    spent = sum(r.json()["usage"]["cost_usd"] for r in served)
+    assert usage["budget"]["spent_usd"] == pytest.approx(spent)
+    assert spent <= 0.005 + COST + 1e-9
+    assert len(served) >= 4  # the budget is used, not just refused
+
+
+async def test_a_task_budget_caps_that_task_only(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.reset()
+    fake_openrouter.default = Reply(cost=COST)
+    user = new_user()
+    settings = budget_settings(test_env, budget_usd_per_task_month={"chat": COST})
+    async with AsyncTestClient(create_app(settings)) as client:
+        assert (await complete(client, user)).status_code == 200
+        await settled_usage(client, user)
+        refused = await complete(client, user)
+        other = await complete(client, user, task="session_summary")
+        usage = await settled_usage(client, user)
+
+    assert (refused.status_code, refused.json()["budget"]) == (429, "task")
+    assert other.status_code == 200
+    assert usage["task_budgets"]["chat"]["left_usd"] == 0
+    assert usage["budget"]["spent_usd"] == pytest.approx(2 * COST)
+
+
+async def test_usage_reports_the_month_by_task_with_the_budget_left(
+    client: AsyncTestClient[Any], database_url: str
+) -> None:
+    user = new_user()
+    for task in ("chat", "chat", "session_summary"):
+        assert (await complete(client, user, task)).status_code == 200
+
+    for _ in range(100):  # the rows are written in batches
+        usage = await settled_usage(client, user)
+        if usage["requests"] == 3:
+            break
+        await asyncio.sleep(0.05)
+
+    assert usage["month"] == datetime.now(UTC).strftime("%Y-%m")
+    assert usage["cost_usd"] == pytest.approx(3 * COST)
+    by_task = {t["task"]: t for t in usage["by_task"]}
+    assert (by_task["chat"]["requests"], by_task["session_summary"]["requests"]) == (2, 1)
+    assert by_task["chat"]["cost_usd"] == pytest.approx(2 * COST)
+    assert usage["prompt_tokens"] > 0
+    assert usage["completion_tokens"] > 0
+    budget = usage["budget"]
+    assert (budget["limit_usd"], budget["resets_at"]) == (0.005, next_month_start())
+    assert budget["left_usd"] == pytest.approx(0.005 - 3 * COST)
+
+
+class Rows:
+    """The router's usage sink, kept in memory (what the writer would store)."""
+
+    def __init__(self) -> None:
+        self.rows: list[UsageRecord] = []
+
+    def record(self, usage: UsageRecord) -> None:
+        self.rows.append(usage)
+
+
+async def test_a_cancelled_stream_without_usage_is_charged_its_estimate(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.reset()
+    fake_openrouter.default = Reply(cost=COST, chunks=10, token_delay=0.2)
+    user = new_user()
+    rows = Rows()
+    router = LLMRouter(budget_settings(test_env, budget_reserve_usd=0.002), rows)
+    assert router.budgets is not None
+    try:
+        events = await router.open_stream("chat", input="hi", owner=user)
+        async with contextlib.aclosing(events):
+            first = await anext(events)
+            assert type(first) is Delta
+        await asyncio.sleep(0.1)  # the charge is written in the background
+        status = await router.budgets.status(user)
+    finally:
+        await router.aclose()
+
+    [row] = rows.rows
+    assert (row.status, row.cost_usd) == ("cancelled", None)
+    assert row.generation_id is not None
+    assert row.generation_id.startswith("gen-")
+    assert row.budget_charged_usd == pytest.approx(0.002)
+    assert status.spent_usd == pytest.approx(0.002)
+    assert status.held_usd == 0
