@@ -151,7 +151,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     max_upload_bytes: int = 100 * 1024 * 1024
     """Default upload limit per file (413 past it); kinds may set their own."""
     job_retention_days: float = 7.0
-    """Finished jobs, their uploads and result blobs are deleted after this long."""
+    """Finished jobs, their uploads, result blobs and log lines are deleted after this long; so is the
+    stored text of LLM requests (LLM_STORE_CONTENT), their numbers stay."""
+    delete_uploads_on_finish: bool = False
+    """Delete a job's uploaded file as soon as the job ends (else with the job, at retention). An
+    operator's requeue of such a job then fails: its file is gone."""
     worker_heartbeat_seconds: float = 3.0
     """How often a worker refreshes its registry entry and its running jobs' heartbeats."""
     stale_job_seconds: float = 12.0

@@ -13,20 +13,29 @@ The sweep is the second net under Dramatiq's own redelivery:
 4. Webhooks that are due (the enqueue after the job's end was lost, or a failed delivery's backoff is
    over) are queued for delivery.
 
-Retention deletes finished jobs older than JOB_RETENTION_DAYS, their blobs first.
+Retention deletes finished jobs older than JOB_RETENTION_DAYS, their blobs first, and their log lines;
+the stored LLM text (LLM_STORE_CONTENT) of usage rows as old goes too. Uploads go earlier, when their
+job ends, with DELETE_UPLOADS_ON_FINISH (`JobService.after_terminal`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 from loguru import logger
+from redis.exceptions import RedisError
 
 from xenios_ai.jobs import store_maintenance, store_webhooks
 from xenios_ai.jobs.models import actor_name
 from xenios_ai.jobs.queues import alive_workers, broker_namespace
 from xenios_ai.jobs.service import WEBHOOK_ACTOR, JobService
+from xenios_ai.jobs.stewardship import delete_blobs
+from xenios_ai.observability.joblog import log_key
 
 
 @dataclass(frozen=True)
@@ -96,15 +105,23 @@ async def running_on_live_workers(jobs: JobService) -> list[UUID]:
     return running
 
 
-async def expire(jobs: JobService) -> int:
-    """Delete finished jobs past retention and their blobs; returns how many jobs went."""
+async def expire(jobs: JobService, *, clock: Callable[[], float] = time.time) -> int:
+    """Delete finished jobs past JOB_RETENTION_DAYS at ``clock()`` (epoch seconds; tests move it), their
+    files and their log lines; remove the stored LLM text of usage rows as old. Returns how many jobs
+    went."""
+    settings = jobs.settings
+    now = datetime.fromtimestamp(clock(), UTC)
     total = 0
     while True:
-        batch = await store_maintenance.expired(jobs.db, jobs.settings.job_retention_days)
+        batch = await store_maintenance.expired(jobs.db, settings.job_retention_days, now=now)
         if not batch:
-            return total
-        for _, blobs in batch:
-            for key in blobs:
-                await jobs.storage.delete(key)
+            break
+        await delete_blobs(jobs.storage, [key for _, blobs in batch for key in blobs])
         total += await store_maintenance.delete(jobs.db, [job_id for job_id, _ in batch])
+        with contextlib.suppress(RedisError, OSError):  # they expire by themselves a day later
+            await jobs.redis.delete(*(log_key(settings.redis_namespace, job_id) for job_id, _ in batch))
         logger.info("retention: deleted {} finished job(s) and their files", len(batch))
+    texts = await store_maintenance.expire_llm_texts(jobs.db, settings.job_retention_days, now=now)
+    if texts:
+        logger.info("retention: removed the stored text of {} LLM request(s)", texts)
+    return total

@@ -337,17 +337,23 @@ class JobService:
         return job
 
     async def after_terminal(self, job: Job) -> None:
-        """Tell listeners, delete the job's secret, and have the webhook delivered if one was asked for.
+        """Tell listeners, delete the job's secret (and its upload with DELETE_UPLOADS_ON_FINISH), and have
+        the webhook delivered if one was asked for.
 
         Called once a terminal state is committed, wherever it happens (worker, cancel, sweep). Never
         raises: the webhook is also due in the row, and the sweep queues it when this enqueue is lost.
         """
         await events.publish(self.redis, self._prefix, job.id, StateChanged(job.status))
-        if (key := secret_key(job.id)) in job.blobs:
+        for key, what in (
+            (secret_key(job.id), "secret"),
+            (upload_key(job.id) if self.settings.delete_uploads_on_finish else None, "upload"),
+        ):
+            if key is None or key not in job.blobs:
+                continue
             try:
                 await self.storage.delete(key)
             except Exception as exc:  # retention removes it with the job
-                logger.warning("secret of job {} not deleted: {}", job.id, type(exc).__name__)
+                logger.warning("{} of job {} not deleted: {}", what, job.id, type(exc).__name__)
         if job.webhook_url:
             try:
                 await self.enqueuer.send("default", WEBHOOK_ACTOR, (str(job.id),))

@@ -7,6 +7,7 @@ status and run token); `jobs.maintenance` runs these on its schedule.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
@@ -110,17 +111,32 @@ async def take_due(
     ]
 
 
-async def expired(db: Pool, retention_days: float, limit: int = 500) -> list[tuple[UUID, list[str]]]:
-    """Finished jobs past retention: (id, blob keys)."""
+async def expired(
+    db: Pool, retention_days: float, limit: int = 500, *, now: datetime | None = None
+) -> list[tuple[UUID, list[str]]]:
+    """Finished jobs past retention at ``now`` (default: the database's clock): (id, blob keys)."""
     async with db.connection() as conn:
         cur = await conn.execute(
             """SELECT id, blobs FROM ai_backend.jobs
-               WHERE finished_at < now() - make_interval(secs => %s)
+               WHERE finished_at < coalesce(%s, now()) - make_interval(secs => %s)
                ORDER BY finished_at LIMIT %s""",
-            (retention_days * 86400.0, limit),
+            (now, retention_days * 86400.0, limit),
         )
         rows = await cur.fetchall()
     return [(cast(UUID, row["id"]), cast(list[str], row["blobs"])) for row in rows]
+
+
+async def expire_llm_texts(db: Pool, retention_days: float, *, now: datetime | None = None) -> int:
+    """Remove the prompt and answer text (LLM_STORE_CONTENT) of usage rows past retention; the numbers
+    stay. Returns how many rows held text."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            """UPDATE ai_backend.llm_requests SET prompt = NULL, response = NULL
+               WHERE created_at < coalesce(%s, now()) - make_interval(secs => %s)
+                 AND (prompt IS NOT NULL OR response IS NOT NULL)""",
+            (now, retention_days * 86400.0),
+        )
+        return cur.rowcount
 
 
 async def delete(db: Pool, job_ids: Sequence[UUID]) -> int:
