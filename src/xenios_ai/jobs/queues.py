@@ -61,6 +61,29 @@ async def queue_depths(redis: Redis, prefix: str) -> list[QueueDepth]:
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 
 
+def registry_max_age(heartbeat_seconds: float, stale_job_seconds: float) -> float:
+    """How long a silent worker stays in the registry: three missed heartbeats, and at least as long as
+    its running jobs count as alive (stale_job_seconds)."""
+    return max(3 * heartbeat_seconds, stale_job_seconds)
+
+
+async def prune_registry(redis: Redis, prefix: str, *, max_age: float, now: float | None = None) -> list[str]:
+    """Remove the workers silent for more than ``max_age`` seconds (and unreadable entries); their ids."""
+    key = workers_key(prefix)
+    now = time.time() if now is None else now
+    gone = []
+    for worker_id, raw in (await redis.hgetall(key)).items():
+        try:
+            seen = _worker_decoder.decode(raw).seen_at
+        except msgspec.DecodeError:
+            seen = 0.0
+        if now - seen > max_age:
+            gone.append(worker_id.decode() if isinstance(worker_id, bytes) else str(worker_id))
+    if gone:
+        await redis.hdel(key, *gone)
+    return gone
+
+
 async def alive_workers(redis: Redis, prefix: str, *, max_age: float) -> list[WorkerInfo]:
     """Workers whose last heartbeat is younger than ``max_age`` seconds."""
     raw = await redis.hgetall(workers_key(prefix))

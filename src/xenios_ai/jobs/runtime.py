@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -29,6 +30,7 @@ from uuid import UUID
 import aiohttp
 import dramatiq
 import msgspec
+import redis as sync_redis
 from loguru import logger
 from redis.exceptions import RedisError
 
@@ -40,7 +42,7 @@ from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs import broker as job_broker
 from xenios_ai.jobs import events, maintenance, store
 from xenios_ai.jobs.models import Job, JobKind
-from xenios_ai.jobs.queues import WorkerInfo, workers_key
+from xenios_ai.jobs.queues import WorkerInfo, prune_registry, registry_max_age, workers_key
 from xenios_ai.jobs.registry import registered
 from xenios_ai.jobs.service import JobService
 from xenios_ai.jobs.webhooks import webhook_session
@@ -51,7 +53,7 @@ from xenios_ai.settings import Settings
 from xenios_ai.storage import BlobStorage, open_storage
 
 T = TypeVar("T")
-_REGISTRY_MAX_AGE = 3600.0
+_DEREGISTER_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass
@@ -142,6 +144,8 @@ class WorkerRuntime(dramatiq.Middleware):
         and the worker registry (which the sweep reads to spare them) list them."""
         self.stopping = False
         """Set at worker shutdown: outcomes waiting for the database stop being retried after a few tries."""
+        self.deregistered = False
+        """Set once the worker removed itself from the registry: the heartbeat no longer re-adds it."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._services: WorkerServices | None = None
@@ -172,8 +176,14 @@ class WorkerRuntime(dramatiq.Middleware):
             broker.worker_threads = worker.worker_threads
         self._queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._deregister_on_kill()
         self.prepare_kinds()
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # a failed or interrupted start-up leaves no registry entry behind
+            self.stopping = True
+            self.deregister_now()
+            raise
         settle()  # the engines and services live as long as the process (see `gc_tuning`)
 
     def prepare_kinds(self) -> None:
@@ -190,6 +200,47 @@ class WorkerRuntime(dramatiq.Middleware):
                     "worker cannot serve the {} queue: {}", kind.queue, detail
                 )
                 raise SystemExit(3) from None
+
+    def _deregister_on_kill(self) -> None:
+        """Dramatiq's worker process exits at once (SystemExit, no shutdown hooks) on a second SIGTERM or
+        SIGHUP, and a stop signal to the process group is exactly that: the signal itself plus the one its
+        master forwards. Wrap its handler so that exit first removes this worker from the registry."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if signum is None:
+                continue
+            previous = signal.getsignal(signum)
+            if not callable(previous):
+                continue
+
+            def handler(number: int, frame: Any, previous: Any = previous) -> None:
+                try:
+                    previous(number, frame)
+                except SystemExit:
+                    self.stopping = True
+                    self.deregister_now()
+                    raise
+
+            signal.signal(signum, handler)
+
+    def deregister_now(self) -> None:
+        """Remove this worker's registry entry right now, on a connection of its own (for exits that skip
+        `stop`); a failure is only logged: the entry then ages out (`queues.registry_max_age`)."""
+        self.deregistered = True
+        if not self.worker_id or self.settings.redis_url is None:
+            return
+        client = sync_redis.Redis.from_url(
+            self.settings.redis_url.get(),
+            socket_timeout=_DEREGISTER_TIMEOUT_SECONDS,
+            socket_connect_timeout=_DEREGISTER_TIMEOUT_SECONDS,
+        )
+        try:
+            client.hdel(workers_key(self.settings.redis_namespace), self.worker_id)
+        except (RedisError, OSError) as exc:
+            logger.warning("worker {} not deregistered: {}", self.worker_id, type(exc).__name__)
+        finally:
+            client.close()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         """Long jobs (``release_on_shutdown``) stop at their next checkpoint and go back to the queue."""
@@ -213,6 +264,7 @@ class WorkerRuntime(dramatiq.Middleware):
         loop = asyncio.new_event_loop()
         self._loop = loop
         self.stopping = False
+        self.deregistered = False
         self._thread = threading.Thread(target=loop.run_forever, name="job-runtime", daemon=True)
         self._thread.start()
         self._services = self.call(WorkerServices.open(self.settings))
@@ -261,6 +313,7 @@ class WorkerRuntime(dramatiq.Middleware):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         services = self.services
+        self.deregistered = True
         with contextlib.suppress(RedisError, OSError):
             await services.redis.hdel(workers_key(self.settings.redis_namespace), self.worker_id)
         await services.aclose()
@@ -289,9 +342,10 @@ class WorkerRuntime(dramatiq.Middleware):
             current_jobs=[str(job_id) for job_id in self.running],
         )
         try:
-            await services.redis.hset(
-                workers_key(self.settings.redis_namespace), self.worker_id, msgspec.json.encode(info)
-            )
+            if not self.deregistered:  # never re-register a worker on its way out
+                await services.redis.hset(
+                    workers_key(self.settings.redis_namespace), self.worker_id, msgspec.json.encode(info)
+                )
         except (RedisError, OSError) as exc:
             logger.debug("worker registry not updated: {}", type(exc).__name__)
         attempts = dict(self.running)
@@ -362,13 +416,8 @@ class WorkerRuntime(dramatiq.Middleware):
             await maintenance.expire(self.services.jobs)
 
     async def _prune_registry(self) -> None:
-        key = workers_key(self.settings.redis_namespace)
-        entries = await self.services.redis.hgetall(key)
-        now = time.time()
-        for worker_id, raw in entries.items():
-            try:
-                seen = msgspec.json.decode(raw, type=WorkerInfo).seen_at
-            except msgspec.DecodeError:
-                seen = 0.0
-            if now - seen > _REGISTRY_MAX_AGE:
-                await self.services.redis.hdel(key, worker_id)
+        settings = self.settings
+        max_age = registry_max_age(settings.worker_heartbeat_seconds, settings.stale_job_seconds)
+        gone = await prune_registry(self.services.redis, settings.redis_namespace, max_age=max_age)
+        if gone:
+            logger.info("worker registry: removed {} silent for over {:g} s", ", ".join(gone), max_age)
