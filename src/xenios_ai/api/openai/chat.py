@@ -352,7 +352,7 @@ async def _stream(request: Request[Any, Any, Any], prepared: Prepared) -> Respon
             return EventStream(
                 _one_shot_stream(chunks, completion, prepared.include_usage), heartbeat_seconds=heartbeat
             )
-        events = caller.llm.stream(
+        events = await caller.llm.open_stream(
             prepared.task.name,
             prepared.messages,
             owner=caller.owner,
