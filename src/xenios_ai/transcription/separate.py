@@ -23,6 +23,7 @@ from loguru import logger
 from xenios_ai.transcription import channels
 from xenios_ai.transcription.models import (
     MAX_SPEAKERS,
+    SEQUENTIAL,
     ProgressCallback,
     SpeakerSource,
     TranscriptionOptions,
@@ -193,6 +194,7 @@ def _attributed(
         processing_seconds=round(elapsed, 3),
         speakers=speaker_stats(segments, names),
         speaker_source=source,
+        decoding=spoken.decoding if spoken else SEQUENTIAL,
     )
 
 
