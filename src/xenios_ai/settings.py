@@ -142,6 +142,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """What a call is assumed to cost while held, until the process has seen what the task's calls cost."""
     budget_hold_seconds: float = 900.0
     """A user's budget holds unchanged this long are dropped (left by a process that died mid-call)."""
+    llm_reconcile_seconds: float = 60.0
+    """How often an API process looks up, by OpenRouter generation id, the cost of requests whose usage never came (cancelled streams) and charges the difference to the budget; 0: never."""
     llm_cache_min_chars: int = 4096
     """Anthropic and Gemini models: a system prompt (and an analysis's input) at least this long is marked for prompt caching (cache_control); 0: no markers."""
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import copy
 import itertools
@@ -75,6 +76,7 @@ _ERROR_MESSAGES: Final = {
     504: "Gateway timeout",
 }
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
+_MAX_GENERATIONS: Final = 10_000
 _SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _encode = msgspec.json.Encoder().encode
 
@@ -273,6 +275,7 @@ class FakeOpenRouter:
         self.unknown_model_status = unknown_model_status
         self.prefill_seconds_per_1k_tokens = prefill_seconds_per_1k_tokens
         self._prompt_cache: set[tuple[str, int]] = set()
+        self._generations: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         """(model, hash of a cached prefix)."""
         self._cond = threading.Condition()
         self._records: deque[RecordedRequest] = deque(maxlen=max_recorded)
@@ -336,6 +339,7 @@ class FakeOpenRouter:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/api/v1/models", self._models)
+        app.router.add_get("/api/v1/generation", self._generation)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=0.1
         )
@@ -488,10 +492,11 @@ class FakeOpenRouter:
             }
         )
         created = int(time.time())
+        generation = f"gen-{created}-{next(self._ids):08d}"
+        self._remember(generation, cost, prompt_tokens, completion_tokens, cached)
         # Fields every chunk (or the whole completion) starts with, already JSON.
-        head = b'{"id":"gen-%d-%08d","provider":%s,"model":%s,"created":%d,' % (
-            created,
-            next(self._ids),
+        head = b'{"id":"%s","provider":%s,"model":%s,"created":%d,' % (
+            generation.encode(),
             _encode(reply.provider),
             _encode(record.model),
             created,
@@ -499,6 +504,30 @@ class FakeOpenRouter:
         if record.stream:
             return await self._send_stream(request, record, reply, plan, head, usage)
         return await self._send_completion(request, record, reply, plan, head, usage)
+
+    def _remember(self, generation: str, cost: float, prompt: int, completion: int, cached: int) -> None:
+        """What ``GET /generation?id=`` reports later (the whole answer's cost, even if it was cancelled)."""
+        with self._cond:
+            self._generations[generation] = {
+                "id": generation,
+                "total_cost": cost,
+                "tokens_prompt": prompt,
+                "tokens_completion": completion,
+                "native_tokens_cached": cached,
+            }
+            while len(self._generations) > _MAX_GENERATIONS:
+                self._generations.popitem(last=False)
+
+    async def _generation(self, request: web.Request) -> web.Response:
+        """OpenRouter's ``GET /generation?id=``: a generation's stats (404 until known, as right after it)."""
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.Response(status=401, body=_error_body(401, "User not found."), headers=_JSON_HEADERS)
+        with self._cond:
+            data = self._generations.get(request.query.get("id", ""))
+        if data is None:
+            body = _error_body(404, "Generation not found")
+            return web.Response(status=404, body=body, headers=_JSON_HEADERS)
+        return web.Response(body=_encode({"data": data}), headers=_JSON_HEADERS)
 
     def _validate(self, request: web.Request, record: RecordedRequest) -> tuple[int, str] | None:
         if self.api_key is not None:

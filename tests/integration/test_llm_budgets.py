@@ -18,10 +18,12 @@ from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
 from tests.support.config import make_settings
 from xenios_ai.api.app import create_app
+from xenios_ai.db.pool import open_pool
 from xenios_ai.llm.budgets import month_of
+from xenios_ai.llm.reconcile import Reconciler
 from xenios_ai.llm.router import LLMRouter
 from xenios_ai.llm.types import Delta
-from xenios_ai.llm.usage import UsageRecord
+from xenios_ai.llm.usage import UsageRecord, UsageWriter
 from xenios_ai.settings import Settings
 
 COST = 0.001
@@ -204,3 +206,44 @@ async def test_a_cancelled_stream_without_usage_is_charged_its_estimate(
     assert row.budget_charged_usd == pytest.approx(0.002)
     assert status.spent_usd == pytest.approx(0.002)
     assert status.held_usd == 0
+
+
+async def test_a_cancelled_streams_cost_is_looked_up_later_and_the_budget_corrected(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter, database_url: str
+) -> None:
+    fake_openrouter.reset()
+    fake_openrouter.default = Reply(cost=COST, chunks=10, token_delay=0.2)
+    user = new_user()
+    settings = budget_settings(test_env, budget_reserve_usd=0.003)
+    pool = await open_pool(settings)
+    writer = UsageWriter(pool, settings)
+    router = LLMRouter(settings, writer)
+    assert router.budgets is not None
+    try:
+        events = await router.open_stream("chat", input="hi", owner=user)
+        async with contextlib.aclosing(events):
+            await anext(events)
+        await writer.flush()
+        reconciler = Reconciler(pool, router, interval=0)
+        priced = await reconciler.run_once(min_age=0)
+        again = await reconciler.run_once(min_age=0)
+        await asyncio.sleep(0.1)  # charges are written in the background
+        status = await router.budgets.status(user)
+        async with pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT cost_usd::float8 AS cost, budget_charged_usd::float8 AS charged"
+                    " FROM ai_backend.llm_requests WHERE owner = %s",
+                    (user,),
+                )
+            ).fetchone()
+    finally:
+        await router.aclose()
+        await writer.aclose()
+        await pool.close()
+
+    assert (priced, again) == (1, 0)  # priced once
+    assert row is not None
+    assert row["cost"] == pytest.approx(COST)  # what the fake says the whole generation cost
+    assert row["charged"] == pytest.approx(COST)
+    assert status.spent_usd == pytest.approx(COST)  # 0.003 estimated, 0.002 given back

@@ -18,6 +18,7 @@ from xenios_ai.db.pool import Pool, open_pool
 from xenios_ai.db.redis import Redis, open_redis
 from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs.service import JobService
+from xenios_ai.llm.reconcile import Reconciler
 from xenios_ai.llm.router import LLMRouter
 from xenios_ai.llm.usage import UsageWriter
 from xenios_ai.observability.metrics import LLM_METRICS
@@ -59,6 +60,8 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     usage = UsageWriter(db, settings)
     usage.start()
     llm = LLMRouter(settings, usage, metrics=LLM_METRICS)
+    reconciler = Reconciler(db, llm, settings.llm_reconcile_seconds)
+    reconciler.start()
     storage = open_storage(settings)
     jobs = JobService(settings, db, redis, storage)
     limiter = RateLimiter(settings)
@@ -70,6 +73,7 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     finally:
         await jobs.hub.aclose()
         await limiter.aclose()
+        await reconciler.aclose()
         await llm.aclose()
         await usage.aclose()
         await redis.aclose()

@@ -57,6 +57,7 @@ from typing import Literal
 
 import httpx2
 import msgspec
+import openai
 from loguru import logger
 from openai import AsyncOpenAI, DefaultAioHttpClient, RequestOptions
 
@@ -218,6 +219,28 @@ class LLMRouter:
         """Hold the call's estimated cost on its owner's budget (429 ``budget_exceeded`` when it is used up)."""
         if self.budgets is not None and call.owner is not None and call.hold is None:
             call.hold = await self.budgets.admit(call.owner, call.task.name)
+
+    async def generation_cost(self, generation_id: str) -> float | None:
+        """What OpenRouter says a generation cost (``GET /generation?id=``), or None while it does not know
+        (it reports a generation shortly after it ends) or cannot be asked."""
+        if self._client is None:
+            return None
+        try:
+            async with asyncio.timeout(10.0):
+                response = await self._client.get(
+                    "/generation",
+                    cast_to=httpx2.Response,
+                    options={"params": {"id": generation_id}},
+                )
+            return wire.decode_generation(response.content).data.total_cost
+        except (
+            openai.APIError,
+            httpx2.HTTPError,
+            TimeoutError,
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+        ):
+            return None
 
     # -- preparation --------------------------------------------------------------------------------
 

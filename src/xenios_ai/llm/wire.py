@@ -73,6 +73,17 @@ class WireErrorBody(msgspec.Struct):
     error: WireError | None = None
 
 
+class _GenerationData(msgspec.Struct):
+    total_cost: float | None = None
+
+
+class WireGeneration(msgspec.Struct):
+    """OpenRouter's ``GET /generation?id=`` answer, as far as it is read."""
+
+    data: _GenerationData
+
+
+decode_generation = msgspec.json.Decoder(WireGeneration).decode
 decode_completion = msgspec.json.Decoder(WireCompletion).decode
 decode_chunk = msgspec.json.Decoder(WireChunk).decode
 decode_error_body = msgspec.json.Decoder(WireErrorBody).decode
