@@ -157,3 +157,22 @@ async def test_an_analysis_job_falls_back_within_the_first_token_deadline(
     assert (result.model, result.fallback_used) == (SONNET, True)
     assert elapsed < FIRST_TOKEN + 1.0, f"took {elapsed:.2f}s"
     assert [r.model for r in fake_openrouter.requests] == [OPUS, SONNET]
+
+
+async def test_the_openai_compatible_face_falls_back_within_the_first_token_deadline(
+    client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(HANG, model=OPUS)
+
+    started = time.monotonic()
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+        headers=tokens.headers("user-dl"),
+    )
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
+    assert elapsed < FIRST_TOKEN + 1.0, f"took {elapsed:.2f}s"
+    assert [r.model for r in fake_openrouter.requests] == [OPUS, SONNET]
