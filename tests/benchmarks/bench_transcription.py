@@ -20,7 +20,12 @@ XENIOS_TEST_REDIS_URL) or embedded ones, with a fresh database. The audio repeat
 2. Memory, 60 minutes of audio through the job system on a freshly started worker: the peak RSS (VmHWM) of
    the worker process that ran the job, and its RSS when idle after boot (model loaded).
 
-Targets: job-system overhead <= 5% of the engine's own time; worker peak RSS for 60 minutes <= 1 GB.
+3. Speakers (`tests/benchmarks/speakers_bench.py`): the same 5-minute two-voice dialogue as a mono mix,
+   two channels (clean, -20 dB bleed) and two tracks; time ratios to the mono mix, attribution accuracy,
+   WER per speaker.
+
+Targets: job-system overhead <= 5% of the engine's own time; worker peak RSS for 60 minutes <= 1 GB;
+two channels and two tracks <= 1.3x the mono mix.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import httpx
 
 from tests.benchmarks.bench_whisper_direct import make_long_wav
 from tests.benchmarks.common import database, rss_samples, service_env, worker
+from tests.benchmarks.speakers_bench import run as run_speakers
 from tests.support.jobs import accepted_id, job_events, upload
 from tests.support.processes import ApiServer, WorkerProcess, child_pid, cpu_seconds, status_kb
 from xenios_ai.gc_tuning import settle
@@ -158,6 +164,7 @@ def run(out_dir: Path, *, minutes: float = 5, long_minutes: float = 60, rounds: 
             api.stop()
     result = {"speed": speed, "memory": memory}
     _print(result)
+    result["speakers"] = run_speakers(out_dir, minutes=minutes)
     return result
 
 

@@ -51,6 +51,7 @@ async def test_several_files_are_tracks_within_the_limits(small_limit: Any, two_
         assert response.status_code == 202, response.text
         job = (await api.get(response.headers["location"], headers=tokens.headers())).json()
         assert job["upload"]["filename"] == "coach.wav"
+        assert job["upload"]["more"] == [{"filename": "short.wav", "format": "wav", "size": 50_000}]
         job_id = job["id"]
         kept = sorted(p.name for p in (storage / "jobs" / job_id).iterdir())
         assert kept == ["upload", "upload-2"]

@@ -84,8 +84,9 @@ def _silence(seconds: float, out: Path) -> Path:
     return out
 
 
-def build(folder: Path, lines: int = 4) -> Dialogue:
-    """Write the recordings described in the module docstring into ``folder``."""
+def build(folder: Path, lines: int = 4, repeat: int = 1) -> Dialogue:
+    """Write the recordings described in the module docstring into ``folder``: the first ``lines`` lines,
+    the whole exchange said ``repeat`` times (the benchmark's long session)."""
     missing = tools_missing()
     if missing:
         raise RuntimeError(f"{', '.join(missing)} missing: apt-get install -y espeak-ng sox")
@@ -111,6 +112,17 @@ def build(folder: Path, lines: int = 4) -> Dialogue:
         t += seconds + PAUSE
     for who, files in parts.items():
         _run("sox", "-D", *map(str, files), str(folder / f"{who}.wav"))
+    if repeat > 1:
+        once = round(t, 3)
+        spoken = [
+            Line(line.speaker, line.text, round(line.start + k * once, 3), round(line.end + k * once, 3))
+            for k in range(repeat)
+            for line in spoken
+        ]
+        for who in parts:
+            single = tmp / f"{who}-once.wav"
+            (folder / f"{who}.wav").rename(single)
+            _run("sox", "-D", str(single), str(folder / f"{who}.wav"), "repeat", str(repeat - 1))
     coach, client = str(folder / "coach.wav"), str(folder / "client.wav")
     gain = f"{10 ** (BLEED_DB / 20):.4f}"
     _run("sox", "-D", "-m", coach, client, str(folder / "mono.wav"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.support.speakers_audio import TRACK_OFFSET, Dialogue
-from xenios_ai.errors import InvalidInput
+from xenios_ai.errors import InvalidInput, JobCancelled
 from xenios_ai.jobs.service import is_upload_key, upload_key
 from xenios_ai.transcription import channels
 from xenios_ai.transcription.formats import render
@@ -296,3 +296,20 @@ def test_a_track_recorded_later_lines_up_on_the_timeline(two_voices: Dialogue, t
     with pytest.raises(InvalidInput) as raised:
         channels.split(two_voices.path("coach.wav"), tmp_path / "b", max_seconds=5)
     assert raised.value.code == "audio_too_long"
+
+
+def test_reading_the_channels_reports_progress_and_stops_when_told(
+    two_voices: Dialogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(channels, "PROGRESS_EVERY", 5.0)
+    seen: list[float] = []
+    channels.split(two_voices.path("stereo.wav"), tmp_path, progress=seen.append)
+    assert len(seen) == 3
+    assert seen == sorted(seen)
+    assert 5 <= seen[0] < 6
+
+    def cancel(_seconds: float) -> None:
+        raise JobCancelled("the job was cancelled")
+
+    with pytest.raises(JobCancelled):
+        channels.split(two_voices.path("stereo.wav"), tmp_path, progress=cancel)

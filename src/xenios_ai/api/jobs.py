@@ -33,7 +33,7 @@ from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
 from xenios_ai.errors import Conflict, Forbidden, InvalidInput, NotFound
 from xenios_ai.extraction.job import EXTRACTION
-from xenios_ai.jobs.models import Job, JobError, JobStatus
+from xenios_ai.jobs.models import Job, JobError, JobStatus, Upload
 from xenios_ai.jobs.service import StreamItem, Submitted, is_upload_key, secret_key
 from xenios_ai.jobs.webhooks import result_url_valid
 from xenios_ai.settings import webhook_key
@@ -79,10 +79,21 @@ class JobAccepted(msgspec.Struct, kw_only=True):
     links: JobLinks
 
 
-class UploadInfo(msgspec.Struct, kw_only=True):
+class UploadInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     filename: str | None
     format: str
     size: int
+    more: list[UploadInfo] = msgspec.field(default_factory=list)
+    """The further files of a several-file submit (a transcription's tracks), in order."""
+
+
+def upload_info(upload: Upload) -> UploadInfo:
+    return UploadInfo(
+        filename=upload.filename,
+        format=upload.format,
+        size=upload.size,
+        more=[upload_info(file) for file in upload.more],
+    )
 
 
 class WebhookInfo(msgspec.Struct, kw_only=True):
@@ -146,9 +157,7 @@ def _summary_fields(job: Job) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested_at is not None,
         "error": job.error,
         "source_job_id": job.source_job_id,
-        "upload": UploadInfo(filename=upload.filename, format=upload.format, size=upload.size)
-        if upload
-        else None,
+        "upload": upload_info(upload) if upload else None,
         "webhook": WebhookInfo(
             url=job.webhook_url,
             attempts=job.webhook_attempts,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -49,6 +50,8 @@ _SMOOTH_FRAMES: Final = 5  # 100 ms moving mean
 _HANGOVER_FRAMES: Final = 15  # talk lasts 300 ms past its loud frames (the gaps between words)
 _MIN_MUTE_FRAMES: Final = 15  # shorter quiet stretches stay (300 ms)
 _FLOOR_DB: Final = -120.0
+PROGRESS_EVERY: Final = 60.0
+"""Seconds of audio between two progress calls of `split`."""
 
 
 def _unreadable(detail: str) -> InvalidInput:
@@ -111,10 +114,19 @@ class Split:
         return all(self.correlation[i][j] >= COPY_CORRELATION for i in active for j in active if i < j)
 
 
-def split(path: Path, folder: Path, *, downmix: bool = False, max_seconds: float | None = None) -> Split:
+def split(
+    path: Path,
+    folder: Path,
+    *,
+    downmix: bool = False,
+    max_seconds: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Split:
     """Decode ``path``'s first audio stream into ``folder``: ``channel-<n>.wav`` per channel, or one
     ``mix.wav`` with ``downmix``. Raises ``InvalidInput(code="unreadable_audio")`` and
-    ``LimitExceeded(code="audio_too_long")`` (as soon as ``max_seconds`` is passed)."""
+    ``LimitExceeded(code="audio_too_long")`` (as soon as ``max_seconds`` is passed). ``progress`` is
+    called with the seconds decoded every `PROGRESS_EVERY` seconds of audio (a cancellation checkpoint:
+    what it raises propagates)."""
     import av
     import numpy as np
 
@@ -140,8 +152,12 @@ def split(path: Path, folder: Path, *, downmix: bool = False, max_seconds: float
             writers.append(w)
         meter = _Meter(count)
         limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+        reported = 0
         for block in _decoded(container, stream, downmix, count):
             meter.add(block)
+            if progress is not None and meter.samples - reported >= PROGRESS_EVERY * SAMPLE_RATE:
+                reported = meter.samples
+                progress(meter.samples / SAMPLE_RATE)
             if limit is not None and meter.samples > limit:
                 raise too_long(meter.samples / SAMPLE_RATE, max_seconds or 0.0)
             pcm = (np.clip(block, -1.0, 1.0) * 32767).astype("<i2")

@@ -62,9 +62,9 @@ def transcribe_recording(
         return _mixed(transcribe, path, options, progress, diarizer)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xenios-channels-") as folder:
-        if progress is not None:
-            progress(0.0, "reading the channels")
-        split = channels.split(path, Path(folder), max_seconds=max_seconds)
+        split = channels.split(
+            path, Path(folder), max_seconds=max_seconds, progress=_reading(progress, "the channels")
+        )
         if options.channels == "auto" and split.copies:
             logger.info("{}: {} channels carry the same sound: transcribing the mix", path.name, probed[0])
             return _mixed(transcribe, path, options, progress, diarizer)
@@ -96,11 +96,10 @@ def transcribe_tracks(
     with tempfile.TemporaryDirectory(prefix="xenios-tracks-") as folder:
         sources, power, seconds = [], [], []
         for i, path in enumerate(paths):
-            if progress is not None:
-                progress(0.0, f"reading track {i + 1} of {len(paths)}")
             track = Path(folder) / f"track-{i + 1}"
             track.mkdir()
-            split = channels.split(path, track, downmix=True, max_seconds=max_seconds)
+            reading = _reading(progress, f"track {i + 1} of {len(paths)}")
+            split = channels.split(path, track, downmix=True, max_seconds=max_seconds, progress=reading)
             seconds.append(split.seconds)
             if max_seconds is not None and sum(seconds) > max_seconds:
                 raise channels.too_long(sum(seconds), max_seconds)
@@ -196,6 +195,17 @@ def _attributed(
         speaker_source=source,
         decoding=spoken.decoding if spoken else SEQUENTIAL,
     )
+
+
+def _reading(progress: ProgressCallback | None, what: str) -> Callable[[float], None]:
+    """`channels.split`'s progress (seconds decoded) as progress 0 with a message; called once at once."""
+
+    def report(seconds: float) -> None:
+        if progress is not None:
+            progress(0.0, f"reading {what}: {seconds:.0f} s")
+
+    report(0.0)
+    return report
 
 
 def _share(progress: ProgressCallback | None, index: int, count: int, name: str) -> ProgressCallback | None:
