@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.support.clock import FakeClock
@@ -127,3 +128,24 @@ async def test_uploads_go_when_the_job_ends_with_delete_uploads_on_finish(
     assert job is not None
     assert job.upload is not None  # what was uploaded (name, size, digest) stays on the row
     assert (kept_upload.exists(), kept_result.exists()) == (True, True)  # default: kept until retention
+
+
+async def test_every_track_of_a_several_file_job_goes_when_it_ends(
+    services: tuple[JobService, JobService],
+) -> None:
+    _, deleting = services
+    owner = f"keep-{uuid.uuid4().hex[:8]}"
+    job_id = uuid.uuid4()
+    files = [await deleting.storage.put_bytes(upload_key(job_id, i), FILE) for i in range(2)]
+    first, second = (
+        Upload(b.key, f"track-{i}.wav", "wav", b.size, hashlib.sha256(FILE).hexdigest())
+        for i, b in enumerate(files)
+    )
+    upload = msgspec.structs.replace(first, more=(second,))
+    await deleting.submit(
+        ANALYSIS, owner, AnalysisInput(task="session_summary", text="x"), upload=upload, job_id=job_id
+    )
+    paths = [deleting.settings.storage_path / b.key for b in files]
+    assert all(path.exists() for path in paths)
+    await deleting.cancel(job_id, owner)
+    assert not any(path.exists() for path in paths)

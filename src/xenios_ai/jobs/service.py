@@ -344,11 +344,14 @@ class JobService:
         raises: the webhook is also due in the row, and the sweep queues it when this enqueue is lost.
         """
         await events.publish(self.redis, self._prefix, job.id, StateChanged(job.status))
+        uploads = [
+            key for key in job.blobs if is_upload_key(job.id, key)
+        ]  # every track of a several-file job
         for key, what in (
             (secret_key(job.id), "secret"),
-            (upload_key(job.id) if self.settings.delete_uploads_on_finish else None, "upload"),
+            *((key, "upload") for key in (uploads if self.settings.delete_uploads_on_finish else [])),
         ):
-            if key is None or key not in job.blobs:
+            if key not in job.blobs:
                 continue
             try:
                 await self.storage.delete(key)
