@@ -17,8 +17,11 @@ from litestar.testing import AsyncTestClient
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
 from tests.support.config import make_settings
+from tests.support.llm import analysis_context
+from xenios_ai.analysis import AnalysisInput, run_analysis
 from xenios_ai.api.app import create_app
 from xenios_ai.db.pool import open_pool
+from xenios_ai.errors import RateLimited
 from xenios_ai.llm.budgets import month_of
 from xenios_ai.llm.reconcile import Reconciler
 from xenios_ai.llm.router import LLMRouter
@@ -247,3 +250,28 @@ async def test_a_cancelled_streams_cost_is_looked_up_later_and_the_budget_correc
     assert row["cost"] == pytest.approx(COST)  # what the fake says the whole generation cost
     assert row["charged"] == pytest.approx(COST)
     assert status.spent_usd == pytest.approx(COST)  # 0.003 estimated, 0.002 given back
+
+
+async def test_an_analysis_job_is_admitted_and_charged_to_its_owner(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.reset()
+    fake_openrouter.default = Reply(cost=0.004)
+    user = new_user()
+    router = LLMRouter(budget_settings(test_env))
+    assert router.budgets is not None
+    job = AnalysisInput(task="session_summary", text="Coach: hi. Client: my week went well.")
+    try:
+        await run_analysis(analysis_context(router, user), job)
+        await run_analysis(analysis_context(router, user), job)  # fits: nothing else held (0.008 spent)
+        await asyncio.sleep(0.1)  # charges are written in the background
+        with pytest.raises(RateLimited) as refused:
+            await run_analysis(analysis_context(router, user), job)
+        status = await router.budgets.status(user)
+    finally:
+        await router.aclose()
+
+    assert refused.value.code == "budget_exceeded"
+    assert status.spent_usd == pytest.approx(0.008)
+    assert status.task_spent == {"session_summary": pytest.approx(0.008)}
+    assert len(fake_openrouter.requests) == 2

@@ -7,10 +7,8 @@ as /stream; the whole-answer limit (LLM_TIMEOUT_SECONDS, 30 s here) stays and is
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -18,10 +16,9 @@ from litestar.testing import AsyncTestClient
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
 from tests.support.config import make_settings
+from tests.support.llm import analysis_context
 from xenios_ai.analysis import AnalysisInput, run_analysis
 from xenios_ai.api.app import create_app
-from xenios_ai.jobs.context import JobContext
-from xenios_ai.jobs.models import Job
 from xenios_ai.llm.router import LLMRouter
 from xenios_ai.settings import Settings
 
@@ -115,29 +112,6 @@ async def test_extract_entities_falls_back_within_the_first_token_deadline(
     assert [r.model for r in fake_openrouter.requests] == [SONNET, MINI]
 
 
-class _AnalysisContext:
-    """The part of `JobContext` the analysis handler uses, over a real router (the worker's runner is
-    covered by the job tests; what is tested here is the handler's call through the router)."""
-
-    def __init__(self, router: LLMRouter) -> None:
-        self._router = router
-        self.job = Job(
-            id=uuid.uuid4(),
-            kind="analysis",
-            queue="llm",
-            status="running",
-            owner="user-dl",
-            input={},
-            created_at=datetime.now(UTC),
-        )
-
-    async def progress(self, fraction: float, message: str | None = None) -> None:
-        pass
-
-    def llm(self) -> LLMRouter:
-        return self._router
-
-
 async def test_an_analysis_job_falls_back_within_the_first_token_deadline(
     settings_fast: Settings, fake_openrouter: FakeOpenRouter
 ) -> None:
@@ -147,7 +121,7 @@ async def test_an_analysis_job_falls_back_within_the_first_token_deadline(
     try:
         started = time.monotonic()
         result = await run_analysis(
-            cast(JobContext, _AnalysisContext(router)),
+            analysis_context(router, "user-dl"),
             AnalysisInput(task="session_summary", text="Coach: hi. Client: my week went well."),
         )
         elapsed = time.monotonic() - started

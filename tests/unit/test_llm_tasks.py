@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
+
 import pytest
 
+from xenios_ai.llm.budgets import month_of
 from xenios_ai.llm.tasks import DEFAULT_TASKS, build_catalogue
 from xenios_ai.settings import SettingsError, load_settings
 
@@ -66,3 +69,12 @@ def test_provider_preferences_are_replaced_per_task_and_unknown_tasks_stop_start
     assert catalogue["entity_extraction"].provider == {"require_parameters": True}
     with pytest.raises(SettingsError, match="LLM_PROVIDER_PREFERENCES: unknown task"):
         build_catalogue(providers={"nope": {}})
+
+
+def test_a_budget_month_is_the_utc_calendar_month() -> None:
+    assert month_of(calendar.timegm((2026, 12, 31, 23, 59, 59))) == (
+        "2026-12",
+        calendar.timegm((2026, 12, 1, 0, 0, 0)),
+        calendar.timegm((2027, 1, 1, 0, 0, 0)),
+    )
+    assert month_of(calendar.timegm((2027, 2, 1, 0, 0, 0)))[0] == "2027-02"
