@@ -28,6 +28,12 @@ from xenios_ai.api.app import create_app
 from xenios_ai.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:10]
+CLIENT_TIMEOUTS = {
+    "HTTP_HEADER_TIMEOUT_SECONDS": "3",
+    "REQUEST_BODY_TIMEOUT_SECONDS": "3",
+    "SSE_WRITE_TIMEOUT_SECONDS": "3",
+}
+"""Slow clients are cut off after seconds in tests (tests/e2e/test_slow_clients.py); production: Settings."""
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
@@ -101,6 +107,7 @@ def test_env(
         "RATE_LIMIT_LLM_PER_MINUTE": "1000000",
         "RATE_LIMIT_LLM_STREAMS": "10000",
         "RATE_LIMIT_JOBS_PER_MINUTE": "1000000",
+        **CLIENT_TIMEOUTS,
         **JOB_TIMINGS,
     }
 

@@ -16,6 +16,7 @@ from granian.server import Server
 from loguru import logger
 
 from xenios_ai import logs
+from xenios_ai.api.timeouts import granian_http1
 from xenios_ai.db.migrate import migrate
 from xenios_ai.db.pool import database_url
 from xenios_ai.embedded import start_postgres, start_redis
@@ -43,6 +44,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         reload=args.reload,
         reload_paths=[Path(__file__).parent] if args.reload else None,
         respawn_failed_workers=True,
+        http1_settings=granian_http1(settings),
         workers_kill_timeout=30,
     )
     server.serve()

@@ -69,6 +69,12 @@ class Conflict(XeniosError):
     title = "Conflict"
 
 
+class RequestTimeout(XeniosError):
+    status = 408
+    default_code = "request_timeout"
+    title = "Request timeout"
+
+
 class PayloadTooLarge(XeniosError):
     status = 413
     default_code = "payload_too_large"

@@ -61,6 +61,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Port `xenios-ai serve` listens on."""
     api_workers: int = 1
     """Granian worker processes for `xenios-ai serve`."""
+    http_header_timeout_seconds: float = 10.0
+    """A client must send a request's headers within this time (Granian closes the connection past it)."""
+    request_body_timeout_seconds: float = 30.0
+    """A request body that sends nothing for this long is cut off: 408 request_timeout."""
+    sse_write_timeout_seconds: float = 30.0
+    """An event stream whose client reads nothing for this long (the server's write stays blocked) is
+    closed, and what it relays upstream is cancelled."""
     data_dir: str = ".xenios"
     """Project-local folder for the embedded dev services' data and, by default, uploads."""
 

@@ -25,6 +25,7 @@ from xenios_ai.api.request_log import RequestLogMiddleware
 from xenios_ai.api.schemas import MAX_PROMPT_CHARS
 from xenios_ai.api.status import StatusController, whoami
 from xenios_ai.api.stewardship import erase_my_data, erase_user_data
+from xenios_ai.api.timeouts import BodyTimeout
 from xenios_ai.api.usage import usage
 from xenios_ai.errors import UnsupportedMediaType
 from xenios_ai.log import setup_logging
@@ -101,7 +102,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_class=APIRequest,
         request_max_body_size=MAX_JSON_BODY_BYTES,
     )
-    app.asgi_handler = RequestLogMiddleware(app.asgi_handler)
+    app.asgi_handler = RequestLogMiddleware(
+        BodyTimeout(app.asgi_handler, settings.request_body_timeout_seconds)
+    )
     return app
 
 

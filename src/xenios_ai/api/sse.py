@@ -5,7 +5,9 @@ Each event from the iterator is sent as its own ASGI body message at once (no bu
 After ``heartbeat_seconds`` without an event a comment line (``: heartbeat``) is sent, so idle proxies and
 load balancers keep the connection. A client that goes away (``http.disconnect``, or a failed send)
 cancels the iteration at once, so whatever the iterator holds upstream is closed in its ``finally``.
-The heartbeat is a timer, not a task per event: relaying an event costs one send.
+The heartbeat is a timer, not a task per event: relaying an event costs one send. A send still blocked
+after SSE_WRITE_TIMEOUT_SECONDS (the client stopped reading and the server's buffers are full) counts as
+the client gone, too (see `api.timeouts`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from litestar.enums import MediaType
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send, TypeEncodersMap
+from loguru import logger
 
 from xenios_ai.errors import ClientGone
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 HEARTBEAT = b": heartbeat\n\n"
+DEFAULT_WRITE_TIMEOUT = 30.0
 
 
 def event(name: str, data: bytes) -> bytes:
@@ -60,9 +64,12 @@ class EventStream(Response[None]):
     ) -> ASGIResponse:
         merged = {**headers, **self.headers} if headers else self.headers
         cookie_list: list[Cookie] = [*self.cookies, *(cookies or ())]
+        settings = request.app.state.get("settings")
+        write_timeout = settings.sse_write_timeout_seconds if settings is not None else DEFAULT_WRITE_TIMEOUT
         return _ASGIEventStream(
             self.events,
             self.heartbeat_seconds,
+            write_timeout,
             background=self.background or background,
             cookies=cookie_list,
             headers=merged,
@@ -73,15 +80,18 @@ class EventStream(Response[None]):
 
 
 class _ASGIEventStream(ASGIStreamingResponse):
-    __slots__ = ("events", "heartbeat_seconds")
+    __slots__ = ("events", "heartbeat_seconds", "write_timeout")
 
-    def __init__(self, events: AsyncIterator[bytes], heartbeat_seconds: float, **kwargs: Any) -> None:
+    def __init__(
+        self, events: AsyncIterator[bytes], heartbeat_seconds: float, write_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(iterator=events, content_length=0, **kwargs)
         self.events = events
         self.heartbeat_seconds = heartbeat_seconds
+        self.write_timeout = write_timeout
 
     async def send_body(self, send: Send, receive: Receive) -> None:
-        relay = _Relay(send, self.heartbeat_seconds)
+        relay = _Relay(send, self.heartbeat_seconds, self.write_timeout)
         watcher = asyncio.get_running_loop().create_task(relay.watch(receive))
         try:
             async with contextlib.aclosing(self.events) as events:  # type: ignore[type-var]
@@ -96,6 +106,8 @@ class _ASGIEventStream(ASGIStreamingResponse):
         finally:
             relay.stop()
             watcher.cancel()
+            if relay.stalled:
+                logger.info("event stream closed: the client read nothing for {:g} s", self.write_timeout)
         with contextlib.suppress(Exception):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -104,8 +116,9 @@ class _Relay:
     """Sends body chunks one at a time, heartbeats when idle, and cancels the request when the client
     leaves."""
 
-    def __init__(self, send: Send, heartbeat_seconds: float) -> None:
+    def __init__(self, send: Send, heartbeat_seconds: float, write_timeout: float) -> None:
         self.send = send
+        self.write_timeout = write_timeout
         self.loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         assert main is not None
@@ -113,6 +126,7 @@ class _Relay:
         self.lock = asyncio.Lock()
         self.heartbeat_seconds = heartbeat_seconds
         self.disconnected = False
+        self.stalled = False
         self.last_sent = self.loop.time()
         self.beating: asyncio.Task[None] | None = None
         self.timer = self.loop.call_later(heartbeat_seconds, self._on_timer)
@@ -121,7 +135,11 @@ class _Relay:
         self.last_sent = self.loop.time()
         async with self.lock:
             try:
-                await self.send({"type": "http.response.body", "body": body, "more_body": True})
+                async with asyncio.timeout(self.write_timeout):
+                    await self.send({"type": "http.response.body", "body": body, "more_body": True})
+            except TimeoutError:  # the client stopped reading: the server's buffers stayed full
+                self.stalled = True
+                raise ClientGone("the client stopped reading") from None
             except Exception:  # the server could not write: the client is gone
                 raise ClientGone("the client disconnected") from None
 
