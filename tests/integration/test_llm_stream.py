@@ -234,16 +234,33 @@ async def test_a_line_longer_than_the_limit_fails_the_attempt_before_any_text(
     ]
 
 
-async def test_every_model_failing_before_text_ends_with_an_error_event_listing_attempts(
-    server: str, fake_openrouter: FakeOpenRouter
-) -> None:
-    fake_openrouter.default = Reply(status=503)
+async def test_the_status_is_sent_with_the_first_text(server: str, fake_openrouter: FakeOpenRouter) -> None:
+    """A slow (but in time) first token: the response's status and headers wait for it, and the start
+    event comes with the first delta."""
+    fake_openrouter.enqueue(Reply(hang=0.4), model=OPUS)
+    sent = time.monotonic()
 
     received = await stream(server)
 
     assert received.status == 200
-    assert received.named("delta") == []
-    [error] = received.named("error")
+    assert received.started - sent >= 0.4  # the headers came no earlier than the first token
+    assert received.text == DEFAULT_CONTENT
+    [done] = received.named("done")
+    assert (done["model"], done["fallback_used"]) == (OPUS, False)
+
+
+async def test_every_model_failing_before_text_answers_a_problem_listing_attempts(
+    server: str, fake_openrouter: FakeOpenRouter
+) -> None:
+    """The status waits for the first text: a chain that fails before any answers 5xx (issue 20), not
+    200 and an ``error`` event."""
+    fake_openrouter.default = Reply(status=503)
+
+    received = await stream(server)
+
+    assert received.status == 503
+    assert received.headers["content-type"].startswith("application/problem+json")
+    [error] = received.named("problem")
     assert (error["code"], error["status"]) == ("upstream_unavailable", 503)
     assert [(a["model"], a["error"]) for a in error["attempts"]] == [
         (OPUS, "http_503"),

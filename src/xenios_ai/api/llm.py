@@ -1,10 +1,13 @@
 """LLM routes: the task catalogue, completion, SSE streaming, intent classification, entity extraction.
 
-Thin: bodies are validated by msgspec, the work is `xenios_ai.llm`'s. The stream sends ``start`` at
-once, then ``delta`` {content} as text arrives, then ``done`` {model, fallback_used, usage, ...} or
-``error`` {code, message, status, attempts}; a stream that has sent text is never restarted on another
-model. Errors before the stream starts (bad body, unknown task, LLM not configured, the user's budget used up)
-are problems.
+Thin: bodies are validated by msgspec, the work is `xenios_ai.llm`'s. The stream holds its HTTP status
+until the chain has its first text (each model within the first-token deadline, falling back as usual) or
+has failed: a chain that fails before any text answers its problem (5xx: 502/503/504, with the attempts),
+never 200 and an ``error`` event. Once the first text is there it sends ``start``, ``delta`` {content} as
+text arrives, then ``done`` {model, fallback_used, usage, ...} or, for a failure after text, ``error``
+{code, message, status, attempts}; a stream that has sent text is never restarted on another model. Other
+errors before the stream starts (bad body, unknown task, LLM not configured, the user's budget used up)
+are problems too.
 Every user route counts against the user's LLM rate limit, and a stream holds one of the user's stream
 slots until it ends (`api.ratelimit`: 429 past either).
 """
@@ -154,11 +157,17 @@ def _messages(data: CompleteRequest) -> list[Message] | None:
 
 
 async def _sse(
-    start: bytes, events: AsyncGenerator[StreamEvent, None], slot: StreamSlot | None = None
+    start: bytes,
+    events: AsyncGenerator[StreamEvent, None],
+    slot: StreamSlot | None = None,
+    first: StreamEvent | None = None,
 ) -> AsyncIterator[bytes]:
-    """The router's events as SSE; a failure, before or after text, ends the stream with ``error``."""
+    """The router's events as SSE, ``first`` (already taken from ``events``) first; a failure after it
+    ends the stream with ``error``."""
     yield start
     try:
+        if first is not None:
+            yield event("delta" if type(first) is Delta else "done", _encode(first))
         async for item in events:
             yield event("delta" if type(item) is Delta else "done", _encode(item))
     except XeniosError as exc:
@@ -263,9 +272,16 @@ class LLMController(Controller):
             request_id=caller.request_id,
             options=_options(data.options),
         )
+        try:  # the status waits for the first text or the chain's failure (a problem, not 200 + error)
+            first: StreamEvent | None = await caller.until_disconnect(anext(events))
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await events.aclose()
+            raise
         start = event("start", _encode({"request_id": caller.request_id, "task": data.task}))
         return EventStream(
-            _sse(start, events, caller.stream_slot), heartbeat_seconds=caller.heartbeat_seconds
+            _sse(start, events, caller.stream_slot, first), heartbeat_seconds=caller.heartbeat_seconds
         )
 
     @post(
