@@ -129,6 +129,8 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     moderation_reasons: list[str] | None = None
     """With ``status=403``: OpenRouter's moderation refusal, its metadata naming these ``reasons`` and the
     ``flagged_input``; unset, a 403 is a plain one (e.g. a model the account may not use)."""
+    prefill_seconds_per_1k_tokens: float | None = None
+    """Wait this long per 1,000 uncached prompt tokens before answering (None: the server's setting)."""
     usage_every_chunk: bool = False
     """Stream: every content chunk also carries the cumulative usage so far (as some providers send it)."""
     gzip: Literal["accepted", "always"] | None = None
@@ -473,8 +475,10 @@ class FakeOpenRouter:
             reply.completion_tokens if reply.completion_tokens is not None else len(plan.pieces)
         )
         cached, written = self._cache_prompt(record.model or "", messages, prompt_tokens)
-        if self.prefill_seconds_per_1k_tokens > 0:
-            await asyncio.sleep((prompt_tokens - cached) / 1000 * self.prefill_seconds_per_1k_tokens)
+        prefill = reply.prefill_seconds_per_1k_tokens
+        prefill = self.prefill_seconds_per_1k_tokens if prefill is None else prefill
+        if prefill > 0:
+            await asyncio.sleep((prompt_tokens - cached) / 1000 * prefill)
         cost = reply.cost
         if cost is None:
             fresh = prompt_tokens - cached - written
