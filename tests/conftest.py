@@ -23,6 +23,7 @@ from tests.support import databases, tokens
 from tests.support.config import make_settings
 from tests.support.jobs import JOB_TIMINGS
 from tests.support.processes import ROOT, ApiServer, WorkerProcess, start_worker
+from tests.support.seaweed import SeaweedFS
 from tests.support.speakers_audio import Dialogue, build
 from xenios_ai.api.app import create_app
 from xenios_ai.settings import Settings
@@ -187,3 +188,12 @@ def two_voices(tmp_path_factory: pytest.TempPathFactory) -> Dialogue:
     """The coach and the client on channels, with bleed, as copies, as two tracks (espeak-ng and sox, about
     a second; see tests/support/speakers_audio.py)."""
     return build(tmp_path_factory.mktemp("two-voices"))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS (S3 API) for the session; tests make their own buckets."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()

@@ -155,8 +155,38 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Anthropic and Gemini models: a system prompt (and an analysis's input) at least this long is marked for prompt caching (cache_control); 0: no markers."""
 
     # --- jobs and storage
+    storage_backend: Literal["local", "s3"] = "local"
+    """Where uploads and large results live: ``local`` (STORAGE_DIR; one machine) or ``s3`` (an
+    S3-compatible bucket every machine reaches: AWS S3, Supabase Storage's S3 endpoint, SeaweedFS, MinIO)."""
     storage_dir: str | None = None
     """Blob storage directory for uploads and large results (default: <data_dir>/storage)."""
+    s3_endpoint_url: str | None = None
+    """S3 endpoint, e.g. ``https://<project>.supabase.co/storage/v1/s3`` or ``http://seaweedfs:8333``;
+    unset: AWS S3 of S3_REGION."""
+    s3_bucket: str | None = None
+    """The bucket (required with STORAGE_BACKEND=s3)."""
+    s3_region: str = "us-east-1"
+    """The bucket's region (Supabase: the project's region; SeaweedFS/MinIO: anything, us-east-1)."""
+    s3_access_key_id: str | None = None
+    """Access key id (unset: the usual AWS credential chain)."""
+    s3_secret_access_key: Secret | None = None
+    """Secret access key that goes with S3_ACCESS_KEY_ID."""
+    s3_force_path_style: bool = False
+    """Path-style URLs (``<endpoint>/<bucket>/<key>``): Supabase, SeaweedFS and MinIO need it; AWS does not."""
+    s3_key_prefix: str = ""
+    """Prefix of every key this service writes (``xenios/``: the bucket is shared with other data)."""
+    s3_allow_http: bool = False
+    """Allow a plain-HTTP endpoint (tests, a private network); never for a public endpoint."""
+    source_storage_prefixes: str = "uploads/"
+    """Comma list: a job's ``{"source": {"storage_key": ...}}`` must start with one of these (keys in the
+    configured bucket, without S3_KEY_PREFIX); empty: storage-key sources are refused."""
+    source_url_allowed_hosts: str = ""
+    """Comma list of hosts a job's ``{"source": {"url": ...}}`` may be fetched from (exact names, or
+    ``.example.com`` for its subdomains); empty: URL sources are refused."""
+    source_url_allow_private: bool = False
+    """Let URL sources resolve to private/loopback addresses (tests only)."""
+    source_url_timeout_seconds: float = 300.0
+    """A URL source must be fetched within this long (the connection alone: 10 s)."""
     max_upload_bytes: int = 100 * 1024 * 1024
     """Default upload limit per file (413 past it); kinds may set their own."""
     job_retention_days: float = 7.0
@@ -305,6 +335,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     def storage_path(self) -> Path:
         return Path(self.storage_dir or Path(self.data_dir) / "storage")
 
+    @property
+    def source_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.source_storage_prefixes.split(",") if p.strip())
+
+    @property
+    def source_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.source_url_allowed_hosts.split(",") if h.strip())
+
 
 class SettingsError(Exception):
     """The environment does not describe a runnable service; the message names the variable."""
@@ -376,6 +414,8 @@ def check_settings(settings: Settings) -> None:
     if settings.webhook_secret is not None:
         webhook_key(settings.webhook_secret.get())
     _check_job_timings(settings)
+    if settings.storage_backend == "s3" and not settings.s3_bucket:
+        raise SettingsError("S3_BUCKET: required with STORAGE_BACKEND=s3")
     if settings.environment != "production":
         return
     missing = [name.upper() for name in _REQUIRED_IN_PRODUCTION if not getattr(settings, name)]

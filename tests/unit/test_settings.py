@@ -90,3 +90,24 @@ def test_every_setting_has_a_docstring_and_env_example_is_current() -> None:
     assert undocumented == []
     current = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     assert current == render(), "regenerate: uv run python -m tests.support.env_example > .env.example"
+
+
+def test_s3_storage_needs_a_bucket_and_keeps_its_secret_masked() -> None:
+    with pytest.raises(SettingsError, match="S3_BUCKET"):
+        load_settings({"STORAGE_BACKEND": "s3"}, dotenv=False)
+    settings = load_settings(
+        {
+            "STORAGE_BACKEND": "s3",
+            "S3_BUCKET": "b",
+            "S3_SECRET_ACCESS_KEY": "s3-secret-value",
+            "S3_FORCE_PATH_STYLE": "true",
+            "SOURCE_URL_ALLOWED_HOSTS": "files.example.com, .cdn.example.com",
+        },
+        dotenv=False,
+    )
+    assert settings.s3_force_path_style is True
+    assert isinstance(settings.s3_secret_access_key, Secret)
+    assert "s3-secret-value" not in repr(settings)
+    assert settings.source_hosts == ("files.example.com", ".cdn.example.com")
+    with pytest.raises(SettingsError, match="STORAGE_BACKEND"):
+        load_settings({"STORAGE_BACKEND": "ftp"}, dotenv=False)

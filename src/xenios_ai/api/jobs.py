@@ -24,6 +24,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
+from litestar.response import Stream
 
 from xenios_ai.analysis import ANALYSIS, AnalysisInput, check_source
 from xenios_ai.api.auth import Principal, allow_service, require_user
@@ -411,14 +412,16 @@ class JobsController(Controller):
         services: ServicesDep,
         reader: ReaderDep,
         owner: Owner = None,
-    ) -> Response[bytes]:
+    ) -> Stream:
         job = await services.jobs.get(job_id, read_owner(reader, owner))
         key = f"jobs/{job.id}/{name}"
         if key not in job.blobs or is_upload_key(job.id, key) or key == secret_key(job.id):
             raise NotFound(f"job {job_id} has no result part {name!r}", code="result_part_not_found")
-        data = await services.jobs.storage.read_bytes(key)
+        # Streamed through the API (memory: one chunk), not a redirect to a presigned URL: the caller's
+        # key and JWT stay the only credentials, and a bucket on a private network works the same.
+        blob = await services.jobs.storage.stream(key)
         media_type = "application/json" if name.endswith(".json") else "application/octet-stream"
-        return Response(data, media_type=media_type)
+        return Stream(blob.chunks, media_type=media_type, headers={"Content-Length": str(blob.size)})
 
 
 @get(

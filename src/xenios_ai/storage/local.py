@@ -1,9 +1,4 @@
-"""Blob storage for uploads and large results: a small protocol and its local-directory implementation.
-
-Keys are relative, slash-separated paths (``jobs/<job id>/upload``). Every worker must reach the same
-blobs: one machine shares a local directory; workers spread over machines need an S3-compatible bucket,
-which implements the same protocol (``local_file`` downloads to a temporary file there).
-"""
+"""Blobs as files under one directory (one machine: the API and its workers share the directory)."""
 
 from __future__ import annotations
 
@@ -11,58 +6,20 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import re
 import uuid
-from collections.abc import AsyncIterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
-from typing import Protocol
 
-import msgspec
+from xenios_ai.storage.base import (
+    STREAM_CHUNK_BYTES,
+    BlobStream,
+    StoredBlob,
+    check_key,
+    not_found,
+    too_large,
+)
 
-from xenios_ai.errors import NotFound, PayloadTooLarge, XeniosError
-from xenios_ai.settings import Settings
-
-_KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _WRITE_BUFFER = 1024 * 1024
-
-
-class StoredBlob(msgspec.Struct, frozen=True):
-    key: str
-    size: int
-    sha256: str
-
-
-class BlobStorage(Protocol):
-    """Where uploads and large results live. Writes are atomic: a key is complete or absent."""
-
-    async def put(
-        self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
-    ) -> StoredBlob:
-        """Store a stream; past ``max_bytes`` stop reading, keep nothing and raise PayloadTooLarge."""
-        ...
-
-    async def put_bytes(self, key: str, data: bytes) -> StoredBlob: ...
-
-    async def read_bytes(self, key: str) -> bytes:
-        """The blob's content; NotFound when absent."""
-        ...
-
-    def local_file(self, key: str) -> AbstractContextManager[Path]:
-        """A path on local disk holding the blob while the context is open (engines want files)."""
-        ...
-
-    async def delete(self, key: str) -> None:
-        """Remove the blob; an absent key is not an error."""
-        ...
-
-    def url(self, key: str) -> str: ...
-
-
-def check_key(key: str) -> str:
-    if not _KEY.match(key) or any(part in {".", ".."} for part in key.split("/")):
-        raise XeniosError(f"invalid blob key {key!r}", code="invalid_blob_key")
-    return key
 
 
 class LocalStorage:
@@ -91,10 +48,7 @@ class LocalStorage:
                 async for chunk in chunks:
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
-                        raise PayloadTooLarge(
-                            f"the file is larger than the limit of {max_bytes} bytes",
-                            extra={"max_bytes": max_bytes},
-                        )
+                        raise too_large(max_bytes)
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
@@ -107,7 +61,7 @@ class LocalStorage:
         return StoredBlob(key, size, digest.hexdigest())
 
     async def put_bytes(self, key: str, data: bytes) -> StoredBlob:
-        async def one() -> AsyncIterable[bytes]:
+        async def one() -> AsyncIterator[bytes]:
             yield data
 
         return await self.put(key, one())
@@ -116,13 +70,40 @@ class LocalStorage:
         try:
             return self.path(key).read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"blob {key} does not exist", code="blob_not_found") from None
+            raise not_found(key) from None
+
+    async def stream(self, key: str) -> BlobStream:
+        try:
+            file = self.path(key).open("rb")
+        except FileNotFoundError:
+            raise not_found(key) from None
+        size = os.fstat(file.fileno()).st_size
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with file:
+                while chunk := await asyncio.to_thread(file.read, STREAM_CHUNK_BYTES):
+                    yield chunk
+
+        return BlobStream(size, chunks())
+
+    async def size(self, key: str) -> int | None:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    async def read_head(self, key: str, length: int) -> bytes:
+        try:
+            with self.path(key).open("rb") as file:
+                return file.read(length)
+        except FileNotFoundError:
+            raise not_found(key) from None
 
     @contextlib.contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
         path = self.path(key)
         if not path.is_file():
-            raise NotFound(f"blob {key} does not exist", code="blob_not_found")
+            raise not_found(key)
         yield path
 
     async def delete(self, key: str) -> None:
@@ -140,8 +121,3 @@ class LocalStorage:
 
     def url(self, key: str) -> str:
         return self.path(key).as_uri()
-
-
-def open_storage(settings: Settings) -> BlobStorage:
-    """The configured storage: a local directory (STORAGE_DIR, default <DATA_DIR>/storage)."""
-    return LocalStorage(settings.storage_path)
