@@ -292,6 +292,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Audio decoded and transcribed per window; 300 s keeps 60 min of audio at ~670 MB peak RSS (600 s: ~1 GB)."""
     transcription_batched_min_seconds: float = 60.0
     """Audio at least this long is decoded in batches (less CPU at the same accuracy), shorter sequentially."""
+    openai_sync_max_seconds: float = 600.0
+    """Longest audio POST /v1/audio/transcriptions (OpenAI-compatible, answered when done) transcribes; longer
+    files are 413, for the async job route (POST /api/v1/jobs/transcription)."""
 
     # --- operations
     metrics_api_key: Secret | None = None

@@ -7,7 +7,8 @@ relays (``llm_relay``: raw ASGI on Granian, openai SDK on aiohttp, one per SDK c
 (``xenios-ai serve``, one Granian worker, production settings: API key and JWT guards, routing, JSON
 request logs, usage rows batched into PostgreSQL), and the aiohttp load generator (``loadgen``).
 
-Measured, for /complete and /stream, at 1 and 16 connections: requests/s, p50/p99 latency, time to
+Measured, for /complete and /stream (and the same calls through the OpenAI-compatible face,
+/v1/chat/completions, target ``openai``), at 1 and 16 connections: requests/s, p50/p99 latency, time to
 first token, and the server worker's CPU time per request (from /proc; steadier than requests/s on a
 shared machine). The targets take turns for three rounds and each one's best round counts: the lowest
 p50 at 1 connection, the most requests/s at 16.
@@ -49,7 +50,8 @@ MODEL = "anthropic/claude-opus-4.5"
 KEY = f"sk-or-v1-bench-{uuid.uuid4().hex}"
 INPUT = "How did my week of training go?"
 SLOW = '[[fake:{"chunks": 20, "token_delay": 0.25}]]'  # 20 chunks over ~5 s
-TARGETS = ("fake", "relay_create", "relay_post", "service")
+TARGETS = ("fake", "relay_create", "relay_post", "service", "openai")
+"""``openai``: the same service process, through its OpenAI-compatible face (/v1/chat/completions)."""
 RSS_LIMIT_MB = 300
 
 
@@ -113,6 +115,9 @@ def _requests(urls: dict[str, str], service_headers: dict[str, str]) -> dict[str
     streamed = upstream | {"stream": True, "stream_options": {"include_usage": True}}
     auth = {"Authorization": f"Bearer {KEY}"}
     service_body = {"task": "chat", "input": INPUT}
+    openai_body: dict[str, Any] = {"model": "chat", "messages": [{"role": "user", "content": INPUT}]}
+    openai_streamed = openai_body | {"stream": True, "stream_options": {"include_usage": True}}
+    openai_url = f"{urls['service']}/v1/chat/completions"
     return {
         "fake": {
             "complete": (f"{urls['fake']}/chat/completions", upstream, auth, None),
@@ -128,6 +133,10 @@ def _requests(urls: dict[str, str], service_headers: dict[str, str]) -> dict[str
         "service": {
             "complete": (f"{urls['service']}/api/v1/llm/complete", service_body, service_headers, None),
             "stream": (f"{urls['service']}/api/v1/llm/stream", service_body, service_headers, "event: delta"),
+        },
+        "openai": {
+            "complete": (openai_url, openai_body, service_headers, None),
+            "stream": (openai_url, openai_streamed, service_headers, '"content":"'),
         },
     }
 
@@ -229,7 +238,7 @@ def run(
         urls = {"fake": fake, "relay_create": relay_create}
         urls |= {"relay_post": relay_post, "service": service.url}
         pids = {"fake": None, "relay_create": relay_create_pid, "relay_post": relay_post_pid}
-        pids["service"] = child_pid(service.process)
+        pids["service"] = pids["openai"] = child_pid(service.process)
         plan = _requests(urls, service_headers)
         results: dict[str, Any] = {"complete": {"1": {}, "16": {}}, "stream": {"1": {}, "16": {}}}
         sent_to_service = 0
@@ -243,7 +252,7 @@ def run(
                         result = _measure(
                             plan, target, mode, conns, pids[target], seconds=seconds, warmup=warmup
                         )
-                        if target == "service":
+                        if target in ("service", "openai"):
                             sent_to_service += result["sent"]
                         best = results[mode][str(conns)].get(target)
                         if best is None or _better(result, best, conns):
@@ -282,6 +291,19 @@ def _summary(results: dict[str, Any], burst: dict[str, Any], rows: int, sent: in
             summary[f"{mode} req/s at 16: service / {relay} (target >= 0.7)"] = round(ratio, 3)
             cpu = sixteen[mode][relay]["cpu_ms_per_request"] / sixteen[mode]["service"]["cpu_ms_per_request"]
             summary[f"{mode} CPU per request at 16: {relay} / service"] = round(cpu, 3)
+    for mode in ("complete", "stream"):
+        face, native = sixteen[mode]["openai"], sixteen[mode]["service"]
+        summary[f"{mode} req/s at 16: /v1 / native (target >= 0.95)"] = round(face["rps"] / native["rps"], 3)
+        summary[f"{mode} CPU per request at 16: /v1 / native"] = round(
+            face["cpu_ms_per_request"] / native["cpu_ms_per_request"], 3
+        )
+        figure = "p50_ms" if mode == "complete" else "ttft_p50_ms"
+        added = one[mode]["openai"][figure] - one[mode]["relay_post"][figure]
+        summary[f"{mode} {figure[:-3]} added over relay_post at 1 conn, /v1 (ms, target <= 2)"] = round(
+            added, 3
+        )
+        added = one[mode]["openai"][figure] - one[mode]["service"][figure]
+        summary[f"{mode} {figure[:-3]} added over native at 1 conn, /v1 (ms)"] = round(added, 3)
     summary["usage rows stored / service requests sent"] = f"{rows} / {sent}"
     summary["1,000 streams all completed"] = burst["completed"] == burst["streams"]
     summary[f"worker peak RSS <= {RSS_LIMIT_MB} MB"] = burst["rss_peak_mb"] <= RSS_LIMIT_MB

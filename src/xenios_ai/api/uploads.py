@@ -122,7 +122,7 @@ class MultipartStream:
                 yield part
 
 
-async def _body(request: Request[Any, Any, Any], max_bytes: int) -> AsyncIterator[bytes]:
+async def body_chunks(request: Request[Any, Any, Any], max_bytes: int) -> AsyncIterator[bytes]:
     """The body as it arrives, however it is framed (Content-Length or chunked): `PayloadTooLarge` once
     it passes ``max_bytes``, `ClientGone` if the client disconnects before its end."""
     received = 0
@@ -143,7 +143,7 @@ async def _body(request: Request[Any, Any, Any], max_bytes: int) -> AsyncIterato
             return
 
 
-def _boundary(request: Request[Any, Any, Any]) -> str:
+def form_boundary(request: Request[Any, Any, Any]) -> str:
     media_type, params = request.content_type
     boundary = params.get("boundary")
     if media_type != "multipart/form-data" or not boundary:
@@ -189,7 +189,7 @@ async def receive_upload(
     spec = kind.upload
     assert spec is not None, f"job kind {kind.name} takes no upload"
     limit = spec.limit(jobs.settings)
-    boundary = _boundary(request)
+    boundary = form_boundary(request)
     max_body = limit + FORM_OVERHEAD_BYTES
     announced = request.content_length
     if announced is not None and announced > max_body:
@@ -201,7 +201,7 @@ async def receive_upload(
     files: list[Upload] = []
     upload: Upload | None = None
     try:
-        async for part in MultipartStream(_body(request, max_body), boundary).parts():
+        async for part in MultipartStream(body_chunks(request, max_body), boundary).parts():
             if part.name == FILE_FIELD:
                 if len(files) >= spec.max_files:
                     many = "exactly one file" if spec.max_files == 1 else f"at most {spec.max_files} files"

@@ -7,20 +7,26 @@ multipart ``file`` field repeated, up to `MAX_SPEAKERS`): one track per person, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
 from xenios_ai.errors import InvalidInput
 from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.followups import analyse_after
 from xenios_ai.jobs.models import JobKind, UploadSpec
+from xenios_ai.transcription import channels
 from xenios_ai.transcription.engine import shared_transcriber
 from xenios_ai.transcription.models import (
     MAX_SPEAKERS,
+    ProgressCallback,
     TranscriptionJobOptions,
     TranscriptionJobResult,
+    TranscriptionOptions,
+    TranscriptionResult,
     transcript_text,
 )
-from xenios_ai.transcription.separate import transcribe_recording, transcribe_tracks
+from xenios_ai.transcription.separate import Transcribe, transcribe_recording, transcribe_tracks
 from xenios_ai.transcription.sniff import SNIFF_BYTES, sniff_audio_format
 
 
@@ -28,19 +34,46 @@ def run_transcription(ctx: JobContext, options: TranscriptionJobOptions) -> Tran
     """The transcription job's handler (on the worker's actor thread)."""
     transcriber = shared_transcriber(ctx.settings)
     limit = transcriber.max_duration_seconds
+    transcribe: Transcribe = transcriber.transcribe
+    if options.max_seconds is not None:
+        limit = options.max_seconds if limit is None else min(limit, options.max_seconds)
+        transcribe = within_limit(transcriber.transcribe, limit)
     with ctx.upload_files() as paths:
+        if options.max_seconds is not None:
+            check_headers(paths, limit)
         if len(paths) > 1:
-            result = transcribe_tracks(
-                transcriber.transcribe, paths, options, ctx.progress_sync, max_seconds=limit
-            )
+            result = transcribe_tracks(transcribe, paths, options, ctx.progress_sync, max_seconds=limit)
         else:
-            result = transcribe_recording(
-                transcriber.transcribe, paths[0], options, ctx.progress_sync, max_seconds=limit
-            )
+            result = transcribe_recording(transcribe, paths[0], options, ctx.progress_sync, max_seconds=limit)
     follow_ups = analyse_after(
         ctx, options.then, has_text=bool(result.text), nothing="the transcript is empty: nothing to analyse"
     )
     return TranscriptionJobResult(**msgspec.structs.asdict(result), follow_ups=follow_ups)
+
+
+def check_headers(paths: list[Path], limit: float | None) -> None:
+    """A job's own ``max_seconds``: ``audio_too_long`` before any decoding when the headers tell the
+    duration (the transcriber checks its own limit itself)."""
+    if limit is None:
+        return
+    seconds = [probed[1] for path in paths if (probed := channels.probe(path)) is not None]
+    if all(s is not None for s in seconds) and sum(s or 0.0 for s in seconds) > limit:
+        raise channels.too_long(sum(s or 0.0 for s in seconds), limit)
+
+
+def within_limit(transcribe: Transcribe, limit: float | None) -> Transcribe:
+    """``transcribe``, failing ``audio_too_long`` past a job's own ``max_seconds`` also where no header
+    told the duration beforehand."""
+
+    def run(
+        path: Path, options: TranscriptionOptions, progress: ProgressCallback | None
+    ) -> TranscriptionResult:
+        result = transcribe(path, options, progress)
+        if limit is not None and result.duration > limit:
+            raise channels.too_long(result.duration, limit)
+        return result
+
+    return run
 
 
 def check_files(options: TranscriptionJobOptions, files: int) -> None:

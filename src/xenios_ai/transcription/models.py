@@ -127,6 +127,9 @@ class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
     then: Annotated[list[str], msgspec.Meta(max_length=MAX_THEN)] = msgspec.field(default_factory=list)
     """Analysis tasks (``session_summary``, ``insight_generation``) submitted as follow-up jobs on the
     transcript once it has succeeded, each with ``source_job_id`` = this job."""
+    max_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """A lower duration limit than TRANSCRIPTION_MAX_SECONDS for this job (``audio_too_long`` past it, before
+    decoding when the file tells its duration): the OpenAI-compatible route's OPENAI_SYNC_MAX_SECONDS."""
 
     def __post_init__(self) -> None:
         check_then(self.then)
