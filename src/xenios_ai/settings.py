@@ -127,6 +127,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Model chain overrides as JSON, e.g. {"chat": "openai/gpt-4o,openai/gpt-4o-mini"}."""
     llm_store_content: bool = False
     """Store prompt and answer text in llm_requests (off: only usage and metadata)."""
+    llm_redact_tasks: str = ""
+    """Tasks whose requests are redacted by default (comma list, e.g. session_summary,insight_generation):
+    emails, phone, card and IBAN numbers, postal codes and URLs become placeholders before the LLM call and
+    are restored in the answer; a request's options.redact overrides it."""
     llm_usage_flush_seconds: float = 0.5
     """Usage rows are written in batches at least this often (and at shutdown), off the request path."""
     llm_usage_batch_size: int = 500
@@ -327,6 +331,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     @property
     def log_json(self) -> bool:
         return self.log_format == "json" or (self.log_format == "auto" and self.environment != "dev")
+
+    @property
+    def redact_tasks(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.llm_redact_tasks.split(",") if t.strip())
 
     @property
     def api_keys(self) -> tuple[str, ...]:

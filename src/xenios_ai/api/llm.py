@@ -147,8 +147,13 @@ _USER: list[dict[str, list[str]]] = [{"apiKey": [], "supabaseJWT": []}]
 
 
 def _options(options: LLMOptions | None) -> Options | None:
-    return (
-        None if options is None else Options(temperature=options.temperature, max_tokens=options.max_tokens)
+    if options is None:
+        return None
+    return Options(
+        temperature=options.temperature,
+        max_tokens=options.max_tokens,
+        redact=options.redact,
+        redact_names=options.redact_names,
     )
 
 

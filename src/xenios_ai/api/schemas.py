@@ -8,7 +8,7 @@ import msgspec
 
 from xenios_ai.llm.failures import Attempt
 from xenios_ai.llm.structured import Alternative, Entity
-from xenios_ai.llm.types import Usage
+from xenios_ai.llm.types import RedactKind, RedactName, Usage
 
 
 class Schema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -32,6 +32,11 @@ class LLMOptions(Schema):
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     """At most the task's max_tokens (see GET /llm/tasks)."""
+    redact: bool | list[RedactKind] | None = None
+    """Personal details replaced by placeholders ([EMAIL_1], [PERSON_1]) before the LLM call and restored in
+    the answer: true (every kind), a list of kinds, false (not even the task's default)."""
+    redact_names: Annotated[list[RedactName], msgspec.Meta(max_length=100)] | None = None
+    """Names to replace by [PERSON_n] (the client, people in their life); a full name covers its parts."""
 
 
 class CompleteRequest(Schema):

@@ -40,6 +40,7 @@ from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.followups import MAX_THEN, analyse_after, check_then
 from xenios_ai.jobs.models import FollowUp, JobKind, RetryPolicy, UploadSpec
 from xenios_ai.llm.tasks import AnalysisTask
+from xenios_ai.llm.types import Options
 
 if TYPE_CHECKING:
     from xenios_ai.settings import Settings
@@ -56,6 +57,10 @@ class ExtractionRequest(ExtractionOptions, kw_only=True, frozen=True, forbid_unk
     )
     """Analyses to run on the extracted markdown once the extraction succeeded: follow-up jobs whose
     ``source_job_id`` is this job; their ids are in this job's result (``follow_ups``)."""
+
+    then_options: Options | None = None
+    """Options of the ``then`` analyses: ``temperature``, ``max_tokens``, ``redact`` and ``redact_names``
+    (personal details replaced before the LLM sees the text, restored in the analyses)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,6 +135,7 @@ def run_extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJob
         request.then,
         has_text=bool(text and text.strip()),
         nothing="the document has no text: nothing to analyse",
+        options=request.then_options,
     )
     return ExtractionJobResult(**fields)
 

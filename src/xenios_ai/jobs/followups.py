@@ -17,6 +17,7 @@ from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.models import FollowUp
 from xenios_ai.jobs.registry import kind_named
 from xenios_ai.llm.tasks import AnalysisTask
+from xenios_ai.llm.types import Options
 
 ANALYSIS_KIND = "analysis"
 MAX_THEN = 4
@@ -34,19 +35,23 @@ def check_then(tasks: Sequence[str]) -> None:
         raise ValueError("then: name each task at most once")
 
 
-def analyse_after(ctx: JobContext, tasks: Sequence[str], *, has_text: bool, nothing: str) -> list[FollowUp]:
+def analyse_after(
+    ctx: JobContext, tasks: Sequence[str], *, has_text: bool, nothing: str, options: Options | None = None
+) -> list[FollowUp]:
     """Submit an analysis of this job's text per task, once the job has succeeded; none when the job has
-    no text (``has_text`` false), ``nothing`` saying why."""
+    no text (``has_text`` false), ``nothing`` saying why. ``options`` (the input's ``then_options``:
+    sampling, redaction) go to every analysis."""
     if not tasks:
         return []
     if not has_text:
         return [FollowUp(task, None, skipped=nothing) for task in tasks]
     kind = kind_named(ANALYSIS_KIND)
+    extra = {"options": msgspec.to_builtins(options)} if options is not None else {}
     return [
         FollowUp(
             task,
             ctx.follow_up(
-                kind, msgspec.convert({"task": task, "source_job_id": ctx.job.id}, kind.input_type)
+                kind, msgspec.convert({"task": task, "source_job_id": ctx.job.id, **extra}, kind.input_type)
             ),
         )
         for task in tasks

@@ -13,6 +13,7 @@ from xenios_ai.errors import XeniosError
 from xenios_ai.llm import wire
 from xenios_ai.llm.budgets import Hold
 from xenios_ai.llm.failures import Attempt, Failed
+from xenios_ai.llm.redaction import Redactor
 from xenios_ai.llm.structured import OutputSpec
 from xenios_ai.llm.tasks import Task
 from xenios_ai.llm.types import OutcomeT, Usage
@@ -55,6 +56,9 @@ class Call:
     """The latest Retry-After an upstream gave (passed on when every model failed)."""
     hold: Hold | None = None
     """The call's hold on its owner's budget (budgets on, and an owner)."""
+    redactor: Redactor | None = None
+    """The call's redaction (its messages are redacted; the answer is restored by the router's caller-facing
+    methods), None when it is not redacted."""
 
     def begin(self, model: str) -> None:
         """An attempt on ``model`` starts: what the previous attempt learnt about its answer is reset."""

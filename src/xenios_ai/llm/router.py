@@ -63,7 +63,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient, RequestOptions
 
 from xenios_ai.backoff import exponential
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
-from xenios_ai.llm import wire
+from xenios_ai.llm import redaction, wire
 from xenios_ai.llm.budgets import Budgets
 from xenios_ai.llm.call import Call
 from xenios_ai.llm.failures import Failed, all_failed, classify, interrupted
@@ -106,6 +106,7 @@ class LLMRouter:
         self._metrics = metrics or NullSink()
         """Also told of every finished request (the process's LLM metrics: `observability.metrics`)."""
         self._store_content = settings.llm_store_content
+        self._redact_tasks = settings.redact_tasks
         self._timeout = settings.llm_timeout_seconds
         self._first_token_timeout = settings.llm_first_token_timeout_seconds
         self._idle_timeout = settings.llm_stream_idle_timeout_seconds
@@ -168,7 +169,9 @@ class LLMRouter:
         async with contextlib.aclosing(self._chain(call)) as events:
             async for item in events:
                 if type(item) is Completion:
-                    return item
+                    return (
+                        item if call.redactor is None else redaction.restore_completion(call.redactor, item)
+                    )
         raise AssertionError("the chain ended without an answer")  # pragma: no cover
 
     def stream(
@@ -191,7 +194,7 @@ class LLMRouter:
             raise InvalidInput(
                 f"task {task!r} answers JSON and cannot be streamed; use complete", code="task_not_streamable"
             )
-        return self._chain(call)  # type: ignore[return-value]  # a stream's chain yields no Completion
+        return self._restored(call)
 
     async def open_stream(
         self,
@@ -213,7 +216,12 @@ class LLMRouter:
                 f"task {task!r} answers JSON and cannot be streamed; use complete", code="task_not_streamable"
             )
         await self._admit(call)
-        return self._chain(call)  # type: ignore[return-value]  # a stream's chain yields no Completion
+        return self._restored(call)
+
+    def _restored(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
+        """A stream's chain, its placeholders restored when the call is redacted."""
+        events: AsyncGenerator[StreamEvent, None] = self._chain(call)  # type: ignore[assignment]  # no Completion in a stream
+        return events if call.redactor is None else redaction.restore_stream(call.redactor, events)
 
     async def _admit(self, call: Call) -> None:
         """Hold the call's estimated cost on its owner's budget (429 ``budget_exceeded`` when it is used up)."""
@@ -294,8 +302,13 @@ class LLMRouter:
                         code="invalid_llm_input",
                     )
                 max_tokens = options.max_tokens
+        redactor = redaction.for_call(self._redact_tasks, task.name, options)
+        if redactor is not None:  # before anything is sent, failing closed (redaction_failed)
+            chat = redaction.redact_chat(redactor, chat)
         marked = self._cache_breakpoints(task, chat, input is not None)
-        return Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id, marked)
+        call = Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id, marked)
+        call.redactor = redactor
+        return call
 
     def _cache_breakpoints(
         self, task: Task, chat: list[wire.Message], from_input: bool

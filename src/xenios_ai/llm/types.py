@@ -3,18 +3,28 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 from xenios_ai.llm.failures import Attempt
 
+RedactKind = Literal["email", "phone", "card", "iban", "postcode", "url", "name"]
+"""What redaction replaces (`llm.redaction`)."""
+RedactName = Annotated[str, msgspec.Meta(min_length=2, max_length=200)]
 
-class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Per-request sampling overrides; unset: the task's."""
+
+class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Per-request sampling overrides (unset: the task's) and redaction."""
 
     temperature: float | None = None
     max_tokens: int | None = None
+    redact: bool | list[RedactKind] | None = None
+    """Replace personal details by placeholders before the LLM sees them, and restore them in the answer:
+    true (every kind), a list of kinds, false (not even the task's default, LLM_REDACT_TASKS)."""
+    redact_names: Annotated[list[RedactName], msgspec.Meta(max_length=100)] | None = None
+    """Names to replace ([PERSON_n]): the client and people in their life; a full name also covers its
+    parts ("Sarah Lee": "Sarah", "Lee")."""
 
 
 class Usage(msgspec.Struct):

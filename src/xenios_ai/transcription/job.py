@@ -46,7 +46,11 @@ def run_transcription(ctx: JobContext, options: TranscriptionJobOptions) -> Tran
         else:
             result = transcribe_recording(transcribe, paths[0], options, ctx.progress_sync, max_seconds=limit)
     follow_ups = analyse_after(
-        ctx, options.then, has_text=bool(result.text), nothing="the transcript is empty: nothing to analyse"
+        ctx,
+        options.then,
+        has_text=bool(result.text),
+        nothing="the transcript is empty: nothing to analyse",
+        options=options.then_options,
     )
     return TranscriptionJobResult(**msgspec.structs.asdict(result), follow_ups=follow_ups)
 

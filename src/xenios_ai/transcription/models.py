@@ -10,6 +10,7 @@ import msgspec
 
 from xenios_ai.jobs.followups import MAX_THEN, check_then
 from xenios_ai.jobs.models import FollowUp
+from xenios_ai.llm.types import Options
 
 ProgressCallback = Callable[[float, str], None]
 """Called with (fraction 0..1, message) as segments come; it may raise ``JobCancelled`` to stop."""
@@ -130,6 +131,10 @@ class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):
     max_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
     """A lower duration limit than TRANSCRIPTION_MAX_SECONDS for this job (``audio_too_long`` past it, before
     decoding when the file tells its duration): the OpenAI-compatible route's OPENAI_SYNC_MAX_SECONDS."""
+
+    then_options: Options | None = None
+    """Options of the ``then`` analyses: ``temperature``, ``max_tokens``, ``redact`` and ``redact_names``
+    (personal details replaced before the LLM sees the text, restored in the analyses)."""
 
     def __post_init__(self) -> None:
         check_then(self.then)
