@@ -235,7 +235,9 @@ class Redactor:
             at = lowered.find(form)
             while at != -1:
                 end = at + size
-                if (at == 0 or not _is_word(lowered[at - 1])) and (end == len(text) or not _is_word(lowered[end])):
+                if (at == 0 or not _is_word(lowered[at - 1])) and (
+                    end == len(text) or not _is_word(lowered[end])
+                ):
                     spans.append((at, -end))
                 at = lowered.find(form, at + 1)
         if not spans:
