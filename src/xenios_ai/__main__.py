@@ -21,6 +21,7 @@ from xenios_ai.db.migrate import migrate
 from xenios_ai.db.pool import database_url
 from xenios_ai.embedded import start_postgres, start_redis
 from xenios_ai.jobs.queues import QUEUES
+from xenios_ai.jobs.supervisor import Supervisor, count_restart, worker_commands
 from xenios_ai.log import setup_logging
 from xenios_ai.observability.multiprocess import WORKER_METRICS_FORK, prepare_process_group
 from xenios_ai.settings import Settings, SettingsError, load_settings
@@ -51,27 +52,32 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(settings: Settings, args: argparse.Namespace) -> int:  # noqa: RET503 - execv
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Dramatiq workers under `jobs.supervisor` (a killed worker process is restarted, the others keep
+    serving); with ``--watch`` (dev) Dramatiq's own reloader instead."""
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
         logger.error("unknown queue(s) {}; known: {}", ", ".join(unknown), ", ".join(QUEUES))
         return 2
-    command = [
-        sys.executable, "-m", "dramatiq", "xenios_ai.worker",
-        "--queues", *queues,
-        "--processes", str(args.processes),
-        "--threads", str(args.threads),
-    ]  # fmt: skip
-    if args.watch:
-        command += ["--watch", str(Path(__file__).parent)]
-    prepare_process_group(settings, "worker")  # kept by the exec, inherited by Dramatiq's processes
+    prepare_process_group(settings, "worker")  # inherited by every worker process
     os.environ[WORKER_PROCESSES_ENV] = str(args.processes)  # WHISPER_THREADS=0 shares the cores among them
     port = args.metrics_port or settings.worker_metrics_port
     if port:
         os.environ["WORKER_METRICS_PORT"] = str(port)
-        command += ["--fork-function", WORKER_METRICS_FORK]
-    os.execv(sys.executable, command)  # noqa: S606 - the worker replaces this process
+    if args.watch:
+        command = [
+            sys.executable, "-m", "dramatiq", "xenios_ai.worker", "--queues", *queues,
+            "--processes", str(args.processes), "--threads", str(args.threads),
+            "--watch", str(Path(__file__).parent),
+        ]  # fmt: skip
+        if port:
+            command += ["--fork-function", WORKER_METRICS_FORK]
+        os.execv(sys.executable, command)  # noqa: S606 - the worker replaces this process
+    commands = worker_commands(
+        sys.executable, queues, args.processes, args.threads, WORKER_METRICS_FORK if port else None
+    )
+    return Supervisor(commands, on_restart=count_restart).run()
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:

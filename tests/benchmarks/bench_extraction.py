@@ -50,11 +50,11 @@ from tests.support.jobs import accepted_id, job_events, upload
 from tests.support.processes import (
     ApiServer,
     WorkerProcess,
-    child_pid,
     children,
     cpu_seconds,
     status_kb,
     wait_until,
+    worker_pids,
 )
 from xenios_ai.extraction import DocumentFormat, Extractor
 from xenios_ai.gc_tuning import settle
@@ -187,7 +187,7 @@ def _mixed(api: Api, rounds: int) -> dict[str, Any]:
 
 def _memory(api: Api, env: dict[str, str], pdf: Path, pages: int, log: Path) -> dict[str, Any]:
     with _worker(env, log) as running:
-        pid = child_pid(running.process)  # the Dramatiq worker process that runs the jobs
+        pid = worker_pids(running.process)[0]  # the Dramatiq worker process that runs the jobs
         idle_rss = status_kb(pid, "VmRSS")
         seconds = _through_jobs(api, pdf)
         peak = status_kb(pid, "VmHWM")
@@ -222,6 +222,7 @@ def run(
                     assert running.process is not None
                     services = [server.process.pid, *children(server.process.pid)]
                     services += [running.process.pid, *children(running.process.pid)]
+                    services += worker_pids(running.process)
                     speed = _speed(api, services, pdf, pages, rounds)
                     mixed = _mixed(api, mixed_rounds)
                 memory = _memory(api, env, big, memory_pages, out_dir / "bench-extraction-worker-200.log")

@@ -214,9 +214,39 @@ def children(pid: int, timeout: float = 30) -> list[int]:
 
 
 def child_pid(process: subprocess.Popen[bytes] | None) -> int:
-    """The process doing the work under `xenios-ai serve` or `xenios-ai worker` (its first child)."""
+    """The process doing the work under `xenios-ai serve` (its first child)."""
     assert process is not None
     return children(process.pid)[0]
+
+
+def worker_pids(process: subprocess.Popen[bytes] | None, count: int = 1, timeout: float = 30) -> list[int]:
+    """The Dramatiq worker processes under `xenios-ai worker` (supervisor -> Dramatiq command -> worker
+    process), once ``count`` of them run."""
+    assert process is not None
+
+    def found() -> list[int]:
+        pids = []
+        for command in _children_now(process.pid):
+            pids += [pid for pid in _children_now(command) if _is_worker(pid)]
+        return pids
+
+    wait_until(lambda: len(found()) >= count, timeout, f"{count} worker process(es)")
+    return found()
+
+
+def _children_now(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _is_worker(pid: int) -> bool:
+    """A Dramatiq worker process, not a helper of its master (resource tracker, log pipes)."""
+    try:
+        return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def status_kb(pid: int, field: str) -> int:

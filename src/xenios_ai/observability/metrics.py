@@ -116,6 +116,10 @@ WORKER_MESSAGE_DURATION = Histogram(
     ["queue", "actor"],
     buckets=_JOB,
 )
+WORKER_RESTARTS = Counter(
+    "xenios_worker_restarts_total",
+    "Worker processes `xenios-ai worker` restarted after they stopped unexpectedly (killed, crashed).",
+)
 WORKER_MESSAGES_IN_PROGRESS = Gauge(
     "xenios_worker_messages_in_progress",
     "Messages being processed now (live processes only).",
