@@ -19,6 +19,7 @@ from xenios_ai.api.jobs import JobsController, signed_result
 from xenios_ai.api.llm import LLMController
 from xenios_ai.api.metrics import metrics
 from xenios_ai.api.openai import openai_router
+from xenios_ai.api.openapi import render_plugins, swagger_assets
 from xenios_ai.api.ops import ops_router
 from xenios_ai.api.problems import EXCEPTION_HANDLERS
 from xenios_ai.api.request_log import RequestLogMiddleware
@@ -28,6 +29,7 @@ from xenios_ai.api.stewardship import erase_my_data, erase_user_data
 from xenios_ai.api.timeouts import BodyTimeout
 from xenios_ai.api.usage import usage
 from xenios_ai.errors import UnsupportedMediaType
+from xenios_ai.llm.tasks import catalogue_from_settings
 from xenios_ai.log import setup_logging
 from xenios_ai.settings import Settings, load_settings
 from xenios_ai.version import VERSION
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             HealthController,
+            swagger_assets,
             api_v1,
             openai_router(),
             signed_result,
@@ -91,6 +94,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="Xenios AI backend",
             version=VERSION,
             path="/schema",
+            description="The AI engine behind Xenios. The API contract: docs/api.md in the repository.",
+            render_plugins=render_plugins(catalogue_from_settings(settings)),
             components=Components(
                 security_schemes={
                     "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
