@@ -109,6 +109,10 @@ def test_env(
         "RATE_LIMIT_LLM_STREAMS": "10000",
         "RATE_LIMIT_JOBS_PER_MINUTE": "1000000",
         **CLIENT_TIMEOUTS,
+        # Jobs from a reference: keys under uploads/<the caller>/, URLs from the tests' loopback servers.
+        "SOURCE_STORAGE_PREFIXES": "uploads/{owner}/",
+        "SOURCE_URL_ALLOWED_HOSTS": "127.0.0.1",
+        "SOURCE_URL_ALLOW_PRIVATE": "true",
         **JOB_TIMINGS,
     }
 

@@ -114,7 +114,9 @@ async def test_a_file_over_the_limit_is_413_and_nothing_is_stored(
 @pytest.mark.parametrize(
     ("content_type", "body", "code"),
     [
-        ("application/json", b"{}", "multipart_required"),
+        # JSON is a job from a reference now ({"source": ...}): without one it is 422 invalid_source.
+        ("application/json", b"{}", "invalid_source"),
+        ("text/plain", b"a file", "multipart_required"),
         ("multipart/form-data; boundary=BOUNDARY", b"--BOUNDARY--\r\n", "missing_file"),
     ],
 )

@@ -38,6 +38,7 @@ from xenios_ai.jobs.models import Job, JobError, JobStatus, Upload
 from xenios_ai.jobs.service import StreamItem, Submitted, is_upload_key, secret_key
 from xenios_ai.jobs.webhooks import result_url_valid
 from xenios_ai.settings import webhook_key
+from xenios_ai.storage.sources import Source
 from xenios_ai.transcription.formats import MEDIA_TYPES, TranscriptFormat, render
 from xenios_ai.transcription.job import TRANSCRIPTION
 
@@ -115,6 +116,8 @@ class JobSummary(msgspec.Struct, kw_only=True):
     error: JobError | None
     source_job_id: UUID | None
     upload: UploadInfo | None
+    source: Source | None = None
+    """The reference the job was submitted with instead of a file (``storage_key`` or ``url``)."""
     webhook: WebhookInfo | None
     created_at: datetime
     started_at: datetime | None
@@ -159,6 +162,7 @@ def _summary_fields(job: Job) -> dict[str, Any]:
         "error": job.error,
         "source_job_id": job.source_job_id,
         "upload": upload_info(upload) if upload else None,
+        "source": job.source,
         "webhook": WebhookInfo(
             url=job.webhook_url,
             attempts=job.webhook_attempts,
@@ -247,8 +251,9 @@ class JobsController(Controller):
         guards=[require_user, limit_job_submits],
         security=USER,
         request_max_body_size=None,
-        summary="Submit a transcription job (multipart audio upload)",
-        description="multipart/form-data with `file` (WAV, MP3, M4A/AAC, OGG/Opus, WebM, FLAC or MP4; the "
+        summary="Submit a transcription job (multipart audio upload, or a storage key or URL)",
+        description='Or, instead of a file, `application/json`: `{"source": {"storage_key": "..."}}` (an object in the configured bucket under SOURCE_STORAGE_PREFIXES) or `{"source": {"url": "https://..."}}` (a host in SOURCE_URL_ALLOWED_HOSTS), with optional `options`, `webhook_url`, `webhook_include_result`; the worker fetches it (failures: source_not_found, source_forbidden, source_too_large, source_unreachable). '
+        "multipart/form-data with `file` (WAV, MP3, M4A/AAC, OGG/Opus, WebM, FLAC or MP4; the "
         "type is read from the bytes: 415 otherwise; 413 past TRANSCRIPTION_MAX_UPLOAD_BYTES), optional "
         "`options` as JSON: `language` (ISO 639-1; null detects), `word_timestamps` (false), `vad` (true), "
         "`initial_prompt`, `hotwords`, `speakers` (names in channel or track order, e.g. "
@@ -281,8 +286,9 @@ class JobsController(Controller):
         guards=[require_user, limit_job_submits],
         security=USER,
         request_max_body_size=None,
-        summary="Submit a document extraction job (multipart upload)",
-        description="multipart/form-data with `file` (PDF, DOCX, PPTX, XLSX, HTML, Markdown or CSV; the type "
+        summary="Submit a document extraction job (multipart upload, or a storage key or URL)",
+        description='Or, instead of a file, `application/json`: `{"source": {"storage_key": "..."}}` (an object in the configured bucket under SOURCE_STORAGE_PREFIXES) or `{"source": {"url": "https://..."}}` (a host in SOURCE_URL_ALLOWED_HOSTS), with optional `options`, `webhook_url`, `webhook_include_result`; the worker fetches it (failures: source_not_found, source_forbidden, source_too_large, source_unreachable). '
+        "multipart/form-data with `file` (PDF, DOCX, PPTX, XLSX, HTML, Markdown or CSV; the type "
         "is read from the bytes: 415 otherwise; 413 past EXTRACTION_MAX_UPLOAD_BYTES), optional `options` as "
         'JSON: `output_formats` (`["markdown", "json"]`; also `text`), `chunking` (true), `chunk_max_tokens` '
         "(512), `page_range` ([first, last], 1-based), `password` (encrypted PDFs; never stored in the job), "

@@ -18,6 +18,7 @@ import msgspec
 from xenios_ai.backoff import exponential
 from xenios_ai.errors import XeniosError
 from xenios_ai.jobs.queues import Queue
+from xenios_ai.storage.sources import Source
 
 if TYPE_CHECKING:
     from xenios_ai.settings import Settings
@@ -69,6 +70,8 @@ class Job(msgspec.Struct, kw_only=True):
     owner: str
     input: dict[str, Any]
     upload: Upload | None = None
+    source: Source | None = None
+    """The reference a job was submitted with instead of a file (the worker turns it into ``upload``)."""
     result: Any = None
     error: JobError | None = None
     progress: float = 0.0

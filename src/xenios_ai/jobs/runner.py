@@ -67,6 +67,7 @@ from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.events import StateChanged
 from xenios_ai.jobs.models import Job, JobError, JobKind, actor_name
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime
+from xenios_ai.jobs.sources import materialize
 from xenios_ai.jobs.stewardship import delete_blobs
 from xenios_ai.observability import joblog
 from xenios_ai.observability.metrics import observe_job_attempt, observe_job_claimed
@@ -147,6 +148,11 @@ def _run(runtime: WorkerRuntime, attempt: Attempt, kind: JobKind, handler: Handl
             input = msgspec.convert(job.input, kind.input_type)
         except msgspec.ValidationError as exc:
             raise InvalidInput(f"the job's input is not valid: {exc}", code="invalid_input") from None
+        if job.source is not None and job.upload is None:  # the source becomes the job's upload
+            materialized = runtime.call(_run_async(attempt, materialize(runtime.services, job, kind)))
+            if materialized is None:
+                raise AttemptLost
+            attempt.job = job = materialized
         if inspect.iscoroutinefunction(handler):
             result = runtime.call(_run_async(attempt, handler(context, input)))
         else:

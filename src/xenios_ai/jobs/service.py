@@ -35,6 +35,7 @@ from xenios_ai.jobs.models import Job, JobKind, JobStatus, Upload
 from xenios_ai.jobs.webhooks import WebhookRetry, check_url, deliver_for_job
 from xenios_ai.settings import Settings
 from xenios_ai.storage import BlobStorage
+from xenios_ai.storage.sources import Source
 
 WEBHOOK_ACTOR = "deliver_webhook"
 """The actor (queue ``default``) that delivers a finished job's webhook."""
@@ -79,6 +80,7 @@ def _request_hash(
     source_job_id: UUID | None,
     upload: Upload | None,
     webhook_include_result: bool = False,
+    source: Source | None = None,
 ) -> str | None:
     """What an Idempotency-Key stands for: the request's kind, input, webhook, source and file."""
     if idempotency_key is None:
@@ -90,6 +92,8 @@ def _request_hash(
             digest.update(f"\0{file.sha256}\0{file.filename or ''}".encode())
     if webhook_include_result:  # only then: the hashes of earlier requests stay the same
         digest.update(b"\0webhook_include_result")
+    if source is not None:
+        digest.update(b"\0source\0" + _encoder.encode(source))
     return digest.hexdigest()
 
 
@@ -159,6 +163,7 @@ class JobService:
         webhook_include_result: bool = False,
         source_job_id: UUID | None = None,
         upload: Upload | None = None,
+        source: Source | None = None,
         job_id: UUID | None = None,
         blobs: Sequence[str] = (),
         secret: bytes | None = None,
@@ -181,7 +186,14 @@ class JobService:
             input_json = _encoder.encode(input)
             include_result = webhook_include_result and webhook_url is not None
             request_hash = _request_hash(
-                kind, input_json, idempotency_key, webhook_url, source_job_id, upload, include_result
+                kind,
+                input_json,
+                idempotency_key,
+                webhook_url,
+                source_job_id,
+                upload,
+                include_result,
+                source,
             )
             message_id = str(uuid.uuid4())
             writing = True
@@ -193,6 +205,7 @@ class JobService:
                 owner=owner,
                 input_json=input_json,
                 upload_json=_encoder.encode(upload) if upload else None,
+                source_json=_encoder.encode(source) if source else None,
                 max_attempts=kind.retry.max_attempts,
                 message_id=message_id,
                 idempotency_key=idempotency_key,

@@ -21,12 +21,13 @@ from uuid import UUID
 import msgspec
 
 from xenios_ai.db.pool import Pool
-from xenios_ai.jobs.models import Job, JobError
+from xenios_ai.jobs.models import Job, JobError, Upload
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
 
-COLUMNS = """id, kind, queue, status, owner, input::text AS input, upload::text AS upload, result::text AS result,
+COLUMNS = """id, kind, queue, status, owner, input::text AS input, upload::text AS upload, source::text AS source,
+    result::text AS result,
     error::text AS error, progress, progress_message, attempts, max_attempts, idempotency_key, request_hash,
     webhook_url, webhook_include_result, webhook_attempts, webhook_delivered_at, webhook_error, webhook_due_at, source_job_id, blobs,
     message_id, worker_id, cancel_requested_at, run_after, created_at, enqueued_at, started_at, heartbeat_at,
@@ -39,6 +40,7 @@ def to_job(row: dict[str, Any]) -> Job:
     row = dict(row)
     row["input"] = _decode(row["input"])
     row["upload"] = _decode(row["upload"]) if row["upload"] is not None else None
+    row["source"] = _decode(row["source"]) if row["source"] is not None else None
     row["result"] = _decode(row["result"]) if row["result"] is not None else None
     row["error"] = _decode(row["error"]) if row["error"] is not None else None
     return msgspec.convert(row, Job, from_attributes=False)
@@ -78,6 +80,7 @@ async def insert(
     owner: str,
     input_json: bytes,
     upload_json: bytes | None = None,
+    source_json: bytes | None = None,
     max_attempts: int,
     message_id: str,
     idempotency_key: str | None = None,
@@ -91,18 +94,33 @@ async def insert(
     idempotency key is taken."""
     async with db.connection() as conn:
         cur = await conn.execute(
-            f"""INSERT INTO ai_backend.jobs (id, kind, queue, owner, input, upload, max_attempts, message_id,
-                    enqueued_at, idempotency_key, request_hash, webhook_url, webhook_include_result,
+            f"""INSERT INTO ai_backend.jobs (id, kind, queue, owner, input, upload, source, max_attempts,
+                    message_id, enqueued_at, idempotency_key, request_hash, webhook_url, webhook_include_result,
                     source_job_id, blobs)
-                VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, now(), %s, %s, %s, %s, %s, %s)
+                VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, now(), %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING {COLUMNS}""",
             (
                 id, kind, queue, owner, input_json.decode(), upload_json.decode() if upload_json else None,
-                max_attempts, message_id, idempotency_key,
+                source_json.decode() if source_json else None, max_attempts, message_id, idempotency_key,
                 request_hash, webhook_url, webhook_include_result, source_job_id, list(blobs),
             ),
         )  # fmt: skip
+        row = await cur.fetchone()
+    return to_job(row) if row else None
+
+
+async def set_upload(db: Pool, job_id: UUID, attempt: int, upload: Upload) -> Job | None:
+    """Record the file a worker made of a job's source (``jobs/<id>/upload``) while its ``attempt`` owns
+    the job; the file goes with the job at retention. None: the attempt lost the job."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            f"""UPDATE ai_backend.jobs SET upload = %s::jsonb,
+                    blobs = CASE WHEN %s = ANY(blobs) THEN blobs ELSE array_append(blobs, %s) END
+                WHERE id = %s AND attempts = %s AND status = 'running'
+                RETURNING {COLUMNS}""",
+            (_encode(upload).decode(), upload.key, upload.key, job_id, attempt),
+        )
         row = await cur.fetchone()
     return to_job(row) if row else None
 

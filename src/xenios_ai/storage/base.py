@@ -8,7 +8,7 @@ S3-compatible bucket (`storage.s3`), whose ``local_file`` downloads to a tempora
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ class BlobStream:
     """An opened blob: its size, and its bytes as they arrive (read once)."""
 
     size: int
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
 
 
 class BlobStorage(Protocol):

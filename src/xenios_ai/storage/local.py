@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 
 from xenios_ai.storage.base import (
@@ -79,7 +79,7 @@ class LocalStorage:
             raise not_found(key) from None
         size = os.fstat(file.fileno()).st_size
 
-        async def chunks() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncGenerator[bytes, None]:
             with file:
                 while chunk := await asyncio.to_thread(file.read, STREAM_CHUNK_BYTES):
                     yield chunk
