@@ -6,10 +6,13 @@ tests/clients.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 from litestar.testing import AsyncTestClient
 
+from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
 from tests.support.config import make_settings
 from xenios_ai.api.app import create_app
@@ -62,3 +65,32 @@ async def test_the_users_rate_limit_is_an_openai_rate_limit_error(test_env: dict
             "param": None,
         }
     }
+
+
+async def test_a_used_up_budget_refuses_completions_and_streams_before_they_start(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+) -> None:
+    settings = make_settings(
+        test_env, budget_usd_per_user_month=0.005, budget_reserve_usd=0.001, llm_usage_flush_seconds=0.05
+    )
+    fake_openrouter.default = Reply(cost=0.006)
+    headers = tokens.headers(f"user-openai-budget-{uuid.uuid4().hex[:8]}")
+    async with AsyncTestClient(create_app(settings)) as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT, headers=headers)).status_code == 200
+        for _ in range(100):  # the charge is settled off the request path
+            usage = (await client.get("/api/v1/usage", headers=headers)).json()
+            if usage["budget"]["held_usd"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        sent = len(fake_openrouter.requests)
+        refused = [
+            await client.post("/v1/chat/completions", json=CHAT | extra, headers=headers)
+            for extra in ({}, {"stream": True})
+        ]
+
+    for response in refused:
+        assert response.status_code == 429
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["error"]["type"] == "rate_limit_error"
+        assert response.json()["error"]["code"] == "budget_exceeded"
+    assert len(fake_openrouter.requests) == sent  # neither reached the provider
