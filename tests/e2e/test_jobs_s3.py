@@ -1,0 +1,164 @@
+"""The job system end to end with STORAGE_BACKEND=s3: an API and a worker on a real SeaweedFS bucket, with
+no storage directory between them (each has its own DATA_DIR; STORAGE_DIR points nowhere they share).
+
+The same journeys the local-backend tests make: extraction with a result part kept in the bucket and
+streamed back, transcription with a ``then`` analysis, a job from a storage key, cancel, owner isolation,
+and retention removing the objects. (The local backend runs the full e2e suite; this module repeats the
+journeys that touch storage, on S3, within the test-time budget.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import tokens
+from tests.support.clock import FakeClock
+from tests.support.config import make_settings
+from tests.support.jobs import accepted_id, upload, wait_for_job
+from tests.support.processes import ROOT, ApiServer, WorkerProcess
+from tests.support.seaweed import SeaweedFS
+from xenios_ai.db.pool import open_pool
+from xenios_ai.db.redis import open_redis
+from xenios_ai.jobs import maintenance
+from xenios_ai.jobs.service import JobService
+from xenios_ai.settings import Settings
+from xenios_ai.storage import open_source_storage, open_storage
+
+DOCUMENTS = ROOT / "tests" / "data" / "documents"
+AUDIO = ROOT / "tests" / "data" / "audio"
+DAY = 86400.0
+
+
+class S3Stack:
+    def __init__(self, env: dict[str, str], folder: Path) -> None:
+        self.env = env
+        self.settings: Settings = make_settings(env)
+        api_env = env | {"DATA_DIR": str(folder / "api-data")}
+        worker_env = env | {"DATA_DIR": str(folder / "worker-data")}
+        self.api = ApiServer(api_env, log_path=folder / "api.log")
+        self.worker = WorkerProcess(
+            worker_env,
+            queues="extraction,transcription,llm,default",
+            threads=2,
+            log_path=folder / "worker.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def objects(self, job_id: str) -> dict[str, int | None]:
+        """The sizes of the job's objects in the bucket (under S3_KEY_PREFIX), by name."""
+        root = open_source_storage(self.settings)
+
+        async def sizes() -> dict[str, int | None]:
+            names = ("upload", "document.json")
+            return {n: await root.size(f"xenios/jobs/{job_id}/{n}") for n in names}
+
+        return asyncio.run(sizes())
+
+
+@pytest.fixture(scope="module")
+def stack(
+    seaweedfs: SeaweedFS, fresh_env: Callable[..., dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3Stack]:
+    folder = tmp_path_factory.mktemp("s3-stack")
+    bucket = seaweedfs.create_bucket(f"jobs-{uuid.uuid4().hex[:12]}")
+    nowhere = folder / "no-shared-storage"
+    env = fresh_env(
+        **seaweedfs.env(bucket, S3_KEY_PREFIX="xenios/"),
+        STORAGE_DIR=str(nowhere),
+        EXTRACTION_INLINE_DOCUMENT_BYTES="2000",
+        SOURCE_STORAGE_PREFIXES="uploads/{owner}/",
+    )
+    built = S3Stack(env, folder)
+    built.api.start()
+    built.worker.start()
+    yield built
+    built.worker.stop()
+    built.api.stop()
+    assert not nowhere.exists() or not [p for p in nowhere.rglob("*") if p.is_file()]
+
+
+def test_extraction_keeps_upload_and_result_in_the_bucket_and_streams_the_part(stack: S3Stack) -> None:
+    response = upload(stack.url, "extraction", "multipage.pdf", (DOCUMENTS / "multipage.pdf").read_bytes())
+    job_id = accepted_id(response)
+    job = wait_for_job(stack.url, job_id, timeout=180)
+    assert job["status"] == "succeeded", job
+    reference = job["result"]["document_file"]
+    assert reference is not None
+    assert job["result"]["document"] is None
+    part = httpx.get(f"{stack.url}{reference['url']}", headers=tokens.headers(), timeout=30)
+    assert part.status_code == 200
+    assert len(part.content) == reference["size"] == int(part.headers["content-length"])
+    assert json.loads(part.content)["pages"]
+    sizes = stack.objects(job_id)
+    assert sizes["document.json"] == reference["size"]
+    assert sizes["upload"] == (DOCUMENTS / "multipage.pdf").stat().st_size
+    # Another user sees neither the job nor its part.
+    assert httpx.get(f"{stack.url}/api/v1/jobs/{job_id}", headers=tokens.headers("user-2")).status_code == 404
+    other = httpx.get(f"{stack.url}{reference['url']}", headers=tokens.headers("user-2"), timeout=10)
+    assert other.status_code == 404
+
+
+def test_transcription_and_its_analysis_run_from_the_bucket(stack: S3Stack) -> None:
+    data = (AUDIO / "dialogue.ogg").read_bytes()
+    job_id = accepted_id(
+        upload(stack.url, "transcription", "dialogue.ogg", data, {"then": ["session_summary"]})
+    )
+    job = wait_for_job(stack.url, job_id, timeout=180)
+    assert job["status"] == "succeeded", job
+    assert "week" in job["result"]["text"].lower()
+    follow_up = job["result"]["follow_ups"][0]["job_id"]
+    analysis = wait_for_job(stack.url, follow_up, timeout=60)
+    assert analysis["status"] == "succeeded", analysis
+    assert stack.objects(job_id)["upload"] == len(data)
+
+
+def test_a_job_from_a_storage_key_in_the_bucket(stack: S3Stack) -> None:
+    key = f"uploads/user-1/{uuid.uuid4().hex}.md"
+    asyncio.run(open_source_storage(stack.settings).put_bytes(key, (DOCUMENTS / "notes.md").read_bytes()))
+    response = httpx.post(
+        f"{stack.url}/api/v1/jobs/extraction",
+        json={"source": {"storage_key": key}},
+        headers=tokens.headers(),
+        timeout=30,
+    )
+    job = wait_for_job(stack.url, accepted_id(response), timeout=120)
+    assert job["status"] == "succeeded", job
+    assert "Session Notes" in job["result"]["markdown"]
+
+
+def test_cancel_and_retention_remove_the_jobs_objects(stack: S3Stack) -> None:
+    data = (DOCUMENTS / "notes.md").read_bytes()
+    done = accepted_id(upload(stack.url, "extraction", "notes.md", data))
+    assert wait_for_job(stack.url, done, timeout=120)["status"] == "succeeded"
+    cancelled = accepted_id(upload(stack.url, "extraction", "notes.md", data))
+    httpx.delete(f"{stack.url}/api/v1/jobs/{cancelled}", headers=tokens.headers(), timeout=10)
+    assert wait_for_job(stack.url, cancelled, timeout=60)["status"] in ("cancelled", "succeeded")
+    assert stack.objects(done)["upload"] == len(data)
+
+    async def expire() -> int:
+        settings = stack.settings
+        db = await open_pool(settings, wait=True)
+        redis = open_redis(settings)
+        jobs = JobService(settings, db, redis, open_storage(settings))
+        try:
+            clock = FakeClock()
+            clock.advance(settings.job_retention_days * DAY + 60)
+            return await maintenance.expire(jobs, clock=clock.time)
+        finally:
+            await jobs.hub.aclose()
+            await redis.aclose()
+            await db.close()
+
+    assert asyncio.run(expire()) >= 2
+    assert stack.objects(done) == {"upload": None, "document.json": None}
+    assert stack.objects(cancelled)["upload"] is None
