@@ -286,7 +286,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     the worker's --processes (one transcription at a time per process, so --threads do not count)."""
     whisper_beam_size: int = 5
     """Beam search width; 5 measured 4-11% WER on the dialogue fixtures vs 8-11% greedy, ~1.6x the compute."""
-    whisper_batch_size: int = 1
+    whisper_batch_size: int = 8
     """VAD-cut clips of up to 30 s decoded at once for long audio (batched decoding); 1: never batch."""
     transcription_max_seconds: float = 4 * 3600.0
     """Longest audio transcribed; longer files fail with ``audio_too_long``."""
@@ -295,7 +295,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     transcription_window_seconds: float = 300.0
     """Audio decoded and transcribed per window; 300 s keeps 60 min of audio at ~670 MB peak RSS (600 s: ~1 GB)."""
     transcription_batched_min_seconds: float = 60.0
-    """Audio at least this long is decoded in batches (less CPU at the same accuracy), shorter sequentially."""
+    """Audio at least this long is decoded in batches, shorter sequentially; measured: batched costs less CPU
+    from ~1 minute on, with the same or better WER (docs/decisions/0007-batched-transcription.md)."""
     openai_sync_max_seconds: float = 600.0
     """Longest audio POST /v1/audio/transcriptions (OpenAI-compatible, answered when done) transcribes; longer
     files are 413, for the async job route (POST /api/v1/jobs/transcription)."""

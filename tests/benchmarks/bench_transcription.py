@@ -17,6 +17,9 @@ XENIOS_TEST_REDIS_URL) or embedded ones, with a fresh database. The audio repeat
    (this process for the engine; the API's and the worker's processes for the job), which other load on
    the machine hardly changes. Raw faster-whisper (``WhisperModel.transcribe`` on the file: no windows,
    no word alignment) is context, not the baseline.
+0. Decoding, sequential (the path before batching) vs batched, on the 5- and 60-minute files: wall time,
+   RTF, CPU seconds, peak RSS, WER (tests/benchmarks/transcription_decoding.py; targets: 60 minutes at
+   least 1.6x faster, peak RSS <= 1 GB, WER at most 1 point worse).
 2. Memory, 60 minutes of audio through the job system on a freshly started worker: the peak RSS (VmHWM) of
    the worker process that ran the job, and its RSS when idle after boot (model loaded).
 
@@ -42,6 +45,8 @@ import httpx
 from tests.benchmarks.bench_whisper_direct import make_long_wav
 from tests.benchmarks.common import database, rss_samples, service_env, worker
 from tests.benchmarks.speakers_bench import run as run_speakers
+from tests.benchmarks.transcription_decoding import compare
+from tests.benchmarks.transcription_decoding import print_tables as print_decoding
 from tests.support.jobs import accepted_id, job_events, upload
 from tests.support.processes import ApiServer, WorkerProcess, child_pid, cpu_seconds, status_kb
 from xenios_ai.gc_tuning import settle
@@ -145,6 +150,11 @@ def _memory(api: str, env: dict[str, str], path: Path, log: Path) -> dict[str, A
 
 
 def run(out_dir: Path, *, minutes: float = 5, long_minutes: float = 60, rounds: int = 3) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-decoding-") as tmp:
+        # Sequential vs batched decoding (issue 23), each case in a fresh process: before the job system's
+        # parties start, so they do not share the machine with it.
+        decoding = compare(Path(tmp), (minutes, long_minutes))
+    print_decoding(decoding)
     with database() as (database_url, redis_url), tempfile.TemporaryDirectory(prefix="bench-tr-") as tmp:
         folder = Path(tmp)
         env = service_env(
@@ -162,7 +172,7 @@ def run(out_dir: Path, *, minutes: float = 5, long_minutes: float = 60, rounds: 
             memory = _memory(api.url, env, long, out_dir / "bench-transcription-worker-long.log")
         finally:
             api.stop()
-    result = {"speed": speed, "memory": memory}
+    result = {"decoding": decoding, "speed": speed, "memory": memory}
     _print(result)
     result["speakers"] = run_speakers(out_dir, minutes=minutes)
     return result

@@ -76,7 +76,7 @@ def repeated_wer(result: TranscriptionResult, repetitions: int) -> float:
 def transcriber_for(mode: str) -> Transcriber:
     if mode == "sequential":
         return Transcriber(batch_size=1)
-    return Transcriber(batch_size=8, batched_min_seconds=0)
+    return Transcriber(batched_min_seconds=0)
 
 
 def _child(path: Path, mode: str, repetitions: int) -> None:
@@ -116,7 +116,7 @@ def _run_child(path: Path, mode: str, repetitions: int) -> dict[str, Any]:
 
 def _probe(folder: Path, minutes: list[float], rounds: int) -> list[dict[str, Any]]:
     """Both modes on short files in this process (one model), best of ``rounds``, alternating."""
-    transcriber = Transcriber(batch_size=8)
+    transcriber = Transcriber()
     transcriber.transcribe(AUDIO / "dialogue.wav")  # warm up
     rows = []
     for length in minutes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import pytest
@@ -23,9 +23,17 @@ from tests.unit.test_transcription import (
     normalise,
     wer,
 )
+from xenios_ai.errors import JobCancelled
 from xenios_ai.settings import load_settings
 from xenios_ai.transcription import Transcriber, TranscriptionJobResult, TranscriptionOptions
-from xenios_ai.transcription.decoding import CLIP_SECONDS, MAX_GAP_SECONDS, fixed_clips, join_speech
+from xenios_ai.transcription.decoding import (
+    CLIP_SECONDS,
+    MAX_GAP_SECONDS,
+    TAIL_SECONDS,
+    dropped_tails,
+    fixed_clips,
+    join_speech,
+)
 from xenios_ai.transcription.model import WORKER_PROCESSES_ENV, choose_threads, usable_cores
 
 # --- clips and threads (no engine) -------------------------------------------------------------------
@@ -48,6 +56,19 @@ def test_speech_is_joined_into_clips_of_at_most_30_s_that_never_hold_a_long_paus
         {"start": 30.0, "end": 60.0},
         {"start": 60.0, "end": 65},
     ]
+
+
+class _Seg(NamedTuple):
+    start: float
+    end: float
+
+
+def test_a_clip_whose_segments_stop_early_is_decoded_again_from_there() -> None:
+    clips = [{"start": 0.0, "end": 26.0}, {"start": 30.0, "end": 40.0}, {"start": 45.0, "end": 50.0}]
+    segments = [_Seg(0.1, 4.0), _Seg(4.0, 21.0), _Seg(30.2, 39.0)]  # 21-26 lost; 45-50 no segment at all
+    assert dropped_tails(clips, segments) == [{"start": 21.0, "end": 26.0}]
+    assert 39.0 + TAIL_SECONDS > 40.0  # a word's worth missing at the end is not decoded again
+    assert dropped_tails(clips[:1], [_Seg(0.1, 25.0)]) == []
 
 
 def test_threads_come_from_the_setting_or_the_cores_shared_by_the_worker_processes(
@@ -115,6 +136,26 @@ def test_batched_words_when_asked_and_no_text_in_a_silence(batched: Transcriber)
 
 
 @pytest.mark.engine
+def test_batched_progress_comes_after_the_first_clip_and_a_cancel_stops_it(batched: Transcriber) -> None:
+    calls: list[float] = []
+
+    def cancel_in_the_second_half(fraction: float, message: str) -> None:
+        calls.append(fraction)
+        if fraction > 0.5:
+            raise JobCancelled(code="cancelled")
+
+    gap = META["silence_gap"]
+    with pytest.raises(JobCancelled):
+        batched.transcribe(AUDIO / "silence_gap.ogg", progress=cancel_in_the_second_half)
+    duration = gap["second_end"] + 0.006
+    assert calls[0] == 0  # the window starts
+    # The first clip (speech before the gap) alone is the first batch: its segment is reported ...
+    assert any(gap["first_start"] / duration < f <= (gap["first_end"] + 1) / duration for f in calls[1:-1])
+    # ... and the second batch's checkpoint, before the clip after the gap is decoded, takes the cancel.
+    assert calls[-1] == pytest.approx(gap["second_start"] / duration, abs=0.02)
+
+
+@pytest.mark.engine
 def test_short_audio_is_sequential_and_the_default_decoding_is_left_out(transcriber: Transcriber) -> None:
     assert transcriber.batched_min_seconds == 60
     samples = dialogue_samples()
@@ -136,16 +177,19 @@ def test_short_audio_is_sequential_and_the_default_decoding_is_left_out(transcri
 
 
 @pytest.mark.engine
-def test_an_array_in_windows_keeps_absolute_times(transcriber: Transcriber, tmp_path: Path) -> None:
+def test_an_array_in_windows_keeps_absolute_times(transcriber: Transcriber) -> None:
+    lines = META["lines"][:4]  # ~16 s: three windows of 5 s or so
+    samples = dialogue_samples()[: int((lines[-1]["end"] + 0.3) * 16_000)]
     window = transcriber.window_seconds
-    transcriber.window_seconds = 10
+    transcriber.window_seconds = 5
     try:
-        result = transcriber.transcribe_samples(
-            dialogue_samples(), TranscriptionOptions(word_timestamps=True)
-        )
+        result = transcriber.transcribe_samples(samples, TranscriptionOptions(word_timestamps=True))
     finally:
         transcriber.window_seconds = window
     assert result.decoding.windows >= 3
-    assert wer(REFERENCE, result.text) <= 0.20, result.text
+    assert wer(" ".join(line["text"] for line in lines), result.text) <= 0.25, result.text
     assert_timeline(result)
-    assert result.segments[-1].start > 25
+    assert result.segments[-1].start > 10  # later windows were shifted to absolute time
+    found = {"".join(normalise(w.word)): w for s in result.segments for w in s.words or []}
+    for key, line in (("morning", lines[0]), ("sunday", lines[1]), ("midnight", lines[3])):
+        assert line["start"] - 0.7 <= found[key].start <= line["end"] + 0.3, (key, found.get(key))

@@ -20,7 +20,7 @@ bench_transcription.py and docs/decisions/0007-batched-transcription.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -37,6 +37,8 @@ CLIP_SECONDS: Final = 30.0
 #: Pauses up to this long stay inside a clip; longer silences are cut out. The sequential path's VAD
 #: keeps pauses up to 2 s too (faster-whisper's default ``min_silence_duration_ms``).
 MAX_GAP_SECONDS: Final = 2.0
+#: A clip whose segments end more than this before the clip does is decoded again from there.
+TAIL_SECONDS: Final = 1.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,9 +80,31 @@ def plan(
     )
 
 
-def decode(model: Any, samples: Samples, how: DecodingPlan) -> tuple[Iterator[Any], Any]:
-    """(faster-whisper segments, lazily, with times in seconds from the start of ``samples``; its
-    ``TranscriptionInfo``, or None when a batched decode found no speech) for one 16 kHz mono array."""
+@dataclass
+class Decoded:
+    """What `decode` gives: faster-whisper segments, lazily, with times in seconds from the start of the
+    array; and its ``TranscriptionInfo`` (language), set once the first segments are out (None when a
+    batched decode found no speech)."""
+
+    segments: Iterator[Any]
+    info: Any = None
+
+
+def decode(
+    model: Any,
+    samples: Samples,
+    how: DecodingPlan,
+    *,
+    checkpoint: Callable[[float], None] | None = None,
+    first_batch: int | None = None,
+) -> Decoded:
+    """Decode one 16 kHz mono array as ``how`` says.
+
+    Batched, ``checkpoint`` is called with the start (seconds into ``samples``) of each batch before it is
+    decoded (progress; a cancel raises there), and the batches grow from ``first_batch`` clips (default:
+    ``how.batch_size``) doubling up to ``how.batch_size``, so the first progress comes as soon as one clip
+    is decoded. Sequential decoding yields segment by segment and takes no checkpoint.
+    """
     if how.mode == "sequential":
         segments, info = model.transcribe(
             samples,
@@ -91,24 +115,76 @@ def decode(model: Any, samples: Samples, how: DecodingPlan) -> tuple[Iterator[An
             initial_prompt=how.initial_prompt,
             hotwords=how.hotwords,
         )
-        return segments, info
-    found = speech_clips(samples) if how.vad else fixed_clips(len(samples) / SAMPLE_RATE)
-    if not found:
-        return iter(()), None
+        return Decoded(segments, info)
+    clips = speech_clips(samples) if how.vad else fixed_clips(len(samples) / SAMPLE_RATE)
+    decoded = Decoded(iter(()))
+    if clips:
+        decoded.segments = _batches(
+            model, samples, how, clips, decoded, checkpoint, first_batch or how.batch_size
+        )
+    return decoded
+
+
+def _batches(
+    model: Any,
+    samples: Samples,
+    how: DecodingPlan,
+    clips: list[dict[str, float]],
+    decoded: Decoded,
+    checkpoint: Callable[[float], None] | None,
+    size: int,
+) -> Iterator[Any]:
     from faster_whisper import BatchedInferencePipeline  # noqa: PLC0415 - heavy engine: workers only
 
-    segments, info = BatchedInferencePipeline(model).transcribe(
-        samples,
-        language=how.language,
-        beam_size=how.beam_size,
-        batch_size=how.batch_size,
-        word_timestamps=how.word_timestamps,
-        without_timestamps=False,  # segments at Whisper's timestamps, not one per clip
-        clip_timestamps=found,
-        initial_prompt=how.initial_prompt,
-        hotwords=how.hotwords,
-    )
-    return segments, info
+    pipeline = BatchedInferencePipeline(model)
+    language = how.language
+
+    def run(group: list[dict[str, float]]) -> list[Any]:
+        nonlocal language
+        segments, info = pipeline.transcribe(
+            samples,
+            language=language,
+            beam_size=how.beam_size,
+            batch_size=len(group),
+            word_timestamps=how.word_timestamps,
+            without_timestamps=False,  # segments at Whisper's timestamps, not one per clip
+            clip_timestamps=group,
+            initial_prompt=how.initial_prompt,
+            hotwords=how.hotwords,
+        )
+        found = list(segments)
+        if decoded.info is None:
+            decoded.info = info
+            language = info.language
+        return found
+
+    done = 0
+    while done < len(clips):
+        group = clips[done : done + max(1, size)]
+        if checkpoint is not None:
+            checkpoint(group[0]["start"])
+        found = run(group)
+        tails = dropped_tails(group, found)
+        if tails:
+            found = sorted(found + run(tails), key=lambda segment: float(segment.start))
+        yield from found
+        done += len(group)
+        size = min(size * 2, how.batch_size)
+
+
+def dropped_tails(clips: list[dict[str, float]], segments: list[Any]) -> list[dict[str, float]]:
+    """The ends of ``clips`` that their ``segments`` leave out (more than ``TAIL_SECONDS``), to decode again.
+
+    Whisper may stop before the end of a clip; decoding sequentially it would go on from its last
+    timestamp in the next window, but a clip is decoded once: the rest is decoded as a clip of its own.
+    A clip without any segment is left alone (Whisper heard no speech in it).
+    """
+    tails = []
+    for clip in clips:
+        ends = [float(s.end) for s in segments if clip["start"] <= float(s.start) < clip["end"]]
+        if ends and clip["end"] - max(ends) > TAIL_SECONDS:
+            tails.append({"start": max(ends), "end": clip["end"]})
+    return tails
 
 
 def speech_clips(samples: Samples) -> list[dict[str, float]]:

@@ -12,7 +12,7 @@ import gc
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -74,7 +74,7 @@ class Transcriber:
         beam_size: int = 5,
         window_seconds: float = 300,
         max_duration_seconds: float | None = 4 * 3600,
-        batch_size: int = 1,
+        batch_size: int = 8,
         batched_min_seconds: float = 60.0,
     ) -> None:
         if window_seconds < 5:
@@ -175,8 +175,14 @@ class Transcriber:
             if how is None:  # once per file: a file unknown in length is as long as its first window
                 how = self._plan(options, source.expected_seconds or window_end, language)
             tracker.report(window_start)
-            found, info = decode(self._model, samples, how)
-            for raw in found:
+            decoded = decode(
+                self._model,
+                samples,
+                how,
+                checkpoint=tracker.at(window_start),
+                first_batch=1 if count == 1 else None,
+            )
+            for raw in decoded.segments:
                 segment = _segment(
                     raw, len(segments), window_start, window_end, segments, options.word_timestamps
                 )
@@ -184,6 +190,7 @@ class Transcriber:
                     continue
                 segments.append(segment)
                 tracker.report(segment.end)
+            info = decoded.info
             if how.language is None and segments and info is not None:
                 # Detect once, on the first window with speech, and keep it for the rest of the file.
                 language, language_probability = info.language, float(info.language_probability)
@@ -327,6 +334,10 @@ class _Progress:
         self.last = fraction
         total = f" of {self.total:.0f}" if self.total and not self.estimated else ""
         self.callback(fraction, f"transcribed {position:.0f}{total} s")
+
+    def at(self, offset: float) -> Callable[[float], None]:
+        """``report`` for positions given from ``offset`` seconds (a window's start)."""
+        return lambda position: self.report(offset + position)
 
     def finish(self) -> None:
         if self.callback is not None:
