@@ -24,6 +24,7 @@ task in LLM_REDACT_TASKS (every kind), unless the request says ``redact: false``
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any, get_args
@@ -113,10 +114,12 @@ def _iban_ok(value: str) -> bool:
     return int((compact[4:] + compact[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
+@functools.lru_cache(maxsize=256)
 def _names_pattern(
-    names: Sequence[str],
+    names: tuple[str, ...],
 ) -> tuple[re.Pattern[str] | None, dict[str, int], frozenset[str]]:
-    """One pattern for every name and name part, and which person (index) each alternative means."""
+    """One pattern for every name and name part, and which person (index) each alternative means (cached:
+    the MVP sends the same client's names again and again; read-only)."""
     person: dict[str, int] = {}
     exact: list[str] = []
     folded: list[str] = []
@@ -157,7 +160,7 @@ class Redactor:
         self.kinds = frozenset(kinds) | ({"name"} if names else frozenset())
         self.names = [" ".join(n.split()) for n in names]
         self._names, self._person, self._exact = (
-            _names_pattern(self.names) if "name" in self.kinds else (None, {}, frozenset())
+            _names_pattern(tuple(self.names)) if "name" in self.kinds else (None, {}, frozenset())
         )
         self._by_value: dict[tuple[str, str], str] = {}
         self._by_placeholder: dict[str, str] = {}

@@ -107,6 +107,11 @@ class LocalStorage:
         yield path
 
     async def delete(self, key: str) -> None:
+        # In a thread: removing a folder takes ~5 ms on a disk mounted with `discard` (measured here), which
+        # must not stall the event loop; and concurrent deletes (an erasure's) then overlap.
+        await asyncio.to_thread(self._delete, key)
+
+    def _delete(self, key: str) -> None:
         path = self.path(key)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
