@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import redis
 from litestar.testing import AsyncTestClient
 
 from tests.fakes.openrouter import FakeOpenRouter, Reply
@@ -22,7 +24,7 @@ from xenios_ai.analysis import AnalysisInput, run_analysis
 from xenios_ai.api.app import create_app
 from xenios_ai.db.pool import open_pool
 from xenios_ai.errors import RateLimited
-from xenios_ai.llm.budgets import month_of
+from xenios_ai.llm.budgets import NANO, month_of
 from xenios_ai.llm.reconcile import Reconciler
 from xenios_ai.llm.router import LLMRouter
 from xenios_ai.llm.types import Delta
@@ -103,29 +105,48 @@ async def test_a_used_up_budget_is_a_429_saying_when_it_resets(
     assert (stream.status_code, stream.json()["code"]) == (429, "budget_exceeded")  # a problem, not SSE
 
 
+@pytest.mark.parametrize(
+    ("budget", "spent_before", "cost", "requests"),
+    [
+        pytest.param(0.005, 0.0, COST, 20, id="one-call-holds"),
+        # 0.04 left of 0.2 (20 calls): leases of 0.004 (two calls) until a quarter of what is left is less
+        pytest.param(0.2, 0.16, 0.002, 26, id="leases"),
+    ],
+)
 async def test_concurrent_requests_at_the_edge_overspend_by_at_most_one_request(
-    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+    test_env: dict[str, str],
+    fake_openrouter: FakeOpenRouter,
+    budget: float,
+    spent_before: float,
+    cost: float,
+    requests: int,
 ) -> None:
-    """20 requests at once, split over two apps (two routers, two Redis pools: as two processes), each
-    costing 0.001 against a 0.005 budget."""
+    """Requests at once, split over two apps (two routers, two Redis pools: as two processes), together
+    costing more than what is left of the budget."""
     fake_openrouter.reset()
-    fake_openrouter.default = Reply(cost=COST, chunks=2, token_delay=0.2)
+    fake_openrouter.default = Reply(cost=cost, chunks=2, token_delay=0.2)
     user = new_user()
+    settings = budget_settings(test_env, budget_usd_per_user_month=budget, budget_reserve_usd=cost)
+    if spent_before:
+        month = month_of(time.time())[0]
+        with redis.Redis.from_url(test_env["REDIS_URL"]) as client:
+            key = f"{test_env['REDIS_NAMESPACE']}:budget:{month}:{user}"
+            client.hset(key, "spent", round(spent_before * NANO))
     async with (
-        AsyncTestClient(create_app(budget_settings(test_env))) as one,
-        AsyncTestClient(create_app(budget_settings(test_env))) as two,
+        AsyncTestClient(create_app(settings)) as one,
+        AsyncTestClient(create_app(settings)) as two,
     ):
-        responses = await asyncio.gather(*(complete(one if i % 2 else two, user) for i in range(20)))
+        responses = await asyncio.gather(*(complete(one if i % 2 else two, user) for i in range(requests)))
         usage = await settled_usage(one, user)
 
     served = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 429]
-    assert len(served) + len(refused) == 20
+    assert len(served) + len(refused) == requests
     assert {r.json()["code"] for r in refused} == {"budget_exceeded"}
-    spent = sum(r.json()["usage"]["cost_usd"] for r in served)
+    spent = spent_before + sum(r.json()["usage"]["cost_usd"] for r in served)
     assert usage["budget"]["spent_usd"] == pytest.approx(spent)
-    assert spent <= 0.005 + COST + 1e-9
-    assert len(served) >= 4  # the budget is used, not just refused
+    assert spent <= budget + cost + 1e-9
+    assert spent >= budget - 0.25 * (budget - spent_before)  # the budget is used, not just refused
 
 
 async def test_a_task_budget_caps_that_task_only(

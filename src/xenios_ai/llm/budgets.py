@@ -11,13 +11,19 @@ nothing else is held or what is spent, held and estimated together stays within 
 requests race at the edge of a budget, at most one of them (one admitted while nothing else was held)
 can take the spend past the cap: the overspend is at most one request's cost (as long as requests cost
 no more than their estimate: the most this process saw the task cost among its last 16 calls, or
-``BUDGET_RESERVE_USD`` before it has seen any). A refused call is 429 ``budget_exceeded`` with
-``resets_at`` (the next month, UTC) and Retry-After (until then; 5 s when only calls in flight fill it).
+``BUDGET_RESERVE_USD`` before it has seen any). Far from the edge the script holds more than the call
+needs, a *lease* (a fiftieth of the budget, at most a quarter of what is left): the process admits the
+owner's next calls from it without a round trip and gives back what it did not use after
+`LEASE_SECONDS`; a lease is part of ``held``, so the guarantee is the same, and near the edge leases
+shrink to single calls. Tasks with a budget of their own are admitted one call at a time. A refused call
+is 429 ``budget_exceeded`` with ``resets_at`` (the next month, UTC) and Retry-After (until then; 5 s when
+only calls in flight fill it).
 
 After the call (succeeded, failed, cancelled: whatever the provider reported) the hold is *settled*:
-the hold released and the provider's cost charged, off the request path (a task; `aclose` waits for the
-last ones). When a cancelled stream's usage never came, the estimate is charged and the usage row keeps
-OpenRouter's generation id; `reconcile.Reconciler` later looks the real cost up and charges the
+the hold released and the provider's cost charged, off the request path (written in batches every
+`FLUSH_SECONDS`, one script call per owner; `aclose` writes the last ones and gives the leases back).
+When a cancelled stream's usage never came, the estimate is charged and the usage row keeps OpenRouter's
+generation id; `reconcile.Reconciler` later looks the real cost up and charges the
 difference. A hold left by a process that died mid-call is dropped once the owner's holds have not changed
 for ``BUDGET_HOLD_SECONDS``. Redis never decides alone: when it does not answer within `TIMEOUT_SECONDS`
 calls go through (a warning at most once a minute) and their charges are logged as lost.
@@ -28,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import calendar
 import collections
+import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,14 +61,20 @@ BUSY_RETRY_AFTER_SECONDS = 5
 RECENT_COSTS = 16
 """The estimate of a task's next call: the most one of its last RECENT_COSTS calls cost (this process)."""
 EXHAUSTED_CACHE_SECONDS = 30.0
+LEASE_SHARE = 50
+"""A process takes a fiftieth of a user's budget at a time (at most a quarter of what is left) ..."""
+LEASE_SECONDS = 1.0
+"""... and gives back what it did not use after this long."""
+FLUSH_SECONDS = 0.05
+"""Charges and releases are written in batches this often."""
 """A budget found used up is refused locally (no Redis call) for this long."""
 
 _ADMIT = """
--- KEYS[1]: the owner's month. ARGV: now ms, stale ms, estimate, user cap, task, task cap, expire-at s.
--- Returns {admitted 1/0, spent, which cap refused ('user'/'task'/''), used up 1/0}.
+-- KEYS[1]: the owner's month. ARGV: now ms, stale ms, estimate, user cap, task, task cap, expire-at s,
+-- lease wanted. Returns {admitted 1/0, spent, which cap refused ('user'/'task'/''), used up 1/0, held}.
 local k = KEYS[1]
 local now, stale, est = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local ucap, task, tcap = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local ucap, task, tcap, want = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8])
 local v = redis.call('HMGET', k, 'spent', 'held', 'held_at', 'spent:' .. task, 'held:' .. task)
 local spent, held, at = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
 local tspent, theld = tonumber(v[4]) or 0, tonumber(v[5]) or 0
@@ -71,33 +84,47 @@ if held > 0 and now - at > stale then
   end
   held, theld = 0, 0
 end
+local grant = est
 if ucap > 0 then
-  if spent >= ucap then return {0, spent, 'user', 1} end
-  if held > 0 and spent + held + est > ucap then return {0, spent, 'user', 0} end
+  if spent >= ucap then return {0, spent, 'user', 1, 0} end
+  local avail = ucap - spent - held
+  if held > 0 and avail < est then return {0, spent, 'user', 0, 0} end
+  if tcap == 0 and want > est then
+    grant = math.min(want, math.floor(avail / 4))
+    if grant < est then grant = est end
+  end
 end
 if tcap > 0 then
-  if tspent >= tcap then return {0, tspent, 'task', 1} end
-  if theld > 0 and tspent + theld + est > tcap then return {0, tspent, 'task', 0} end
+  if tspent >= tcap then return {0, tspent, 'task', 1, 0} end
+  if theld > 0 and tspent + theld + est > tcap then return {0, tspent, 'task', 0, 0} end
+  redis.call('HINCRBY', k, 'held:' .. task, est)
 end
-redis.call('HINCRBY', k, 'held', est)
-redis.call('HINCRBY', k, 'held:' .. task, est)
+redis.call('HINCRBY', k, 'held', grant)
 redis.call('HSET', k, 'held_at', now)
 redis.call('EXPIREAT', k, tonumber(ARGV[7]))
-return {1, spent, '', 0}
+return {1, spent, '', 0, grant}
 """
 
 _SETTLE = """
--- KEYS[1]: the owner's month. ARGV: held estimate, cost charged, task, now ms, expire-at s.
+-- KEYS[1]: the owner's month. ARGV: held to release, now ms, expire-at s, then per task: task, cost charged,
+-- task hold to release.
 local k = KEYS[1]
-local est, cost, task = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-if est > 0 then
-  if redis.call('HINCRBY', k, 'held', -est) < 0 then redis.call('HSET', k, 'held', 0) end
-  if redis.call('HINCRBY', k, 'held:' .. task, -est) < 0 then redis.call('HSET', k, 'held:' .. task, 0) end
-  redis.call('HSET', k, 'held_at', tonumber(ARGV[4]))
+local release = tonumber(ARGV[1])
+if release > 0 then
+  if redis.call('HINCRBY', k, 'held', -release) < 0 then redis.call('HSET', k, 'held', 0) end
+  redis.call('HSET', k, 'held_at', tonumber(ARGV[2]))
 end
-redis.call('HINCRBY', k, 'spent', cost)
-redis.call('HINCRBY', k, 'spent:' .. task, cost)
-redis.call('EXPIREAT', k, tonumber(ARGV[5]))
+local total = 0
+for i = 4, #ARGV, 3 do
+  local task, cost, trelease = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if cost ~= 0 then redis.call('HINCRBY', k, 'spent:' .. task, cost) end
+  total = total + cost
+  if trelease > 0 and redis.call('HINCRBY', k, 'held:' .. task, -trelease) < 0 then
+    redis.call('HSET', k, 'held:' .. task, 0)
+  end
+end
+if total ~= 0 then redis.call('HINCRBY', k, 'spent', total) end
+redis.call('EXPIREAT', k, tonumber(ARGV[3]))
 return 1
 """
 
@@ -125,7 +152,29 @@ class Hold:
     """Nano-USD held."""
     redis: bool = True
     """False: admitted without Redis (it did not answer); the charge is still attempted."""
+    task_held: bool = False
+    """The task has a budget of its own: its hold is on the task too."""
     settled: bool = False
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Budget this process holds in Redis for one owner and spends locally (no round trip per call)."""
+
+    key: str
+    left: int
+    """Nano-USD not yet given to a call."""
+    expires: float
+    """`time.monotonic()` after which the rest goes back."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What is to be written to one owner's month at the next flush."""
+
+    release: int = 0
+    tasks: dict[str, list[int]] = field(default_factory=dict)
+    """Task -> [cost charged, task hold released]."""
 
 
 @dataclass(slots=True)
@@ -149,11 +198,14 @@ class Budgets:
         self.user_cap = _nano(settings.budget_usd_per_user_month)
         self.task_caps = {task: _nano(usd) for task, usd in settings.budget_usd_per_task_month.items()}
         self._reserve = max(1, _nano(settings.budget_reserve_usd))
+        self._lease_size = self.user_cap // LEASE_SHARE
         self._stale_ms = int(settings.budget_hold_seconds * 1000)
         self._prefix = f"{settings.redis_namespace}:budget:"
         self._recent: dict[str, collections.deque[int]] = {}
         self._exhausted: dict[tuple[str, str], tuple[float, RateLimited]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._leases: dict[str, _Lease] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self._paused_until = 0.0
         self._warnings = OncePer(60.0)
         self._month = month_of(time.time())
@@ -180,8 +232,16 @@ class Budgets:
         return Budgets(settings)
 
     async def aclose(self) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
+        """Write what is pending and give the leases back."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        for lease in self._leases.values():
+            self._pending_of(lease.key).release += lease.left
+        self._leases.clear()
+        await self.flush()
         await self._redis.aclose()
 
     # -- the month -----------------------------------------------------------------------------------
@@ -202,8 +262,12 @@ class Budgets:
         recent = self._recent.get(task)
         return max(recent) if recent else self._reserve
 
-    async def admit(self, owner: str, task: str) -> Hold:
-        """Hold the call's estimated cost on ``owner``'s month, or raise 429 ``budget_exceeded``."""
+    async def admit(self, owner: str, task: str) -> Hold | None:
+        """Hold the call's estimated cost on ``owner``'s month, or raise 429 ``budget_exceeded``; None when
+        no budget applies to the call (no user budget, and none for the task)."""
+        task_cap = self.task_caps.get(task, 0)
+        if not (self.user_cap or task_cap):
+            return None
         month, _, ends = self._current()
         refused = self._exhausted.get((owner, task))
         if refused is not None:
@@ -212,27 +276,30 @@ class Budgets:
             del self._exhausted[(owner, task)]
         key = f"{self._prefix}{month}:{owner}"
         estimate = self.estimate(task)
-        hold = Hold(key, task, estimate)
+        if not task_cap:
+            lease = self._leases.get(owner)
+            fits = lease is not None and lease.key == key and lease.left >= estimate
+            if fits and lease is not None and time.monotonic() < lease.expires:
+                lease.left -= estimate
+                return Hold(key, task, estimate)
+        hold = Hold(key, task, estimate, task_held=bool(task_cap))
         if self._paused_until and time.monotonic() < self._paused_until:
             hold.redis = False
             return hold
-        args = (
-            int(time.time() * 1000),
-            self._stale_ms,
-            estimate,
-            self.user_cap,
-            task,
-            self.task_caps.get(task, 0),
-            int(ends) + 7 * 86_400,
-        )
+        want = max(estimate, self._lease_size) if not task_cap else estimate
+        args = (int(time.time() * 1000), self._stale_ms, estimate, self.user_cap, task, task_cap)
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
-                admitted, spent, which, used_up = await self._admit(keys=(key,), args=args)
+                admitted, spent, which, used_up, granted = await self._admit(
+                    keys=(key,), args=(*args, int(ends) + 7 * 86_400, want)
+                )
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             hold.redis = False
             return hold
         if int(admitted):
+            if int(granted) > estimate:
+                self._lease(owner, _Lease(key, int(granted) - estimate, time.monotonic() + LEASE_SECONDS))
             return hold
         error = self._refusal(task, which.decode() if isinstance(which, bytes) else str(which), int(spent))
         if int(used_up):
@@ -242,6 +309,13 @@ class Budgets:
             error.headers["Retry-After"] = str(BUSY_RETRY_AFTER_SECONDS)
             error.extra["retry_after"] = BUSY_RETRY_AFTER_SECONDS
         raise error
+
+    def _lease(self, owner: str, lease: _Lease) -> None:
+        old = self._leases.get(owner)
+        if old is not None:
+            self._pending_of(old.key).release += old.left
+        self._leases[owner] = lease
+        self._wake()
 
     def _refusal(self, task: str, which: str, spent: int) -> RateLimited:
         _, _, ends = self._current()
@@ -263,7 +337,7 @@ class Budgets:
 
     def settle(self, hold: Hold, cost_usd: float | None) -> float:
         """Release ``hold`` and charge the call's cost (the estimate when the provider reported none);
-        returns the USD charged. Runs in the background; never raises."""
+        returns the USD charged. Written with the next flush; never raises."""
         if hold.settled:
             return 0.0
         hold.settled = True
@@ -275,30 +349,63 @@ class Budgets:
             recent.append(charged)
         else:
             charged = hold.estimate
-        self._spawn(hold.key, hold.estimate if hold.redis else 0, charged, hold.task)
+        pending = self._pending_of(hold.key)
+        release = hold.estimate if hold.redis else 0
+        pending.release += release
+        entry = pending.tasks.setdefault(hold.task, [0, 0])
+        entry[0] += charged
+        entry[1] += release if hold.task_held else 0
+        self._wake()
         return charged / NANO
 
     def charge(self, owner: str, task: str, cost_usd: float, created_at: float) -> None:
         """Charge ``cost_usd`` (may be negative: a refund) to ``owner``'s month of ``created_at``."""
         key = f"{self._prefix}{month_of(created_at)[0]}:{owner}"
-        self._spawn(key, 0, round(cost_usd * NANO), task)
+        self._pending_of(key).tasks.setdefault(task, [0, 0])[0] += round(cost_usd * NANO)
+        self._wake()
 
-    def _spawn(self, key: str, estimate: int, charged: int, task: str) -> None:
-        task_ = asyncio.get_running_loop().create_task(self._write(key, estimate, charged, task))
-        self._tasks.add(task_)
-        task_.add_done_callback(self._tasks.discard)
+    def _pending_of(self, key: str) -> _Pending:
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending()
+        return pending
 
-    async def _write(self, key: str, estimate: int, charged: int, task: str) -> None:
-        ends = self._current()[2]
-        args = (estimate, charged, task, int(time.time() * 1000), int(ends) + 7 * 86_400)
-        try:
-            async with asyncio.timeout(TIMEOUT_SECONDS * 4):
-                await self._settle(keys=(key,), args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
-            logger.bind(budget_key=key, charged_usd=charged / NANO).error(
-                "an LLM budget charge was not recorded (Redis: {})", type(exc).__name__
-            )
+    # -- writing -------------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="llm-budgets")
+
+    async def _flush_loop(self) -> None:
+        """Every `FLUSH_SECONDS` while there is something to write or a lease to give back."""
+        while self._pending or self._leases:
+            await asyncio.sleep(FLUSH_SECONDS)
+            now = time.monotonic()
+            for owner, lease in list(self._leases.items()):
+                if now >= lease.expires:
+                    del self._leases[owner]
+                    if lease.left:
+                        self._pending_of(lease.key).release += lease.left
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every pending charge and release now (one script call per owner's month)."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        now_ms, expire = int(time.time() * 1000), int(self._current()[2]) + 7 * 86_400
+        for key, what in pending.items():
+            args: list[int | str] = [what.release, now_ms, expire]
+            for task, (charged, released) in what.tasks.items():
+                args += [task, charged, released]
+            try:
+                async with asyncio.timeout(TIMEOUT_SECONDS * 4):
+                    await self._settle(keys=(key,), args=args)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failed(exc)
+                logger.bind(budget_key=key, budget_args=args).error(
+                    "LLM budget charges were not recorded (Redis: {})", type(exc).__name__
+                )
 
     def _failed(self, exc: BaseException) -> None:
         self._paused_until = time.monotonic() + PAUSE_SECONDS
