@@ -459,11 +459,14 @@ async def test_an_infinite_retry_after_is_ignored(
 
 
 async def test_a_body_larger_than_the_limit_fails_the_attempt_and_the_next_model_answers(
-    client: AsyncTestClient[Any], fake_openrouter: FakeOpenRouter
+    make_client: ClientFactory, fake_openrouter: FakeOpenRouter
 ) -> None:
     fake_openrouter.enqueue(Reply(content="x" * (MAX_BODY_BYTES + 1)), model=OPUS)
 
-    response = await complete(client)
+    # 8 MiB arrive as one stream line (its first text): on a loaded machine longer than FAST's 0.5 s.
+    slow = {"llm_timeout_seconds": 10.0, "llm_first_token_timeout_seconds": 10.0}
+    async with make_client(**slow) as client:
+        response = await complete(client)
 
     assert response.status_code == 200
     body = response.json()
