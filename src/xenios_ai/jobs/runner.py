@@ -65,6 +65,7 @@ from xenios_ai.jobs.attempt import (
 )
 from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.events import StateChanged
+from xenios_ai.jobs.maintenance import running_on_live_workers
 from xenios_ai.jobs.models import Job, JobError, JobKind, actor_name
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime
 from xenios_ai.jobs.sources import materialize
@@ -111,13 +112,7 @@ class _HardTimeLimit(BaseException):
 def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
     """Run one message of ``kind`` for ``job_id`` (the whole body of a job actor)."""
     runtime = WorkerRuntime.current()
-    settings = runtime.settings
-    job = runtime.call(
-        store.claim(
-            runtime.services.db, UUID(job_id), runtime.worker_id, settings.stale_job_seconds,
-            webhook_after=settings.webhook_resend_seconds,
-        )
-    )  # fmt: skip
+    job = runtime.call(_claim(runtime, UUID(job_id)))
     if job is None:
         logger.info("job {} is not waiting to run (finished, cancelled or running elsewhere)", job_id)
         return
@@ -138,6 +133,31 @@ def execute(kind: JobKind, handler: Handler, job_id: str) -> None:
         _run(runtime, attempt, kind, handler)
     finally:  # only once the outcome is written (or given up): until then the job is this worker's
         runtime.running.pop(job.id, None)
+
+
+async def _claim(runtime: WorkerRuntime, job_id: UUID) -> Job | None:
+    """The claim; a running job whose heartbeat is stale is taken over only when no live worker lists it
+    (its database heartbeats failed during an outage, its worker did not: the sweep's rule)."""
+    settings, db = runtime.settings, runtime.services.db
+    job = await store.claim(
+        db, job_id, runtime.worker_id, settings.stale_job_seconds, webhook_after=settings.webhook_resend_seconds,
+        take_over=False,
+    )  # fmt: skip
+    if job is not None:
+        return job
+    row = await store.get(db, job_id)
+    if row is None or row.status != "running":
+        return None
+    if job_id in await running_on_live_workers(runtime.services.jobs):
+        logger.info("job {} is held by a live worker ({}); not taking it over", job_id, row.worker_id)
+        return None
+    return await store.claim(
+        db,
+        job_id,
+        runtime.worker_id,
+        settings.stale_job_seconds,
+        webhook_after=settings.webhook_resend_seconds,
+    )
 
 
 def _run(runtime: WorkerRuntime, attempt: Attempt, kind: JobKind, handler: Handler) -> None:

@@ -8,7 +8,9 @@ stopped after shutdown, and actors hand coroutines to it (`WorkerRuntime.call`).
 The loop also runs the process's background duties:
 
 - heartbeat (every WORKER_HEARTBEAT_SECONDS): the worker's entry in ``<prefix>:workers`` and the
-  ``heartbeat_at`` of its running jobs, which also tells it about cancel requests and lost jobs;
+  ``heartbeat_at`` of its running jobs, which also tells it about cancel requests and lost jobs. The two
+  are separate loops, so that an outage of one store never stops the other: a job's claim stays visible
+  to the sweep through whichever of PostgreSQL (heartbeat_at) and Redis (the registry) is up;
 - a pub/sub subscriber: queue wake-ups (see `jobs.broker`) and cancel requests, acted on at once;
 - the sweep and the retention cleanup (`jobs.maintenance`), in one worker at a time.
 """
@@ -300,6 +302,7 @@ class WorkerRuntime(dramatiq.Middleware):
 
     async def _start_duties(self) -> None:
         self._tasks = [
+            asyncio.create_task(self._forever("registry", self._register, self.settings.worker_heartbeat_seconds)),
             asyncio.create_task(self._forever("heartbeat", self._heartbeat, self.settings.worker_heartbeat_seconds)),
             asyncio.create_task(self._subscriber(), name="subscriber"),
             asyncio.create_task(self._forever("sweep", self._sweep, self.settings.job_sweep_interval_seconds)),
@@ -329,8 +332,9 @@ class WorkerRuntime(dramatiq.Middleware):
                 logger.warning("worker {} failed: {}: {}", name, type(exc).__name__, exc)
             await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
 
-    async def _heartbeat(self) -> None:
-        services = self.services
+    async def _register(self) -> None:
+        """The worker's entry in the registry, listing the jobs it holds (bounded: a hung Redis call must not
+        delay the next entry)."""
         now = time.time()
         info = WorkerInfo(
             worker_id=self.worker_id,
@@ -343,11 +347,16 @@ class WorkerRuntime(dramatiq.Middleware):
         )
         try:
             if not self.deregistered:  # never re-register a worker on its way out
-                await services.redis.hset(
-                    workers_key(self.settings.redis_namespace), self.worker_id, msgspec.json.encode(info)
-                )
-        except (RedisError, OSError) as exc:
+                async with asyncio.timeout(max(0.5, self.settings.worker_heartbeat_seconds * 2)):
+                    await self.services.redis.hset(
+                        workers_key(self.settings.redis_namespace), self.worker_id, msgspec.json.encode(info)
+                    )
+        except (RedisError, OSError, TimeoutError) as exc:
             logger.debug("worker registry not updated: {}", type(exc).__name__)
+
+    async def _heartbeat(self) -> None:
+        """``heartbeat_at`` of the jobs this process holds; tells them about cancels and lost claims."""
+        services = self.services
         attempts = dict(self.running)
         if not attempts:
             return

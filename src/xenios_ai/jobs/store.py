@@ -190,7 +190,13 @@ async def set_message(db: Pool, job_id: UUID, message_id: str | None) -> None:
 
 
 async def claim(
-    db: Pool, job_id: UUID, worker_id: str, stale_seconds: float, *, webhook_after: float
+    db: Pool,
+    job_id: UUID,
+    worker_id: str,
+    stale_seconds: float,
+    *,
+    webhook_after: float,
+    take_over: bool = True,
 ) -> Job | None:
     """queued -> running (or take over a running job whose heartbeat is stale); the new attempt's row.
 
@@ -212,10 +218,10 @@ async def claim(
                     webhook_due_at = CASE WHEN cancel_requested_at IS NOT NULL AND webhook_url IS NOT NULL
                                           THEN now() + make_interval(secs => %s) END
                 WHERE id = %s
-                  AND (status = 'queued' OR (status = 'running'
+                  AND (status = 'queued' OR (%s AND status = 'running'
                        AND heartbeat_at < now() - make_interval(secs => %s)))
                 RETURNING {COLUMNS}""",
-            (worker_id, CANCELLED_JSON, webhook_after, job_id, stale_seconds),
+            (worker_id, CANCELLED_JSON, webhook_after, job_id, take_over, stale_seconds),
         )
         row = await cur.fetchone()
     return to_job(row) if row else None
