@@ -252,7 +252,7 @@ class JobsController(Controller):
         security=USER,
         request_max_body_size=None,
         summary="Submit a transcription job (multipart audio upload, or a storage key or URL)",
-        description='Or, instead of a file, `application/json`: `{"source": {"storage_key": "..."}}` (an object in the configured bucket under SOURCE_STORAGE_PREFIXES) or `{"source": {"url": "https://..."}}` (a host in SOURCE_URL_ALLOWED_HOSTS), with optional `options`, `webhook_url`, `webhook_include_result`; the worker fetches it (failures: source_not_found, source_forbidden, source_too_large, source_unreachable). '
+        description='Or, instead of a file, `application/json`: `{"source": {"storage_key": "..."}}` (an object in the configured bucket under SOURCE_STORAGE_PREFIXES) or `{"source": {"url": "..."}}` (an https URL on a host in SOURCE_URL_ALLOWED_HOSTS), with optional `options`, `webhook_url`, `webhook_include_result`; the worker fetches it (failures: source_not_found, source_forbidden, source_too_large, source_unreachable). '
         "multipart/form-data with `file` (WAV, MP3, M4A/AAC, OGG/Opus, WebM, FLAC or MP4; the "
         "type is read from the bytes: 415 otherwise; 413 past TRANSCRIPTION_MAX_UPLOAD_BYTES), optional "
         "`options` as JSON: `language` (ISO 639-1; null detects), `word_timestamps` (false), `vad` (true), "
@@ -287,7 +287,7 @@ class JobsController(Controller):
         security=USER,
         request_max_body_size=None,
         summary="Submit a document extraction job (multipart upload, or a storage key or URL)",
-        description='Or, instead of a file, `application/json`: `{"source": {"storage_key": "..."}}` (an object in the configured bucket under SOURCE_STORAGE_PREFIXES) or `{"source": {"url": "https://..."}}` (a host in SOURCE_URL_ALLOWED_HOSTS), with optional `options`, `webhook_url`, `webhook_include_result`; the worker fetches it (failures: source_not_found, source_forbidden, source_too_large, source_unreachable). '
+        description='Or, instead of a file, `application/json`: `{"source": {"storage_key": "..."}}` (an object in the configured bucket under SOURCE_STORAGE_PREFIXES) or `{"source": {"url": "..."}}` (an https URL on a host in SOURCE_URL_ALLOWED_HOSTS), with optional `options`, `webhook_url`, `webhook_include_result`; the worker fetches it (failures: source_not_found, source_forbidden, source_too_large, source_unreachable). '
         "multipart/form-data with `file` (PDF, DOCX, PPTX, XLSX, HTML, Markdown or CSV; the type "
         "is read from the bytes: 415 otherwise; 413 past EXTRACTION_MAX_UPLOAD_BYTES), optional `options` as "
         'JSON: `output_formats` (`["markdown", "json"]`; also `text`), `chunking` (true), `chunk_max_tokens` '
