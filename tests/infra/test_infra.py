@@ -1209,8 +1209,9 @@ def test_healthcheck_restarts_a_stuck_real_worker(
     healthcheck: ModuleType, fresh_env: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
     """A real `xenios-ai worker` whose process stops (SIGSTOP: no heartbeat, as when stuck in native code
-    holding the GIL) turns unhealthy; the check kills that process and Dramatiq's main process exits, which
-    is what lets `restart: unless-stopped` start the container again."""
+    holding the GIL) turns unhealthy; the check kills that process, and the worker supervisor
+    (`jobs/supervisor.py`) starts a new one in its place without the container restarting (before the
+    supervisor, Dramatiq's main process exited and `restart: unless-stopped` restarted the container)."""
     environ = fresh_env()
     worker = start_worker(environ, tmp_path / "worker.log", queues="default", threads=1)
     try:
@@ -1230,6 +1231,16 @@ def test_healthcheck_restarts_a_stuck_real_worker(
         assert problem is not None
         assert f"worker process {info.pid} sent no heartbeat" in problem
         assert "killed it" in problem
-        assert worker.process.wait(30) != 0
+
+        def replaced() -> bool:
+            client = redis.Redis.from_url(environ["REDIS_URL"])
+            try:
+                values = client.hgetall(workers_key(environ["REDIS_NAMESPACE"])).values()
+            finally:
+                client.close()
+            return any(msgspec.json.decode(v, type=WorkerInfo).pid != info.pid for v in values)
+
+        wait_until(replaced, 60, "a new worker process in place of the killed one")
+        assert worker.process.poll() is None  # the supervisor kept running
     finally:
         worker.stop()

@@ -30,6 +30,10 @@ from xenios_ai.backoff import Doubling
 RESTART_DELAY_SECONDS = 0.5
 RESTART_DELAY_MAX_SECONDS = 30.0
 STABLE_SECONDS = 60.0
+CANNOT_START_CODES = frozenset({2, 3})
+"""Dramatiq's exit codes for a worker that could not start (import error; broker unreachable, or a kind's
+``prepare`` refused, e.g. a missing model): restarting cannot help, so the supervisor stops and exits with
+the code, and the container or systemd decides (as without the supervisor)."""
 """A child that ran this long before stopping is restarted after the first delay again."""
 _POLL_SECONDS = 0.2
 
@@ -60,6 +64,7 @@ class Supervisor:
         self._on_restart = on_restart
         self._stopping = False
         self._signals = 0
+        self._cannot_start: int | None = None
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -69,7 +74,8 @@ class Supervisor:
             while not self._stopping:
                 self._check()
                 time.sleep(_POLL_SECONDS)
-            return self._wait_all()
+            code = self._wait_all()
+            return self._cannot_start if self._cannot_start is not None else code
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -98,6 +104,15 @@ class Supervisor:
                 continue
             if child.process is None or (code := child.process.poll()) is None:
                 continue
+            if code in CANNOT_START_CODES:
+                logger.critical(
+                    "{} (pid {}) could not start (code {}); stopping the other worker processes",
+                    child.name, child.process.pid, code,
+                )  # fmt: skip
+                self._cannot_start = code
+                self._signal(signal.SIGTERM, None)
+                self._signals = 0
+                return
             if now - child.started_at >= STABLE_SECONDS:
                 child.backoff.reset()
             delay = child.backoff.next()
