@@ -244,11 +244,12 @@ async def test_a_cancelled_streams_cost_is_looked_up_later_and_the_budget_correc
     router = LLMRouter(settings, writer)
     assert router.budgets is not None
     try:
+        reconciler = Reconciler(pool, router, interval=0)
+        await reconciler.run_once(min_age=0)  # earlier tests' unpriced rows in this session's database
         events = await router.open_stream("chat", input="hi", owner=user)
         async with contextlib.aclosing(events):
             await anext(events)
         await writer.flush()
-        reconciler = Reconciler(pool, router, interval=0)
         priced = await reconciler.run_once(min_age=0)
         again = await reconciler.run_once(min_age=0)
         await asyncio.sleep(0.1)  # charges are written in the background
