@@ -24,29 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support.speakers_audio import TRACK_OFFSET, Dialogue, build
+from tests.support.speakers_audio import TRACK_OFFSET, build
 from tests.unit.test_transcription import wer
+from tests.unit.test_transcription_speakers import NAMES, attribution, per_speaker_wer
 from xenios_ai.settings import load_settings
 from xenios_ai.transcription import TranscriptionOptions, TranscriptionResult, shared_transcriber
 from xenios_ai.transcription.separate import transcribe_recording, transcribe_tracks
 
 TARGET_RATIO = 1.3
 TARGET_ATTRIBUTION = 0.95
-NAMES = ["Coach", "Client"]
-
-
-def attribution(result: TranscriptionResult, dialogue: Dialogue) -> float:
-    right = total = 0
-    for segment in result.segments:
-        for word in segment.words or []:
-            total += 1
-            right += word.speaker == dialogue.speaker_at((word.start + word.end) / 2)
-    return right / total if total else 0.0
-
-
-def per_speaker_wer(result: TranscriptionResult, dialogue: Dialogue) -> dict[str, float]:
-    said = {name: " ".join(s.text for s in result.segments if s.speaker == name) for name in NAMES}
-    return {name: round(wer(dialogue.text_of(name), said[name]), 4) for name in NAMES}
 
 
 def run(out_dir: Path, *, minutes: float = 5, rounds: int = 3) -> dict[str, Any]:
@@ -95,7 +81,9 @@ def run(out_dir: Path, *, minutes: float = 5, rounds: int = 3) -> dict[str, Any]
             }
             if result.speakers:
                 row["attribution"] = round(attribution(result, dialogue), 4)
-                row["wer_per_speaker"] = per_speaker_wer(result, dialogue)
+                row["wer_per_speaker"] = {
+                    k: round(v, 4) for k, v in per_speaker_wer(result, dialogue).items()
+                }
             rows[name] = row
     out = {
         "audio_seconds": dialogue.duration,

@@ -39,11 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from loguru import logger
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from xenios_ai.db.redis import redis_url
+from xenios_ai.db.redis import open_fail_open_redis
 from xenios_ai.errors import RateLimited
 from xenios_ai.settings import Settings
 from xenios_ai.throttle import OncePer
@@ -130,16 +128,7 @@ class RateLimiter:
         self._warnings = OncePer(WARN_EVERY_SECONDS)
         self._redis: aioredis.Redis | None = None
         if max(self.llm_per_minute, self.jobs_per_minute) > 0:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url(settings),
-                max_connections=64,
-                timeout=None,
-                socket_connect_timeout=TIMEOUT_SECONDS,
-                socket_timeout=None,
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=30,
-            )
-            self._redis = aioredis.Redis(connection_pool=pool)
+            self._redis = open_fail_open_redis(settings, connect_timeout=TIMEOUT_SECONDS)
             self._script = self._redis.register_script(_SCRIPT)
 
     async def aclose(self) -> None:

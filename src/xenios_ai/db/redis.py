@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from xenios_ai.errors import XeniosError
 from xenios_ai.settings import Settings
@@ -24,5 +26,21 @@ def open_redis(settings: Settings, *, max_connections: int = 64) -> Redis:
         socket_timeout=5.0,
         health_check_interval=30,
         retry_on_timeout=False,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def open_fail_open_redis(settings: Settings, *, connect_timeout: float) -> Redis:
+    """A client for checks that must never wait on Redis (rate limits, budgets): no retries, no socket
+    timeout (the caller bounds each call with its own deadline), and callers queue for one of 64
+    connections instead of failing when all are busy."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url(settings),
+        max_connections=64,
+        timeout=None,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=None,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
     )
     return aioredis.Redis(connection_pool=pool)

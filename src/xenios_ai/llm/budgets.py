@@ -41,13 +41,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from loguru import logger
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from xenios_ai.db.redis import redis_url
+from xenios_ai.db.redis import open_fail_open_redis
 from xenios_ai.errors import RateLimited
 from xenios_ai.settings import Settings
 from xenios_ai.throttle import OncePer
@@ -209,16 +206,7 @@ class Budgets:
         self._paused_until = 0.0
         self._warnings = OncePer(60.0)
         self._month = month_of(time.time())
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url(settings),
-            max_connections=64,
-            timeout=None,
-            socket_connect_timeout=TIMEOUT_SECONDS,
-            socket_timeout=None,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = open_fail_open_redis(settings, connect_timeout=TIMEOUT_SECONDS)
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
 

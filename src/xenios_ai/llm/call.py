@@ -17,6 +17,7 @@ from xenios_ai.llm.redaction import Redactor
 from xenios_ai.llm.structured import OutputSpec
 from xenios_ai.llm.tasks import Task
 from xenios_ai.llm.types import OutcomeT, Usage
+from xenios_ai.llm.usage import UsageRecord
 
 
 @dataclass(slots=True)
@@ -141,6 +142,42 @@ class Call:
                 if choice.finish_reason is not None:
                     self.finish_reason = choice.finish_reason
         return "".join(pieces), finished, False
+
+    def usage_record(
+        self,
+        status: Literal["succeeded", "failed", "cancelled"],
+        error_code: str | None,
+        *,
+        content: str | None,
+        charged: float | None,
+        store_content: bool,
+    ) -> UsageRecord:
+        """The request's row in ``ai_backend.llm_requests`` (text only with LLM_STORE_CONTENT)."""
+        return UsageRecord(
+            created_at=self.created_at,
+            request_id=self.request_id,
+            job_id=self.job_id,
+            owner=self.owner,
+            task=self.task.name,
+            mode=self.mode,
+            status=status,
+            error_code=error_code,
+            model=self.attempts[-1].model if self.attempts else None,
+            provider=self.provider,
+            fallback_used=self.fallback_used,
+            attempts=self.attempt_dicts(),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_usd=self.cost,
+            latency_ms=self.elapsed_ms,
+            ttft_ms=self.ttft_ms,
+            finish_reason=self.finish_reason,
+            cached_tokens=self.cached_tokens,
+            generation_id=self.generation_id,
+            budget_charged_usd=charged,
+            prompt=msgspec.to_builtins(self.messages) if store_content else None,
+            response=content if store_content else None,
+        )
 
 
 def _ms(started: float) -> float:

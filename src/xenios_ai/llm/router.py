@@ -67,10 +67,11 @@ from xenios_ai.llm import redaction, wire
 from xenios_ai.llm.budgets import Budgets
 from xenios_ai.llm.call import Call
 from xenios_ai.llm.failures import Failed, all_failed, classify, interrupted
-from xenios_ai.llm.structured import InvalidOutput, OutputSpec, default_request
+from xenios_ai.llm.requests import build_call, request_body
+from xenios_ai.llm.structured import InvalidOutput, OutputSpec
 from xenios_ai.llm.tasks import Task, catalogue_from_settings
 from xenios_ai.llm.types import Completion, Delta, Done, Options, StreamEvent, Usage
-from xenios_ai.llm.usage import NullSink, UsageRecord, UsageSink
+from xenios_ai.llm.usage import NullSink, UsageSink
 from xenios_ai.settings import Settings, SettingsError
 
 __all__ = ["Completion", "Delta", "Done", "LLMRouter", "Options", "StreamEvent", "Usage"]
@@ -78,15 +79,6 @@ __all__ = ["Completion", "Delta", "Done", "LLMRouter", "Options", "StreamEvent",
 _CHAT = "/chat/completions"
 _STREAM_OPTIONS: RequestOptions = {"headers": {"Accept-Encoding": "identity"}}
 """Streams uncompressed: the transport does not decode compressed bodies, and compression would buffer."""
-
-
-_MARKER_FAMILIES = ("anthropic/", "google/gemini")
-"""Model families whose prompt caching needs explicit ``cache_control`` breakpoints (OpenAI, DeepSeek,
-Grok and others cache prefixes by themselves)."""
-
-
-def _explicit_cache_markers(model: str) -> bool:
-    return model.startswith(_MARKER_FAMILIES)
 
 
 class LLMRouter:
@@ -189,12 +181,7 @@ class LLMRouter:
 
         Close the iterator (``contextlib.aclosing``) when abandoning it: that closes the upstream request.
         """
-        call = self._prepare(task, messages, input, None, options, "stream", owner, request_id, job_id)
-        if call.task.output != "text":
-            raise InvalidInput(
-                f"task {task!r} answers JSON and cannot be streamed; use complete", code="task_not_streamable"
-            )
-        return self._restored(call)
+        return self._restored(self._stream_call(task, messages, input, options, owner, request_id, job_id))
 
     async def open_stream(
         self,
@@ -210,13 +197,27 @@ class LLMRouter:
         """`stream`, with the owner's budget checked before it returns: a refusal (429
         ``budget_exceeded``) raises here rather than ending the stream (`stream` checks it on the first
         iteration). Close the iterator when abandoning it."""
+        call = self._stream_call(task, messages, input, options, owner, request_id, job_id)
+        await self._admit(call)
+        return self._restored(call)
+
+    def _stream_call(
+        self,
+        task: str,
+        messages: Sequence[wire.Message | Mapping[str, str]] | None,
+        input: str | None,
+        options: Options | None,
+        owner: str | None,
+        request_id: str | None,
+        job_id: str | None,
+    ) -> Call:
+        """A stream's call, validated: only text tasks stream."""
         call = self._prepare(task, messages, input, None, options, "stream", owner, request_id, job_id)
         if call.task.output != "text":
             raise InvalidInput(
                 f"task {task!r} answers JSON and cannot be streamed; use complete", code="task_not_streamable"
             )
-        await self._admit(call)
-        return self._restored(call)
+        return call
 
     def _restored(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
         """A stream's chain, its placeholders restored when the call is redacted."""
@@ -273,76 +274,10 @@ class LLMRouter:
             raise InvalidInput(
                 f"unknown task {task_name!r}; known: {', '.join(self.tasks)}", code="unknown_task"
             )
-        if (messages is None) == (input is None):
-            raise InvalidInput("give either messages or input", code="invalid_llm_input")
-        if input is not None:
-            if task.output == "json" and output is None:
-                input, output = default_request(task.name, input)
-            chat = [wire.Message("system", task.system_prompt), wire.Message("user", input)]
-        else:
-            assert messages is not None
-            if not messages:
-                raise InvalidInput("messages must not be empty", code="invalid_llm_input")
-            if task.output == "json" and output is None:
-                raise InvalidInput(f"task {task.name!r} takes input, not messages", code="invalid_llm_input")
-            chat = [wire.Message("system", task.system_prompt)]
-            chat.extend(
-                m if isinstance(m, wire.Message) else wire.Message(m["role"], m["content"]) for m in messages
-            )
-        temperature, max_tokens = task.temperature, task.max_tokens
-        if options is not None:
-            if options.temperature is not None:
-                if not 0.0 <= options.temperature <= 2.0:
-                    raise InvalidInput("temperature must be within 0..2", code="invalid_llm_input")
-                temperature = options.temperature
-            if options.max_tokens is not None:
-                if not 1 <= options.max_tokens <= task.max_tokens:
-                    raise InvalidInput(
-                        f"max_tokens must be within 1..{task.max_tokens} for {task.name}",
-                        code="invalid_llm_input",
-                    )
-                max_tokens = options.max_tokens
-        redactor = redaction.for_call(self._redact_tasks, task.name, options)
-        if redactor is not None:  # before anything is sent, failing closed (redaction_failed)
-            chat = redaction.redact_chat(redactor, chat)
-        marked = self._cache_breakpoints(task, chat, input is not None)
-        call = Call(task, mode, chat, temperature, max_tokens, output, owner, request_id, job_id, marked)
-        call.redactor = redactor
-        return call
-
-    def _cache_breakpoints(
-        self, task: Task, chat: list[wire.Message], from_input: bool
-    ) -> list[wire.Message | wire.PartsMessage] | None:
-        """The messages with ``cache_control`` on the parts worth caching, or None when none is.
-
-        Marked when at least ``llm_cache_min_chars`` long (shorter prefixes are below the providers'
-        minimum, ~1,024 tokens): the system prompt; an analysis's input (the transcript or document);
-        a conversation's last message (so the next turn reads the conversation so far from the cache).
-        """
-        least = self._cache_min_chars
-        if least <= 0:
-            return None
-        marked = set()
-        if len(chat[0].content) >= least:
-            marked.add(0)
-        if from_input:
-            if task.cache_input and len(chat[-1].content) >= least:
-                marked.add(len(chat) - 1)
-        elif sum(len(m.content) for m in chat) >= least:
-            marked.add(len(chat) - 1)
-        return wire.mark_for_cache(chat, marked) if marked else None
-
-    def _body(self, call: Call, model: str) -> bytes:
-        marked = call.marked is not None and _explicit_cache_markers(model)
-        return wire.request_body(
-            model,
-            call.marked if marked and call.marked is not None else call.messages,
-            temperature=call.temperature,
-            max_tokens=call.max_tokens,
-            stream=True,
-            response_format=call.output.response_format if call.output is not None else None,
-            provider=call.task.provider,
-        )
+        return build_call(
+            task, messages, input, output, options, mode, owner, request_id, job_id,
+            redact_tasks=self._redact_tasks, cache_min_chars=self._cache_min_chars,
+        )  # fmt: skip
 
     # -- the chain: one loop for completions and streams -------------------------------------------------
 
@@ -443,7 +378,7 @@ class LLMRouter:
             async with asyncio.timeout_at(min(deadline, limit)):
                 return await self._client.post(
                     _CHAT,
-                    content=self._body(call, model),
+                    content=request_body(call, model),
                     cast_to=httpx2.Response,
                     options=_STREAM_OPTIONS,
                     stream=True,
@@ -534,38 +469,14 @@ class LLMRouter:
     ) -> None:
         if call.model is not None:  # the attempt in flight when cancelled (or an unexpected error escaped)
             call.end("cancelled" if status == "cancelled" else "unexpected_error")
-        model = call.attempts[-1].model if call.attempts else None
         charged = None
         if call.hold is not None and self.budgets is not None:
             # No usage reported but a generation began (a cancelled stream): its estimate is charged now,
             # the real cost looked up by generation id later (`reconcile`).
             unpriced = call.cost is None and call.generation_id is not None
             charged = self.budgets.settle(call.hold, call.cost if call.cost is not None or unpriced else 0.0)
-        self._sink.record(
-            usage := UsageRecord(
-                created_at=call.created_at,
-                request_id=call.request_id,
-                job_id=call.job_id,
-                owner=call.owner,
-                task=call.task.name,
-                mode=call.mode,
-                status=status,
-                error_code=error_code,
-                model=model,
-                provider=call.provider,
-                fallback_used=call.fallback_used,
-                attempts=call.attempt_dicts(),
-                prompt_tokens=call.prompt_tokens,
-                completion_tokens=call.completion_tokens,
-                cost_usd=call.cost,
-                latency_ms=call.elapsed_ms,
-                ttft_ms=call.ttft_ms,
-                finish_reason=call.finish_reason,
-                cached_tokens=call.cached_tokens,
-                generation_id=call.generation_id,
-                budget_charged_usd=charged,
-                prompt=msgspec.to_builtins(call.messages) if self._store_content else None,
-                response=content if self._store_content else None,
-            )
+        usage = call.usage_record(
+            status, error_code, content=content, charged=charged, store_content=self._store_content
         )
+        self._sink.record(usage)
         self._metrics.record(usage)

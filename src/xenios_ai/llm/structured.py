@@ -100,7 +100,7 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _unwrap(content: str) -> str:
+def unwrap_fence(content: str) -> str:
     """Models sometimes wrap JSON in a Markdown fence despite the schema; take what is inside."""
     text = content.strip()
     if text.startswith("```"):
@@ -111,7 +111,7 @@ def _unwrap(content: str) -> str:
 
 def _decode(decode: Callable[[str], T], content: str) -> T:
     try:
-        return decode(_unwrap(content))
+        return decode(unwrap_fence(content))
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidOutput(f"the answer is not valid JSON for the schema: {exc}") from None
 

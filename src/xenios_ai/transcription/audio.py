@@ -45,6 +45,40 @@ def _is_system_error(exc: BaseException) -> bool:
     return isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError))
 
 
+def resampled(container: Any, stream: Any, *, format: str, layout: str | None) -> Iterator[Any]:
+    """PyAV frames of ``stream`` at 16 kHz in ``format`` and ``layout`` (None: the stream's own), as they
+    decode. Corrupt packets are skipped (as faster-whisper does); a decoding failure is 422
+    ``unreadable_audio``, a missing or forbidden file stays an OSError."""
+    import av  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
+
+    resampler: Any = None
+    setup: tuple[str, str, int] | None = None
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                continue
+            for frame in frames:
+                # A resampler takes one input format, layout and rate; streams may change them midway
+                # (MP3s joined end to end): finish the old resampler and start a new one.
+                shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if shape != setup:
+                    if resampler is not None:
+                        yield from resampler.resample(None)
+                    resampler = av.AudioResampler(
+                        format=format, layout=layout or frame.layout.name, rate=SAMPLE_RATE
+                    )
+                    setup = shape
+                yield from resampler.resample(frame)
+        if resampler is not None:
+            yield from resampler.resample(None)
+    except av.error.FFmpegError as exc:
+        if _is_system_error(exc):
+            raise
+        raise unreadable(f"decoding failed ({exc})") from exc
+
+
 def _search_samples(window: int) -> int:
     """How far back from a window's end a cut may go: its last third, at most 30 s."""
     return int(min(window / SAMPLE_RATE / 3, 30.0) * SAMPLE_RATE)
@@ -116,35 +150,8 @@ class AudioReader:
 
     def _chunks(self) -> Iterator[Samples]:
         """Decoded, resampled audio as it comes; corrupt packets are skipped, as faster-whisper does."""
-        import av  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-
-        resampler: Any = None
-        setup: tuple[str, str, int] | None = None
-        try:
-            for packet in self._container.demux(self._stream):
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    continue
-                for frame in frames:
-                    # A resampler takes one input format, layout and rate; streams may change them midway
-                    # (MP3s joined end to end): finish the old resampler and start a new one.
-                    shape = (frame.format.name, frame.layout.name, frame.sample_rate)
-                    if shape != setup:
-                        if resampler is not None:
-                            for out in resampler.resample(None):
-                                yield _mono(out)
-                        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-                        setup = shape
-                    for out in resampler.resample(frame):
-                        yield _mono(out)
-            if resampler is not None:
-                for out in resampler.resample(None):
-                    yield _mono(out)
-        except av.error.FFmpegError as exc:
-            if _is_system_error(exc):
-                raise
-            raise unreadable(f"decoding failed ({exc})") from exc
+        for frame in resampled(self._container, self._stream, format="flt", layout="mono"):
+            yield _mono(frame)
 
     def windows(self) -> Iterator[tuple[int, Samples]]:
         """(offset in samples, samples) of consecutive windows covering the whole stream."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from xenios_ai.errors import InvalidInput, LimitExceeded
+from xenios_ai.transcription.audio import resampled, too_long, unreadable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,18 +52,6 @@ _MIN_MUTE_FRAMES: Final = 15  # shorter quiet stretches stay (300 ms)
 _FLOOR_DB: Final = -120.0
 PROGRESS_EVERY: Final = 60.0
 """Seconds of audio between two progress calls of `split`."""
-
-
-def _unreadable(detail: str) -> InvalidInput:
-    return InvalidInput(f"The file has no readable audio: {detail}.", code="unreadable_audio")
-
-
-def too_long(seconds: float, limit: float) -> LimitExceeded:
-    return LimitExceeded(
-        f"The audio lasts {seconds / 60:.1f} minutes; the limit is {limit / 60:.1f} minutes.",
-        code="audio_too_long",
-        extra={"duration_seconds": round(seconds, 1), "max_duration_seconds": limit},
-    )
 
 
 def probe(path: Path) -> tuple[int, float | None] | None:
@@ -135,11 +123,11 @@ def split(
     except av.error.FFmpegError as exc:
         if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
             raise
-        raise _unreadable("not a media file FFmpeg can open") from exc
+        raise unreadable("not a media file FFmpeg can open") from exc
     writers: list[wave.Wave_write] = []
     try:
         if not container.streams.audio:
-            raise _unreadable("the file has no audio track")
+            raise unreadable("the file has no audio track")
         stream = container.streams.audio[0]
         count = 1 if downmix else max(1, int(stream.codec_context.channels))
         names = ["mix.wav"] if downmix else [f"channel-{i + 1}.wav" for i in range(count)]
@@ -164,7 +152,7 @@ def split(
             for w, channel in zip(writers, pcm, strict=True):
                 w.writeframesraw(channel.tobytes())
         if meter.samples == 0:
-            raise _unreadable("the audio track decodes to nothing")
+            raise unreadable("the audio track decodes to nothing")
     finally:
         for w in writers:
             w.close()
@@ -174,34 +162,8 @@ def split(
 
 def _decoded(container: Any, stream: Any, downmix: bool, count: int) -> Any:
     """(channels, samples) float32 blocks at 16 kHz; corrupt packets are skipped (as the transcriber)."""
-    import av
-
-    resampler: Any = None
-    setup: tuple[str, str, int] | None = None
-    try:
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError:
-                continue
-            for frame in frames:
-                shape = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if shape != setup:
-                    if resampler is not None:
-                        for out in resampler.resample(None):
-                            yield _planar(out, count)
-                    layout = "mono" if downmix else frame.layout.name
-                    resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
-                    setup = shape
-                for out in resampler.resample(frame):
-                    yield _planar(out, count)
-        if resampler is not None:
-            for out in resampler.resample(None):
-                yield _planar(out, count)
-    except av.error.FFmpegError as exc:
-        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
-            raise
-        raise _unreadable(f"decoding failed ({exc})") from exc
+    for frame in resampled(container, stream, format="fltp", layout="mono" if downmix else None):
+        yield _planar(frame, count)
 
 
 def _planar(frame: Any, count: int) -> Floats:

@@ -15,7 +15,7 @@ from xenios_ai.errors import InvalidInput
 from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.followups import analyse_after
 from xenios_ai.jobs.models import JobKind, UploadSpec
-from xenios_ai.transcription import channels
+from xenios_ai.transcription import audio, channels
 from xenios_ai.transcription.engine import shared_transcriber
 from xenios_ai.transcription.models import (
     MAX_SPEAKERS,
@@ -62,7 +62,7 @@ def check_headers(paths: list[Path], limit: float | None) -> None:
         return
     seconds = [probed[1] for path in paths if (probed := channels.probe(path)) is not None]
     if all(s is not None for s in seconds) and sum(s or 0.0 for s in seconds) > limit:
-        raise channels.too_long(sum(s or 0.0 for s in seconds), limit)
+        raise audio.too_long(sum(s or 0.0 for s in seconds), limit)
 
 
 def within_limit(transcribe: Transcribe, limit: float | None) -> Transcribe:
@@ -74,7 +74,7 @@ def within_limit(transcribe: Transcribe, limit: float | None) -> Transcribe:
     ) -> TranscriptionResult:
         result = transcribe(path, options, progress)
         if limit is not None and result.duration > limit:
-            raise channels.too_long(result.duration, limit)
+            raise audio.too_long(result.duration, limit)
         return result
 
     return run

@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 from loguru import logger
 
-from xenios_ai.transcription import channels
+from xenios_ai.transcription import audio, channels
 from xenios_ai.transcription.models import (
     MAX_SPEAKERS,
     SEQUENTIAL,
@@ -102,7 +102,7 @@ def transcribe_tracks(
             split = channels.split(path, track, downmix=True, max_seconds=max_seconds, progress=reading)
             seconds.append(split.seconds)
             if max_seconds is not None and sum(seconds) > max_seconds:
-                raise channels.too_long(sum(seconds), max_seconds)
+                raise audio.too_long(sum(seconds), max_seconds)
             sources += split.paths
             power += split.power
         return _attributed(

@@ -48,7 +48,7 @@ from xenios_ai.api.ratelimit import StreamSlot
 from xenios_ai.api.schemas import MAX_PROMPT_CHARS
 from xenios_ai.api.sse import EventStream
 from xenios_ai.errors import InvalidInput
-from xenios_ai.llm.structured import InvalidOutput, OutputSpec, default_request
+from xenios_ai.llm.structured import InvalidOutput, OutputSpec, default_request, unwrap_fence
 from xenios_ai.llm.tasks import Task
 from xenios_ai.llm.types import Completion, Delta, Done, Options, StreamEvent, Usage
 from xenios_ai.llm.wire import Message
@@ -132,20 +132,12 @@ def _options(data: ChatCompletionRequest, task: Task) -> Options | None:
     return Options(temperature=data.temperature, max_tokens=max_tokens)
 
 
-def _unwrap(content: str) -> str:
-    text = content.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    return text
-
-
 def _object_spec(response_format: dict[str, Any], required: list[str]) -> OutputSpec:
     """A text task's JSON output: a JSON object with the ``required`` top-level keys."""
 
     def parse(content: str) -> Any:
         try:
-            value = _decode_json(_unwrap(content))
+            value = _decode_json(unwrap_fence(content))
         except msgspec.DecodeError as exc:
             raise InvalidOutput(f"the answer is not JSON: {exc}") from None
         if not isinstance(value, dict):
