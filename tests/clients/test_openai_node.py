@@ -21,6 +21,7 @@ import pytest
 
 from tests.fakes.openrouter import DEFAULT_CONTENT, FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.node import ensure_node_modules
 
 NODE_DIR = Path(__file__).parent / "node"
 OPUS = "anthropic/claude-opus-4.5"
@@ -42,7 +43,7 @@ def node(openai_face_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """``node(case, **args)``: one call of driver.mjs, answered by the SDK's result (or raised error)."""
     executable = shutil.which("node")
     assert executable is not None, "Node 20+ is needed (the SDK tests drive the real Node clients)"
-    assert (NODE_DIR / "node_modules").is_dir(), "run `npm ci --prefix tests/clients/node` first"
+    ensure_node_modules(NODE_DIR)
     env = {
         "PATH": str(Path(executable).parent),
         "XENIOS_BASE_URL": openai_face_url,

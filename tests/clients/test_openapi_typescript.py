@@ -17,6 +17,7 @@ from typing import Any
 from litestar.testing import TestClient
 
 from tests.support.config import make_settings
+from tests.support.node import ensure_node_modules
 from xenios_ai.api.app import create_app
 
 TS_DIR = Path(__file__).parent / "openapi-ts"
@@ -28,7 +29,7 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 def test_typescript_types_from_the_openapi_document_compile_a_client(test_env: dict[str, str]) -> None:
     assert shutil.which("node") is not None, "Node 20+ is needed (openapi-typescript and tsc)"
-    assert (TS_DIR / "node_modules").is_dir(), "run `npm ci --prefix tests/clients/openapi-ts` first"
+    ensure_node_modules(TS_DIR)
     schema: dict[str, Any] = (
         TestClient(create_app(make_settings(test_env))).get("/schema/openapi.json").json()
     )
