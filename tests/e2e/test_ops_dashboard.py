@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -24,33 +23,14 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from tests.fakes.openrouter import FakeOpenRouter, Reply
 from tests.support import tokens
+from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 from tests.support.jobs import accepted_id, submit_analysis, wait_for_job
 from tests.support.processes import ApiServer, wait_until
 
 pytestmark = pytest.mark.usefixtures("job_worker")
 
 OPS_PASSWORD = f"ops-{uuid.uuid4().hex}"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 SCREENSHOTS = Path(os.environ.get("XENIOS_SCREENSHOT_DIR", tempfile.gettempdir()))
-
-
-def chromium_path() -> str:
-    path = os.environ.get("XENIOS_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.access(path, os.X_OK):
-        pytest.fail(
-            f"no Chromium at {path}: install Debian's chromium (`apt-get install -y chromium`, which .ci/run "
-            "does as root) or set XENIOS_TEST_CHROMIUM to a Chromium binary",
-            pytrace=False,
-        )
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -231,25 +231,49 @@ def complete_openapi(schema: dict[str, Any], tasks: Iterable[str]) -> dict[str, 
     return schema
 
 
-class CompleteJsonRenderPlugin(JsonRenderPlugin):
-    """``/schema/openapi.json``: the generated document completed by `complete_openapi` (once)."""
+class _Completed:
+    """`complete_openapi` of Litestar's document, computed once and shared by the JSON and the UI."""
 
     def __init__(self, tasks: Iterable[str]) -> None:
-        super().__init__()
         self._tasks = tuple(tasks)
         self._done: tuple[int, dict[str, Any]] | None = None
 
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+    def __call__(self, openapi_schema: dict[str, Any]) -> dict[str, Any]:
         if self._done is None or self._done[0] != id(openapi_schema):
             self._done = (id(openapi_schema), complete_openapi(openapi_schema, self._tasks))
-        return self.render_json(request, self._done[1])
+        return self._done[1]
+
+
+class CompleteJsonRenderPlugin(JsonRenderPlugin):
+    """``/schema/openapi.json``: the generated document completed by `complete_openapi` (once)."""
+
+    def __init__(self, completed: _Completed) -> None:
+        super().__init__()
+        self._completed = completed
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return self.render_json(request, self._completed(openapi_schema))
+
+
+class CompleteSwaggerRenderPlugin(SwaggerRenderPlugin):
+    """Swagger UI inlines the document in its page: the completed one, not Litestar's (whose errors are
+    ``400 {status_code, detail, extra}``); tests/e2e/test_swagger_ui.py found the difference."""
+
+    def __init__(self, completed: _Completed, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._completed = completed
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, self._completed(openapi_schema))
 
 
 def render_plugins(tasks: Iterable[str]) -> list[Any]:
     """The document as JSON and Swagger UI (at ``/schema`` and ``/schema/swagger``) on local assets."""
+    completed = _Completed(tasks)
     return [
-        CompleteJsonRenderPlugin(tasks),
-        SwaggerRenderPlugin(
+        CompleteJsonRenderPlugin(completed),
+        CompleteSwaggerRenderPlugin(
+            completed,
             path=["/", "/swagger"],
             js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
             css_url=f"{ASSETS_PATH}/swagger-ui.css",
