@@ -41,44 +41,36 @@ outcome, including cancellation: per attempt the last usage reported counts (a p
 cumulative usage in every chunk), summed over the attempts. A cancelled request's row names the model that
 was running and its attempt (error ``cancelled``), with any usage the provider had sent.
 
-Performance: one ``AsyncOpenAI`` client on the aiohttp transport per process; requests go through the
-SDK's ``post`` with a msgspec-encoded body and come back as raw bytes decoded by msgspec (`wire`), so
-neither pydantic request transforms nor response models run on the hot path.
+The upstream itself (the OpenRouter client, one attempt's reads and deadlines, what its failures mean)
+is `xenios_ai.llm.upstream`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Literal
 
 import httpx2
-import msgspec
-import openai
 from loguru import logger
-from openai import AsyncOpenAI, DefaultAioHttpClient, RequestOptions
 
 from xenios_ai.backoff import exponential
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.llm import redaction, wire
 from xenios_ai.llm.budgets import Budgets
 from xenios_ai.llm.call import Call
-from xenios_ai.llm.failures import Failed, all_failed, classify, interrupted
-from xenios_ai.llm.requests import build_call, request_body
+from xenios_ai.llm.failures import Failed, all_failed
+from xenios_ai.llm.requests import build_call
 from xenios_ai.llm.structured import InvalidOutput, OutputSpec
 from xenios_ai.llm.tasks import Task, catalogue_from_settings
 from xenios_ai.llm.types import Completion, Delta, Done, Options, StreamEvent, Usage
+from xenios_ai.llm.upstream import Upstream
 from xenios_ai.llm.usage import NullSink, UsageSink
 from xenios_ai.settings import Settings, SettingsError
 
 __all__ = ["Completion", "Delta", "Done", "LLMRouter", "Options", "StreamEvent", "Usage"]
-
-_CHAT = "/chat/completions"
-_STREAM_OPTIONS: RequestOptions = {"headers": {"Accept-Encoding": "identity"}}
-"""Streams uncompressed: the transport does not decode compressed bodies, and compression would buffer."""
 
 
 class LLMRouter:
@@ -99,9 +91,6 @@ class LLMRouter:
         """Also told of every finished request (the process's LLM metrics: `observability.metrics`)."""
         self._store_content = settings.llm_store_content
         self._redact_tasks = settings.redact_tasks
-        self._timeout = settings.llm_timeout_seconds
-        self._first_token_timeout = settings.llm_first_token_timeout_seconds
-        self._idle_timeout = settings.llm_stream_idle_timeout_seconds
         self._max_retries = max(0, settings.llm_max_retries)
         self._backoff = settings.llm_retry_backoff_seconds
         self._max_retry_after = settings.llm_max_retry_after_seconds
@@ -113,34 +102,18 @@ class LLMRouter:
             if unknown:
                 raise SettingsError(f"BUDGET_USD_PER_TASK_MONTH: unknown task(s) {', '.join(unknown)}")
         key = settings.openrouter_api_key.get() if settings.openrouter_api_key else ""
-        self._key = key
-        self._client: AsyncOpenAI | None = None
-        if key:
-            limit = settings.llm_max_connections
-            self._client = AsyncOpenAI(
-                api_key=key,
-                base_url=settings.openrouter_base_url,
-                max_retries=0,  # retries and fallback are the router's
-                timeout=httpx2.Timeout(max(self._timeout, self._idle_timeout), connect=10.0),
-                default_headers={
-                    "HTTP-Referer": settings.openrouter_referer,
-                    "X-Title": settings.openrouter_title,
-                },
-                http_client=http_client
-                or DefaultAioHttpClient(
-                    limits=httpx2.Limits(max_connections=limit, max_keepalive_connections=limit),
-                ),
-            )
+        self._upstream = Upstream(settings, key, http_client) if key else None
+        """The OpenRouter client and one attempt's reads (None without an API key)."""
 
     @property
     def configured(self) -> bool:
-        return self._client is not None
+        return self._upstream is not None
 
     async def aclose(self) -> None:
         if self.budgets is not None:
             await self.budgets.aclose()
-        if self._client is not None:
-            await self._client.close()
+        if self._upstream is not None:
+            await self._upstream.aclose()
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -230,26 +203,8 @@ class LLMRouter:
             call.hold = await self.budgets.admit(call.owner, call.task.name)
 
     async def generation_cost(self, generation_id: str) -> float | None:
-        """What OpenRouter says a generation cost (``GET /generation?id=``), or None while it does not know
-        (it reports a generation shortly after it ends) or cannot be asked."""
-        if self._client is None:
-            return None
-        try:
-            async with asyncio.timeout(10.0):
-                response = await self._client.get(
-                    "/generation",
-                    cast_to=httpx2.Response,
-                    options={"params": {"id": generation_id}},
-                )
-            return wire.decode_generation(response.content).data.total_cost
-        except (
-            openai.APIError,
-            httpx2.HTTPError,
-            TimeoutError,
-            msgspec.DecodeError,
-            msgspec.ValidationError,
-        ):
-            return None
+        """What OpenRouter says a generation cost, or None while it does not know or cannot be asked."""
+        return None if self._upstream is None else await self._upstream.generation_cost(generation_id)
 
     # -- preparation --------------------------------------------------------------------------------
 
@@ -265,7 +220,7 @@ class LLMRouter:
         request_id: str | None,
         job_id: str | None,
     ) -> Call:
-        if self._client is None:
+        if self._upstream is None:
             raise UpstreamUnavailable(
                 "LLM routes need OPENROUTER_API_KEY; it is not configured", code="llm_not_configured"
             )
@@ -303,7 +258,8 @@ class LLMRouter:
                         text.clear()  # an attempt's text counts only if the attempt succeeds
                         call.ttft_ms = None
                     try:
-                        async with contextlib.aclosing(self._attempt(call, model)) as pieces:
+                        assert self._upstream is not None  # _prepare refused the call otherwise
+                        async with contextlib.aclosing(self._upstream.attempt(call, model)) as pieces:
                             async for piece in pieces:
                                 if streaming:
                                     if self._store_content:
@@ -369,94 +325,6 @@ class LLMRouter:
             delay = exponential(self._backoff, retry, jitter=(0.5, 1.5))
         await asyncio.sleep(delay)
         return True
-
-    # -- one attempt -----------------------------------------------------------------------------------
-
-    async def _open(self, call: Call, model: str, deadline: float, limit: float) -> httpx2.Response:
-        assert self._client is not None
-        try:
-            async with asyncio.timeout_at(min(deadline, limit)):
-                return await self._client.post(
-                    _CHAT,
-                    content=request_body(call, model),
-                    cast_to=httpx2.Response,
-                    options=_STREAM_OPTIONS,
-                    stream=True,
-                    stream_cls=None,  # cast_to=Response: the raw, unread response
-                )
-        except Exception as exc:
-            failed = classify(exc, self._key)
-            if isinstance(exc, TimeoutError):
-                failed.error = "first_token_timeout" if deadline <= limit else "timeout"
-            raise failed from None
-
-    async def _attempt(self, call: Call, model: str) -> AsyncGenerator[str, None]:
-        """Yield the text of one upstream stream, read by read; raise `Failed` on any failure.
-
-        Deadlines: the first text within ``llm_first_token_timeout_seconds``, then data at least every
-        ``llm_stream_idle_timeout_seconds``; a completion's attempt also ends at ``llm_timeout_seconds``.
-        """
-        loop = asyncio.get_running_loop()
-        streaming = call.mode == "stream"
-        now = loop.time()
-        deadline = now + self._first_token_timeout
-        limit = math.inf if streaming else now + self._timeout
-        response = await self._open(call, model, deadline, limit)
-        sent_text = False
-        size = 0
-        try:
-            lines = wire.SSELines()
-            # aiter_raw does not undo a Content-Encoding (the transport does not either): a proxy may
-            # compress despite Accept-Encoding: identity, and only then is aiter_bytes' decoding needed.
-            reads = response.aiter_bytes() if wire.encoded(response) else response.aiter_raw()
-            finished = False
-            while True:
-                try:
-                    async with asyncio.timeout_at(min(deadline, limit)):
-                        data = await anext(reads)
-                except StopAsyncIteration:
-                    break
-                payloads = lines.feed(data)
-                if not payloads:
-                    continue  # a partial line, or comments (": OPENROUTER PROCESSING")
-                text, done, error = call.read_chunks(payloads)
-                finished = finished or done
-                if error and not sent_text:
-                    raise Failed("retry", "stream_error")  # nothing reached the client: try again
-                if sent_text or text:
-                    deadline = loop.time() + self._idle_timeout
-                if text:
-                    if not sent_text:
-                        sent_text = True
-                        call.ttft_ms = call.elapsed_ms
-                    size += len(text)
-                    if size > wire.MAX_BODY_BYTES:
-                        raise wire.TooLarge(f"the answer is larger than {wire.MAX_BODY_BYTES} bytes")
-                    yield text
-                if error:
-                    raise Failed("retry", "stream_error")
-            if not finished and call.finish_reason is None:
-                raise Failed("retry", "incomplete_stream")
-        except Exception as exc:
-            raise self._failure(exc, model, sent_text=sent_text, streaming=streaming, limit=limit) from None
-        finally:
-            call.add_usage(call.attempt_usage)  # also when cancelled: what the provider reported so far
-            call.attempt_usage = None
-            await response.aclose()
-
-    def _failure(
-        self, exc: Exception, model: str, *, sent_text: bool, streaming: bool, limit: float
-    ) -> Failed:
-        """What an exception during an attempt's reads means (a stream that sent text never restarts)."""
-        failure = exc if isinstance(exc, Failed) else classify(exc, self._key)
-        if isinstance(exc, TimeoutError):
-            if asyncio.get_running_loop().time() >= limit:
-                failure.error = "timeout"
-            else:
-                failure.error = "stream_stalled" if sent_text else "first_token_timeout"
-        if sent_text and streaming:
-            interrupted(failure, model, self._idle_timeout)
-        return failure
 
     # -- usage ---------------------------------------------------------------------------------------
 
