@@ -239,7 +239,7 @@ async def allow_service(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     """Guard for the job reads the MVP's backend makes on its own (a webhook handler fetching a result):
     with an Authorization header, a valid user JWT as in `require_user` (the read is the user's); without
     one, the API key alone (checked by the router's `require_api_key`) reads for any owner, and the
-    principal stays unset (`provide_reader` gives None)."""
+    principal stays unset (`provide_reader` gives None). Why: docs/decisions/0010-mvp-fit.md."""
     if connection.headers.get("authorization") is None:
         connection.scope["state"]["principal"] = None
         return
