@@ -26,7 +26,8 @@ When a cancelled stream's usage never came, the estimate is charged and the usag
 generation id; `reconcile.Reconciler` later looks the real cost up and charges the
 difference. A hold left by a process that died mid-call is dropped once the owner's holds have not changed
 for ``BUDGET_HOLD_SECONDS``. Redis never decides alone: when it does not answer within `TIMEOUT_SECONDS`
-calls go through (a warning at most once a minute) and their charges are logged as lost.
+calls go through (a warning at most once a minute) and their charges are logged as lost. The Lua
+scripts are `xenios_ai.llm.budget_scripts`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from redis.exceptions import RedisError
 
 from xenios_ai.db.redis import open_fail_open_redis
 from xenios_ai.errors import RateLimited
+from xenios_ai.llm.budget_scripts import ADMIT, SETTLE
 from xenios_ai.settings import Settings
 from xenios_ai.throttle import OncePer
 
@@ -58,72 +60,13 @@ BUSY_RETRY_AFTER_SECONDS = 5
 RECENT_COSTS = 16
 """The estimate of a task's next call: the most one of its last RECENT_COSTS calls cost (this process)."""
 EXHAUSTED_CACHE_SECONDS = 30.0
+"""A budget found used up is refused locally (no Redis call) for this long."""
 LEASE_SHARE = 50
 """A process takes a fiftieth of a user's budget at a time (at most a quarter of what is left) ..."""
 LEASE_SECONDS = 1.0
 """... and gives back what it did not use after this long."""
 FLUSH_SECONDS = 0.05
 """Charges and releases are written in batches this often."""
-"""A budget found used up is refused locally (no Redis call) for this long."""
-
-_ADMIT = """
--- KEYS[1]: the owner's month. ARGV: now ms, stale ms, estimate, user cap, task, task cap, expire-at s,
--- lease wanted. Returns {admitted 1/0, spent, which cap refused ('user'/'task'/''), used up 1/0, held}.
-local k = KEYS[1]
-local now, stale, est = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local ucap, task, tcap, want = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8])
-local v = redis.call('HMGET', k, 'spent', 'held', 'held_at', 'spent:' .. task, 'held:' .. task)
-local spent, held, at = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
-local tspent, theld = tonumber(v[4]) or 0, tonumber(v[5]) or 0
-if held > 0 and now - at > stale then
-  for _, f in ipairs(redis.call('HKEYS', k)) do
-    if string.sub(f, 1, 4) == 'held' and f ~= 'held_at' then redis.call('HSET', k, f, 0) end
-  end
-  held, theld = 0, 0
-end
-local grant = est
-if ucap > 0 then
-  if spent >= ucap then return {0, spent, 'user', 1, 0} end
-  local avail = ucap - spent - held
-  if held > 0 and avail < est then return {0, spent, 'user', 0, 0} end
-  if tcap == 0 and want > est then
-    grant = math.min(want, math.floor(avail / 4))
-    if grant < est then grant = est end
-  end
-end
-if tcap > 0 then
-  if tspent >= tcap then return {0, tspent, 'task', 1, 0} end
-  if theld > 0 and tspent + theld + est > tcap then return {0, tspent, 'task', 0, 0} end
-  redis.call('HINCRBY', k, 'held:' .. task, est)
-end
-redis.call('HINCRBY', k, 'held', grant)
-redis.call('HSET', k, 'held_at', now)
-redis.call('EXPIREAT', k, tonumber(ARGV[7]))
-return {1, spent, '', 0, grant}
-"""
-
-_SETTLE = """
--- KEYS[1]: the owner's month. ARGV: held to release, now ms, expire-at s, then per task: task, cost charged,
--- task hold to release.
-local k = KEYS[1]
-local release = tonumber(ARGV[1])
-if release > 0 then
-  if redis.call('HINCRBY', k, 'held', -release) < 0 then redis.call('HSET', k, 'held', 0) end
-  redis.call('HSET', k, 'held_at', tonumber(ARGV[2]))
-end
-local total = 0
-for i = 4, #ARGV, 3 do
-  local task, cost, trelease = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  if cost ~= 0 then redis.call('HINCRBY', k, 'spent:' .. task, cost) end
-  total = total + cost
-  if trelease > 0 and redis.call('HINCRBY', k, 'held:' .. task, -trelease) < 0 then
-    redis.call('HSET', k, 'held:' .. task, 0)
-  end
-end
-if total ~= 0 then redis.call('HINCRBY', k, 'spent', total) end
-redis.call('EXPIREAT', k, tonumber(ARGV[3]))
-return 1
-"""
 
 
 def month_of(now: float) -> tuple[str, float, float]:
@@ -207,8 +150,8 @@ class Budgets:
         self._warnings = OncePer(60.0)
         self._month = month_of(time.time())
         self._redis = open_fail_open_redis(settings, connect_timeout=TIMEOUT_SECONDS)
-        self._admit = self._redis.register_script(_ADMIT)
-        self._settle = self._redis.register_script(_SETTLE)
+        self._admit = self._redis.register_script(ADMIT)
+        self._settle = self._redis.register_script(SETTLE)
 
     @staticmethod
     def from_settings(settings: Settings) -> Budgets | None:
