@@ -3,7 +3,9 @@ no storage directory between them (each has its own DATA_DIR; STORAGE_DIR points
 
 The same journeys the local-backend tests make: extraction with a result part kept in the bucket and
 streamed back, transcription with a ``then`` analysis, a job from a storage key, cancel, owner isolation,
-and retention removing the objects. (The local backend runs the full e2e suite; this module repeats the
+retention removing the objects, and a worker killed with SIGKILL mid-job (the crash tests' journey,
+tests/e2e/test_jobs_crash.py: here the new worker shares no disk with the dead one, so it can only take
+the upload from the bucket). (The local backend runs the full e2e suite; this module repeats the
 journeys that touch storage, on S3, within the test-time budget.)
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +25,7 @@ from tests.support import tokens
 from tests.support.clock import FakeClock
 from tests.support.config import make_settings
 from tests.support.jobs import accepted_id, upload, wait_for_job
-from tests.support.processes import ROOT, ApiServer, WorkerProcess
+from tests.support.processes import ROOT, ApiServer, WorkerProcess, start_worker
 from tests.support.seaweed import SeaweedFS
 from xenios_ai.db.pool import open_pool
 from xenios_ai.db.redis import open_redis
@@ -106,6 +109,14 @@ def test_extraction_keeps_upload_and_result_in_the_bucket_and_streams_the_part(s
     assert httpx.get(f"{stack.url}/api/v1/jobs/{job_id}", headers=tokens.headers("user-2")).status_code == 404
     other = httpx.get(f"{stack.url}{reference['url']}", headers=tokens.headers("user-2"), timeout=10)
     assert other.status_code == 404
+    events = httpx.get(f"{stack.url}/api/v1/jobs/{job_id}/events", headers=tokens.headers("user-2"))
+    assert events.status_code == 404
+    deleted = httpx.delete(f"{stack.url}/api/v1/jobs/{job_id}", headers=tokens.headers("user-2"))
+    assert deleted.status_code == 404
+    listed = httpx.get(f"{stack.url}/api/v1/jobs/", headers=tokens.headers("user-2")).json()["items"]
+    assert job_id not in [item["id"] for item in listed]
+    # ... and its objects are untouched by the attempt.
+    assert stack.objects(job_id) == sizes
 
 
 def test_transcription_and_its_analysis_run_from_the_bucket(stack: S3Stack) -> None:
@@ -162,3 +173,32 @@ def test_cancel_and_retention_remove_the_jobs_objects(stack: S3Stack) -> None:
     assert asyncio.run(expire()) >= 2
     assert stack.objects(done) == {"upload": None, "document.json": None}
     assert stack.objects(cancelled)["upload"] is None
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_job_succeeds_once(
+    stack: S3Stack, tmp_path: Path
+) -> None:
+    """SIGKILL the stack's worker while it transcribes; a new worker (its own DATA_DIR: no disk shared
+    with the dead one) takes the job over from the bucket and finishes it once, its follow-up once."""
+    user = f"crash-{uuid.uuid4().hex[:8]}"
+    audio = AUDIO / "dialogue.wav"  # 34 s: seconds to transcribe, and "running" is seen in 50 ms
+    response = upload(
+        stack.url, "transcription", audio.name, audio.read_bytes(), {"then": ["session_summary"]}, sub=user
+    )
+    job_id = accepted_id(response)
+    wait_for_job(stack.url, job_id, sub=user, statuses=("running",), timeout=60)
+    stack.worker.kill()
+    killed_at = time.monotonic()
+    env = stack.env | {"DATA_DIR": str(tmp_path / "worker-2-data")}
+    stack.worker = start_worker(env, tmp_path / "worker-2.log", queues=stack.worker.queues, threads=2)
+    job = wait_for_job(stack.url, job_id, sub=user, timeout=90)
+    recovered_in = time.monotonic() - killed_at
+    print(f"\nkill -9 mid-transcription on s3 -> succeeded on a new worker in {recovered_in:.1f} s")
+    assert (job["status"], job["attempts"]) == ("succeeded", 2), job
+    assert "week" in job["result"]["text"].lower()
+    follow_ups = job["result"]["follow_ups"]
+    assert len(follow_ups) == 1
+    assert wait_for_job(stack.url, follow_ups[0]["job_id"], sub=user, timeout=60)["status"] == "succeeded"
+    listed = httpx.get(f"{stack.url}/api/v1/jobs/", headers=tokens.headers(user)).json()["items"]
+    assert sorted(item["kind"] for item in listed) == ["analysis", "transcription"]  # one follow-up, once
+    assert stack.objects(job_id)["upload"] == audio.stat().st_size

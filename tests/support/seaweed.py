@@ -168,13 +168,11 @@ class SeaweedFS:
         }
 
     def stop(self) -> None:
+        """Killed, not asked: its data is thrown away, and a graceful ``weed server`` stop waited out
+        the 10 s timeout here every session (its gRPC servers drain)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            self.process.kill()
+            self.process.wait(10)
         shutil.rmtree(self.folder / "data", ignore_errors=True)
 
 
