@@ -55,7 +55,8 @@ _MAX_PLACEHOLDER = len("[POSTCODE_999999]")
 # prose (digits, capitals, "@", "http"), so the regex engine skips ordinary text without trying the
 # alternatives at each position; a pass whose trigger (a digit, "@", "http"/"www.") is absent from the text
 # is not run at all. Lookbehinds come after the first character, where they do not defeat that skip.
-_LOCAL_PART = re.compile(r"[A-Za-z0-9._%+-]{1,64}\Z")
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+"""An email's local part (up to 64 of these before the "@"), walked back from the "@"."""
 _DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"'()\[\]]*[^\s<>\"'()\[\].,;:!?]")
 _UPPER = re.compile(  # codes that begin with a capital: IBAN (mod 97 checked after), UK and US postcodes
@@ -114,12 +115,14 @@ def _iban_ok(value: str) -> bool:
     return int((compact[4:] + compact[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
+_NamesTable = tuple[re.Pattern[str] | None, re.Pattern[str] | None, dict[str, int], frozenset[str]]
+
+
 @functools.lru_cache(maxsize=256)
-def _names_pattern(
-    names: tuple[str, ...],
-) -> tuple[re.Pattern[str] | None, dict[str, int], frozenset[str]]:
-    """One pattern for every name and name part, and which person (index) each alternative means (cached:
-    the MVP sends the same client's names again and again; read-only)."""
+def _names_pattern(names: tuple[str, ...]) -> _NamesTable:
+    """One pattern for every name and name part (on the text as written), one for their lower-cased forms
+    (on the lower-cased text), and which person (index) each form means (cached: the MVP sends the same
+    client's names again and again; read-only)."""
     person: dict[str, int] = {}
     exact: list[str] = []
     folded: list[str] = []
@@ -137,7 +140,7 @@ def _names_pattern(
                 person.setdefault(part.lower(), index)
                 exact.extend({part, part.upper()})
     if not person:
-        return None, person, frozenset()
+        return None, None, person, frozenset()
     words = sorted({*folded, *exact}, key=len, reverse=True)
     firsts = sorted({c for w in words for c in (w[0].lower(), w[0].upper())})
     alternatives = "|".join(
@@ -146,7 +149,11 @@ def _names_pattern(
     # The first letter as a class (the engine skips to it), the rest without case; `_person_of` then
     # holds name parts and one-word names to their written case (or capitals).
     first = "".join(re.escape(c) for c in firsts)
-    return re.compile(rf"[{first}](?<!\w[{first}])(?i:{alternatives})(?!\w)"), person, frozenset(exact)
+    pattern = re.compile(rf"[{first}](?<!\w[{first}])(?i:{alternatives})(?!\w)")
+    # The lower-cased forms, longest first (at one position the longest that ends a word wins); what
+    # precedes a match is checked by the caller (a lookbehind first would cost the engine its skip).
+    forms = "|".join(re.escape(form) for form in sorted(person, key=len, reverse=True))
+    return pattern, re.compile(rf"(?:{forms})(?!\w)"), person, frozenset(exact)
 
 
 def _is_word(ch: str) -> bool:
@@ -159,12 +166,13 @@ class Redactor:
     def __init__(self, kinds: Iterable[RedactKind], names: Sequence[str] = ()) -> None:
         self.kinds = frozenset(kinds) | ({"name"} if names else frozenset())
         self.names = [" ".join(n.split()) for n in names]
-        self._names, self._person, self._exact = (
-            _names_pattern(tuple(self.names)) if "name" in self.kinds else (None, {}, frozenset())
+        self._names, self._forms, self._person, self._exact = (
+            _names_pattern(tuple(self.names)) if "name" in self.kinds else (None, None, {}, frozenset())
         )
         self._by_value: dict[tuple[str, str], str] = {}
         self._by_placeholder: dict[str, str] = {}
         self._count: dict[str, int] = {}
+        self._codes: dict[tuple[str | None, str], tuple[str, str, str, str] | tuple[()]] = {}
         self.replaced = 0
 
     def _placeholder(self, label: str, key: str, original: str) -> str:
@@ -178,8 +186,21 @@ class Redactor:
         return found
 
     def _code(self, match: re.Match[str]) -> str:
-        kind = _GROUP_KIND[match.lastgroup or ""]
         value = match.group()
+        memo = self._codes.get((match.lastgroup, value))
+        if memo is None:
+            memo = self._codes[(match.lastgroup, value)] = self._classify(match.lastgroup or "", value)
+        if not memo:
+            return value
+        head, label, key, original = memo
+        return head + self._placeholder(label, key, original)
+
+    def _classify(self, group: str, value: str) -> tuple[str, str, str, str] | tuple[()]:
+        """What a code match becomes: (head kept, label, key, value), or () when it stays as it is (not
+        a valid IBAN / card / phone number, or a kind not asked for). Memoised per request in `_code`: a
+        transcript repeats its phone numbers and codes, and the checks (Luhn, mod 97) cost more than a
+        lookup."""
+        kind = _GROUP_KIND[group]
         if kind == "digits":
             digits = value.translate(_SEPARATORS)
             if 13 <= len(digits) <= 19 and value[0] != "+" and _luhn(digits):
@@ -187,11 +208,11 @@ class Redactor:
             elif len(digits) <= 15 and not (len(digits) == 8 and _DATE.fullmatch(value)):
                 kind = "phone"
             else:
-                return value
+                return ()
         elif kind == "iban" and not _iban_ok(value):
-            return value
+            return ()
         if kind not in self.kinds:
-            return value
+            return ()
         head = ""
         if (
             kind == "postcode"
@@ -201,7 +222,7 @@ class Redactor:
         ):
             head, value = value[:3], value[3:]  # a US ZIP code: the state stays
         key = value.translate(_SEPARATORS) if kind in ("phone", "card", "iban") else value.casefold()
-        return head + self._placeholder(_LABEL[kind], key, value)
+        return head, _LABEL[kind], key, value
 
     def _emails(self, text: str) -> str:
         """Emails, found from their "@" (rare) rather than by trying every word."""
@@ -209,11 +230,13 @@ class Redactor:
         last = 0
         at = text.find("@")
         while at != -1:
-            local = _LOCAL_PART.search(text, max(last, at - 64), at)
-            domain = _DOMAIN.match(text, at + 1)
-            if local is not None and domain is not None:
-                value = text[local.start() : domain.end()]
-                out.append(text[last : local.start()])
+            start, lowest = at, max(last, at - 64)
+            while start > lowest and text[start - 1] in _LOCAL_CHARS:
+                start -= 1
+            domain = _DOMAIN.match(text, at + 1) if start < at else None
+            if domain is not None:
+                value = text[start : domain.end()]
+                out.append(text[last:start])
                 out.append(self._placeholder("EMAIL", value.casefold(), value))
                 last = domain.end()
             at = text.find("@", max(at + 1, last))
@@ -225,41 +248,36 @@ class Redactor:
         return self._placeholder("URL", value, value)
 
     def _names_by_find(self, text: str) -> str:
-        """The names replaced, found with ``str.find`` on the lower-cased text (C speed, one scan per name
-        form: a name's first letter is too common in prose for the pattern's letter class to skip much);
-        the pattern does it when lower-casing changes the text's length (a few non-ASCII letters)."""
+        """The names replaced, found by the lower-cased forms' pattern on the lower-cased text (one scan;
+        ``str.find`` per form with the word checks in Python was ~4x slower on text dense with names); the
+        cased pattern does it when lower-casing changes the text's length (a few non-ASCII letters).
+        Same result as collecting every form's word-bounded occurrences and taking them from the left,
+        the longest first: a common-word match that is skipped ("will") is one word, so no other
+        occurrence can start inside it."""
         lowered = text.lower()
         if len(lowered) != len(text):
             assert self._names is not None
             return self._names.sub(self._person_of, text)
-        spans: list[tuple[int, int]] = []
-        for form in self._person:
-            size = len(form)
-            at = lowered.find(form)
-            while at != -1:
-                end = at + size
-                if (at == 0 or not _is_word(lowered[at - 1])) and (
-                    end == len(text) or not _is_word(lowered[end])
-                ):
-                    spans.append((at, -end))
-                at = lowered.find(form, at + 1)
-        if not spans:
-            return text
-        spans.sort()  # by start, the longest first
+        assert self._forms is not None
         out: list[str] = []
         last = 0
-        for start, negative_end in spans:
-            end = -negative_end
-            if start < last:
+        search = self._forms.search
+        match = search(lowered)
+        while match is not None:
+            start, end = match.span()
+            if start and _is_word(lowered[start - 1]):
+                match = search(lowered, start + 1)
                 continue
             found = text[start:end]
             key = lowered[start:end]
-            if " " not in found and key in _WORDS and found not in self._exact:  # "will" is not "Will"
-                continue
-            index = self._person[key]
-            out.append(text[last:start])
-            out.append(self._placeholder("PERSON", str(index), self.names[index]))
-            last = end
+            if " " in found or key not in _WORDS or found in self._exact:  # "will" is not "Will"
+                index = self._person[key]
+                out.append(text[last:start])
+                out.append(self._placeholder("PERSON", str(index), self.names[index]))
+                last = end
+            match = search(lowered, end)
+        if not out:
+            return text
         out.append(text[last:])
         return "".join(out)
 
