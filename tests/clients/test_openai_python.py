@@ -129,7 +129,7 @@ async def test_async_stream_with_usage(aclient: AsyncOpenAI) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     finish = chunks[-2]
     assert finish.choices[0].finish_reason == "stop"
-    assert finish.model == OPUS
+    assert [c.model for c in chunks] == [OPUS] * len(chunks)
     last = chunks[-1]
     assert last.choices == []
     assert last.usage is not None
@@ -156,8 +156,28 @@ def test_a_hung_primary_stream_falls_back_before_any_text(
     chunks: list[ChatCompletionChunk] = list(raw.parse())
 
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == DEFAULT_CONTENT
-    assert chunks[-1].model == SONNET
+    assert [c.model for c in chunks] == [SONNET] * len(chunks)  # every chunk names the model answering
     assert chunks[-1].model_extra == {"x_xenios": {"fallback_used": True}}
+    assert raw.headers["x-xenios-model"] == SONNET
+    assert raw.headers["x-xenios-fallback-used"] == "true"
+
+
+def test_a_stream_whose_primary_fails_names_the_fallback_in_every_chunk(
+    client: OpenAI, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(status=500), Reply(status=500), model=OPUS)  # the attempt and its retry
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="chat", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+    chunks: list[ChatCompletionChunk] = list(raw.parse())
+
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == DEFAULT_CONTENT
+    assert chunks[-1].usage is not None
+    assert [c.model for c in chunks] == [SONNET] * len(chunks)
+    assert raw.headers["x-xenios-model"] == SONNET
+    assert raw.headers["x-xenios-fallback-used"] == "true"
+    assert [r.model for r in fake_openrouter.requests] == [OPUS, OPUS, SONNET]
 
 
 def test_a_stream_cut_after_text_ends_with_an_error_the_sdk_raises(client: OpenAI) -> None:

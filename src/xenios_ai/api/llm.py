@@ -161,6 +161,13 @@ def _messages(data: CompleteRequest) -> list[Message] | None:
     return None if data.messages is None else [Message(m.role, m.content) for m in data.messages]
 
 
+def _event(item: StreamEvent) -> bytes:
+    """``delta`` {content} (the model is told once, by ``done``) or ``done`` {model, usage, ...}."""
+    if type(item) is Delta:
+        return b'event: delta\ndata: {"content":' + _encode(item.content) + b"}\n\n"
+    return event("done", _encode(item))
+
+
 async def _sse(
     start: bytes,
     events: AsyncGenerator[StreamEvent, None],
@@ -172,9 +179,9 @@ async def _sse(
     yield start
     try:
         if first is not None:
-            yield event("delta" if type(first) is Delta else "done", _encode(first))
+            yield _event(first)
         async for item in events:
-            yield event("delta" if type(item) is Delta else "done", _encode(item))
+            yield _event(item)
     except XeniosError as exc:
         body = {"code": exc.code, "message": exc.detail, "status": exc.status, **exc.extra}
         yield event("error", _encode(body))

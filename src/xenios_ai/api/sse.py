@@ -43,8 +43,16 @@ class EventStream(Response[None]):
 
     __slots__ = ("events", "heartbeat_seconds")
 
-    def __init__(self, events: AsyncIterator[bytes], *, heartbeat_seconds: float = 15.0) -> None:
-        super().__init__(None, media_type="text/event-stream", headers=HEADERS)
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        *,
+        heartbeat_seconds: float = 15.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            None, media_type="text/event-stream", headers={**HEADERS, **headers} if headers else HEADERS
+        )
         self.events = events
         self.heartbeat_seconds = heartbeat_seconds
 

@@ -195,7 +195,9 @@ class LLMRouter:
     def _restored(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
         """A stream's chain, its placeholders restored when the call is redacted."""
         events: AsyncGenerator[StreamEvent, None] = self._chain(call)  # type: ignore[assignment]  # no Completion in a stream
-        return events if call.redactor is None else redaction.restore_stream(call.redactor, events)
+        if call.redactor is None:
+            return events
+        return _with_model(call, redaction.restore_stream(call.redactor, events))
 
     async def _admit(self, call: Call) -> None:
         """Hold the call's estimated cost on its owner's budget (429 ``budget_exceeded`` when it is used up)."""
@@ -264,7 +266,7 @@ class LLMRouter:
                                 if streaming:
                                     if self._store_content:
                                         text.append(piece)
-                                    yield Delta(piece)
+                                    yield Delta(piece, model)
                                 else:
                                     text.append(piece)
                         outcome = self._finish(call, model, text)
@@ -348,3 +350,17 @@ class LLMRouter:
         )
         self._sink.record(usage)
         self._metrics.record(usage)
+
+
+async def _with_model(
+    call: Call, events: AsyncGenerator[StreamEvent, None]
+) -> AsyncGenerator[StreamEvent, None]:
+    """A redacted stream's restored deltas (new `Delta` objects) named after the model answering: the
+    attempt in flight, or once it has ended (the restorer's flush before `Done` or an error) the last one."""
+    try:
+        async for item in events:
+            if type(item) is Delta and item.model is None:
+                item.model = call.model or (call.attempts[-1].model if call.attempts else None)
+            yield item
+    finally:
+        await events.aclose()

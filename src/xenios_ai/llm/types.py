@@ -56,6 +56,9 @@ class Delta(msgspec.Struct):
     """Text received from the model since the previous event."""
 
     content: str
+    model: str | None = None
+    """The model answering: set on every Delta the router yields (a stream that has sent text never changes
+    model, so after a fallback it is the fallback); None only on one built elsewhere."""
 
 
 class Done(Outcome, kw_only=True):
