@@ -343,3 +343,55 @@ def test_json_object_on_a_text_task_falls_back_on_invalid_json(
     assert json.loads(completion.choices[0].message.content or "") == {"mood": "good"}
     assert completion.model == SONNET
     assert fake_openrouter.requests[0].body["response_format"] == {"type": "json_object"}
+
+
+REDACT_TEXT = "Sarah Lee says Tom Okafor is on tom.okafor@example.org; how do I follow up?"
+REDACT_ANSWER = "Ask [PERSON_1] to mail [PERSON_2] at [EMAIL_1]."
+REDACT_RESTORED = "Ask Sarah Lee to mail Tom Okafor at tom.okafor@example.org."
+REDACT_BODY = {"redact": True, "redact_names": ["Sarah Lee", "Tom Okafor"]}
+
+
+def _assert_nothing_raw_was_sent(fake: FakeOpenRouter) -> None:
+    sent = json.dumps([request.body for request in fake.requests])
+    assert fake.requests
+    for raw in ("Sarah", "Lee", "Tom", "Okafor", "tom.okafor@example.org"):
+        assert raw not in sent, raw
+    assert "[PERSON_1]" in sent
+    assert "[EMAIL_1]" in sent
+
+
+def test_redaction_per_request_through_extra_body(client: OpenAI, fake_openrouter: FakeOpenRouter) -> None:
+    fake_openrouter.enqueue(Reply(content=REDACT_ANSWER))
+    completion = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": REDACT_TEXT}], extra_body=REDACT_BODY
+    )
+
+    assert completion.choices[0].message.content == REDACT_RESTORED
+    _assert_nothing_raw_was_sent(fake_openrouter)
+
+
+def test_a_redacted_stream_is_restored_and_names_the_fallback(
+    client: OpenAI, fake_openrouter: FakeOpenRouter
+) -> None:
+    fake_openrouter.enqueue(Reply(status=500), Reply(status=500), model=OPUS)
+    fake_openrouter.enqueue(Reply(content=REDACT_ANSWER, chunks=len(REDACT_ANSWER)), model=SONNET)
+    with client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": REDACT_TEXT}],
+        stream=True,
+        extra_body=REDACT_BODY,
+    ) as stream:
+        chunks = list(stream)
+
+    deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(deltas) == REDACT_RESTORED
+    assert not any("[" in delta for delta in deltas)  # no placeholder, whole or in part, reached the client
+    assert [c.model for c in chunks] == [SONNET] * len(chunks)
+    _assert_nothing_raw_was_sent(fake_openrouter)
+
+
+def test_an_unknown_redaction_kind_is_a_400_naming_it(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="chat", messages=HELLO, extra_body={"redact": ["ssn"]})
+    assert caught.value.param is not None
+    assert "redact" in caught.value.param

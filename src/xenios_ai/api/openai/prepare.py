@@ -89,9 +89,14 @@ def _options(data: ChatCompletionRequest, task: Task) -> Options | None:
         param, max_tokens = "max_tokens", data.max_tokens
     if max_tokens is not None and not 1 <= max_tokens <= task.max_tokens:
         raise invalid(param, f"{param} must be within 1..{task.max_tokens} for {task.name}")
-    if data.temperature is None and max_tokens is None:
+    if data.temperature is None and max_tokens is None and data.redact is None and data.redact_names is None:
         return None
-    return Options(temperature=data.temperature, max_tokens=max_tokens)
+    return Options(
+        temperature=data.temperature,
+        max_tokens=max_tokens,
+        redact=data.redact,
+        redact_names=data.redact_names,
+    )
 
 
 def _object_spec(response_format: dict[str, Any], required: list[str]) -> OutputSpec:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from xenios_ai.api.schemas import Schema
+from xenios_ai.llm.types import RedactKind, RedactName
 
 
 class ContentPart(Schema):
@@ -63,6 +64,13 @@ class ChatCompletionRequest(Schema):
     """Only 1."""
     logprobs: bool | None = None
     """Only false."""
+    redact: bool | list[RedactKind] | None = None
+    """Extension (the SDKs' ``extra_body``), as on /api/v1/llm: personal details replaced by placeholders
+    ([EMAIL_1], [PERSON_1]) before the model sees them and restored in the answer: true (every kind), a
+    list of kinds, false (not even the task's default)."""
+    redact_names: Annotated[list[RedactName], msgspec.Meta(max_length=100)] | None = None
+    """Extension: names to replace by [PERSON_n] (the client, people in their life); a full name covers its
+    parts."""
 
 
 # -- responses ----------------------------------------------------------------------------------------
