@@ -26,8 +26,9 @@ from xenios_ai.jobs import events, store
 from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.events import Progress
 from xenios_ai.jobs.models import Job, JobKind
-from xenios_ai.jobs.runtime import Attempt, WorkerRuntime, WorkerServices
+from xenios_ai.jobs.runtime import Attempt, WorkerRuntime
 from xenios_ai.jobs.service import secret_key
+from xenios_ai.jobs.worker_services import WorkerServices
 from xenios_ai.throttle import OncePer
 
 if TYPE_CHECKING:

@@ -2,7 +2,8 @@
 
 Dramatiq runs actors on plain threads; the services (psycopg pool, redis.asyncio, the LLM router) are
 async. Each worker process therefore gets one event loop in its own thread, started at worker boot and
-stopped after shutdown, and actors hand coroutines to it (`WorkerRuntime.call`). Blocking engines
+stopped after shutdown, and actors hand coroutines to it (`WorkerRuntime.call`); the services
+themselves are `jobs.worker_services.WorkerServices`. Blocking engines
 (Docling, faster-whisper) keep running on the actor's thread and only their progress reports hop over.
 
 The loop also runs the process's background duties:
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
-import aiohttp
 import dramatiq
 import msgspec
 import redis as sync_redis
@@ -37,8 +37,6 @@ from loguru import logger
 from redis.exceptions import RedisError
 
 from xenios_ai.backoff import Doubling
-from xenios_ai.db.pool import Pool, open_pool
-from xenios_ai.db.redis import Redis, open_redis
 from xenios_ai.errors import XeniosError
 from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs import broker as job_broker
@@ -46,64 +44,11 @@ from xenios_ai.jobs import events, maintenance, store
 from xenios_ai.jobs.models import Job, JobKind
 from xenios_ai.jobs.queues import WorkerInfo, prune_registry, registry_max_age, workers_key
 from xenios_ai.jobs.registry import registered
-from xenios_ai.jobs.service import JobService
-from xenios_ai.jobs.webhooks import webhook_session
-from xenios_ai.llm.router import LLMRouter
-from xenios_ai.llm.usage import UsageWriter
-from xenios_ai.observability.metrics import LLM_METRICS
+from xenios_ai.jobs.worker_services import WorkerServices
 from xenios_ai.settings import Settings
-from xenios_ai.storage import BlobStorage, open_storage
 
 T = TypeVar("T")
 _DEREGISTER_TIMEOUT_SECONDS = 2.0
-
-
-@dataclass
-class WorkerServices:
-    """What job handlers may use; one set per worker process, living on the runtime's loop."""
-
-    settings: Settings
-    db: Pool
-    redis: Redis
-    storage: BlobStorage
-    jobs: JobService
-    webhooks: aiohttp.ClientSession
-    _llm: LLMRouter | None = None
-    _usage: UsageWriter | None = None
-
-    @classmethod
-    async def open(cls, settings: Settings) -> WorkerServices:
-        db = await open_pool(settings)
-        redis = open_redis(settings, max_connections=32)
-        storage = open_storage(settings)
-        jobs = JobService(settings, db, redis, storage)
-        session = webhook_session(
-            allow_private=settings.webhook_allow_private, timeout=settings.webhook_timeout_seconds
-        )
-        return cls(settings, db, redis, storage, jobs, session)
-
-    def llm(self) -> LLMRouter:
-        """The LLM router, built on first use (call on the runtime's loop)."""
-        if self._llm is None:
-            self._usage = UsageWriter(self.db, self.settings)
-            self._usage.start()
-            self._llm = LLMRouter(self.settings, self._usage, metrics=LLM_METRICS)
-        return self._llm
-
-    async def flush_usage(self) -> None:
-        """Write the LLM usage rows waiting in this process now (raises on database errors; they stay)."""
-        if self._usage is not None:
-            await self._usage.flush()
-
-    async def aclose(self) -> None:
-        if self._llm is not None:
-            with contextlib.suppress(Exception):
-                await self._llm.aclose()
-        if self._usage is not None:
-            await self._usage.aclose()
-        await self.webhooks.close()
-        await self.redis.aclose()
-        await self.db.close()
 
 
 @dataclass(eq=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from xenios_ai.errors import NotFound, PayloadTooLarge
 from xenios_ai.jobs import store
 from xenios_ai.jobs.models import Job, JobKind
-from xenios_ai.jobs.runtime import WorkerServices
+from xenios_ai.jobs.worker_services import WorkerServices
 from xenios_ai.storage import open_source_storage
 from xenios_ai.storage.sources import fetch_url, not_found, too_large
 
