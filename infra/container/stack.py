@@ -74,16 +74,28 @@ class Stack:
             raise StackError(f"no container for service {service}")
         return ids[0]
 
-    def state(self, service: str) -> dict[str, object]:
+    def inspect(self, service: str) -> dict[str, object]:
         data = json.loads(self.engine_out("inspect", "--type", "container", self.container(service)))
-        state: dict[str, object] = data[0]["State"]
+        container: dict[str, object] = data[0]
+        return container
+
+    def state(self, service: str) -> dict[str, object]:
+        state = self.inspect(service)["State"]
+        assert isinstance(state, dict)
         return state
 
     def healthy(self, service: str) -> tuple[bool, str]:
-        """Whether the service's health check passes now (podman: runs it; docker: reads its status)."""
-        state = self.state(service)
+        """Whether the service's health check passes now (podman: runs it; docker: reads its status). A
+        container without a health check (the `s3` profile's SeaweedFS: its image holds only `weed`)
+        counts once it runs."""
+        container = self.inspect(service)
+        state = container["State"]
+        assert isinstance(state, dict)
         if state.get("Status") != "running":
             raise StackError(f"{service} is {state.get('Status')} (exit code {state.get('ExitCode')})")
+        config = container.get("Config")
+        if isinstance(config, dict) and not config.get("Healthcheck"):
+            return True, "running (no health check)"
         if self.podman:
             result = subprocess.run(
                 [self.engine, "healthcheck", "run", self.container(service)],

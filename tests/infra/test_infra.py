@@ -220,7 +220,8 @@ def test_inventories_place_hosts_in_their_environment(env: dict[str, str], vault
         )
         assert result.returncode == 0, explain(result)
         inventory = json.loads(result.stdout)
-        hosts = inventory[environment]["hosts"]
+        groups = [environment, *inventory[environment].get("children", [])]  # api, workers
+        hosts = [host for group in groups for host in inventory.get(group, {}).get("hosts", [])]
         assert hosts, f"no host in the {environment} group"
         for host in hosts:
             hostvars = inventory["_meta"]["hostvars"][host]
@@ -423,7 +424,7 @@ def test_deploy_over_existing_releases_in_check_mode(
         "api-blue",
     ]
     workers = task_command(output, "Recreate the workers on the new image and wait until they are healthy")
-    assert workers[6:] == ["up", "--detach", "--wait", "--wait-timeout", "300", *WORKERS]
+    assert workers[6:] == ["up", "--detach", "--remove-orphans", "--wait", "--wait-timeout", "300", *WORKERS]
     assert task_command(output, "Reload Caddy gracefully (through its admin API on localhost)") == [
         *["caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
     ]
