@@ -5,7 +5,8 @@ DATA_DIR and TMPDIR, STORAGE_DIR points nowhere, STORAGE_BACKEND=s3) and reach P
 S3 server (SeaweedFS) and the fake OpenRouter only over their veth pairs: private servers started here in
 the root namespace, bound to a root-side veth address (never the machine's shared ones).
 
-1. A transcription uploaded to the API runs on the worker: the worker fetches the upload from the bucket.
+1. A transcription uploaded to the API runs on the worker: the worker fetches the upload from the bucket
+   into its own temporary folder and removes it afterwards.
 2. An analysis whose LLM call hangs is running on that worker when its whole namespace is killed (every
    process SIGKILLed, the namespace and its link deleted: a machine gone). A worker started in a third
    namespace finishes it exactly once: one succeeded job on its second attempt, run by the new worker,
@@ -164,6 +165,9 @@ def test_a_job_runs_on_another_host_and_survives_that_host_dying(hosts: netns.Ho
         stored = make_settings(env)
         size = asyncio.run(open_source_storage(stored).size(f"xenios/jobs/{transcription}/upload"))
         assert size == len(audio)
+        # The worker fetched it into its own temporary folder (DATA_DIR/tmp) and removed it afterwards.
+        assert (folder / "worker-1" / "data" / "tmp").is_dir()
+        assert not list((folder / "worker-1" / "data" / "tmp").iterdir())
 
         # 2. The worker's machine dies mid-job; a worker on a third machine finishes the job once.
         fake.enqueue(Reply(hang=300))  # the first call never answers: the job is mid-call at the kill
