@@ -23,12 +23,12 @@ from tests.support.jobs import WebhookReceiver
 from tests.support.processes import RedisServer, wait_until
 from xenios_ai.errors import InvalidInput, NotFound, UpstreamUnavailable
 from xenios_ai.jobs import maintenance, runner, store
+from xenios_ai.jobs.blob_keys import secret_key
 from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.models import Job, JobKind, RetryPolicy, UploadSpec
 from xenios_ai.jobs.queues import broker_namespace
 from xenios_ai.jobs.runner import execute
 from xenios_ai.jobs.runtime import WorkerRuntime
-from xenios_ai.jobs.service import secret_key
 
 
 class Work(msgspec.Struct, kw_only=True):

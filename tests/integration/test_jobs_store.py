@@ -23,9 +23,10 @@ from xenios_ai.db.redis import open_redis
 from xenios_ai.errors import Conflict, NotFound
 from xenios_ai.extraction.job import EXTRACTION, ExtractionRequest
 from xenios_ai.jobs import maintenance, store, store_maintenance
+from xenios_ai.jobs.blob_keys import secret_key
 from xenios_ai.jobs.models import Job, JobError, JobKind, RetryPolicy, Upload, UploadSpec
 from xenios_ai.jobs.queues import WorkerInfo, broker_namespace, workers_key
-from xenios_ai.jobs.service import WEBHOOK_ACTOR, JobService, secret_key
+from xenios_ai.jobs.service import WEBHOOK_ACTOR, JobService
 from xenios_ai.jobs.webhooks import webhook_session
 from xenios_ai.settings import Secret
 from xenios_ai.storage import open_storage

@@ -20,8 +20,9 @@ from xenios_ai.analysis import ANALYSIS, AnalysisInput
 from xenios_ai.db.pool import open_pool
 from xenios_ai.db.redis import open_redis
 from xenios_ai.jobs import maintenance, store
+from xenios_ai.jobs.blob_keys import upload_key
 from xenios_ai.jobs.models import Upload
-from xenios_ai.jobs.service import JobService, upload_key
+from xenios_ai.jobs.service import JobService
 from xenios_ai.llm.usage import UsageRecord, UsageWriter
 from xenios_ai.observability import joblog
 from xenios_ai.storage import open_storage

@@ -10,8 +10,8 @@ import pytest
 
 from xenios_ai.api.uploads import MultipartStream
 from xenios_ai.errors import InvalidInput, UpstreamTimeout, UpstreamUnavailable
+from xenios_ai.jobs.cursors import decode_cursor, encode_cursor
 from xenios_ai.jobs.models import Job, RetryPolicy
-from xenios_ai.jobs.service import decode_cursor, encode_cursor
 
 
 def test_only_transient_errors_are_retried_while_attempts_remain() -> None:

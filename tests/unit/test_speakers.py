@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.speakers_audio import TRACK_OFFSET, Dialogue
 from xenios_ai.errors import InvalidInput, JobCancelled
-from xenios_ai.jobs.service import is_upload_key, upload_key
+from xenios_ai.jobs.blob_keys import is_upload_key, upload_key
 from xenios_ai.transcription import channels
 from xenios_ai.transcription.formats import render
 from xenios_ai.transcription.job import check_files

@@ -34,8 +34,9 @@ from xenios_ai.api.sse import EventStream, event
 from xenios_ai.api.uploads import receive_upload
 from xenios_ai.errors import Conflict, Forbidden, InvalidInput, NotFound
 from xenios_ai.extraction.job import EXTRACTION
+from xenios_ai.jobs.blob_keys import is_upload_key, secret_key
 from xenios_ai.jobs.models import Job, JobError, JobStatus, Upload
-from xenios_ai.jobs.service import StreamItem, Submitted, is_upload_key, secret_key
+from xenios_ai.jobs.service import StreamItem, Submitted
 from xenios_ai.jobs.webhooks import result_url_valid
 from xenios_ai.settings import webhook_key
 from xenios_ai.storage.sources import Source

@@ -23,11 +23,11 @@ from psycopg_pool import PoolTimeout
 
 from xenios_ai.errors import JobCancelled, LimitExceeded, NotFound, XeniosError
 from xenios_ai.jobs import events, store
+from xenios_ai.jobs.blob_keys import secret_key
 from xenios_ai.jobs.context import JobContext
 from xenios_ai.jobs.events import Progress
 from xenios_ai.jobs.models import Job, JobKind
 from xenios_ai.jobs.runtime import Attempt, WorkerRuntime
-from xenios_ai.jobs.service import secret_key
 from xenios_ai.jobs.worker_services import WorkerServices
 from xenios_ai.throttle import OncePer
 

@@ -9,13 +9,10 @@ never "forbidden".
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -28,8 +25,10 @@ from redis.exceptions import RedisError
 from xenios_ai.db.pool import Pool
 from xenios_ai.db.redis import Redis
 from xenios_ai.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType, XeniosError
-from xenios_ai.jobs import events, store, store_webhooks
+from xenios_ai.jobs import events, idempotency, store, store_webhooks
+from xenios_ai.jobs.blob_keys import is_upload_key, secret_key, upload_key
 from xenios_ai.jobs.broker import Enqueuer
+from xenios_ai.jobs.cursors import decode_cursor, encode_cursor
 from xenios_ai.jobs.events import EventHub, Progress, Resync, StateChanged
 from xenios_ai.jobs.models import Job, JobKind, JobStatus, Upload
 from xenios_ai.jobs.webhooks import WebhookRetry, check_url, deliver_for_job
@@ -54,61 +53,6 @@ class Submitted:
     job: Job
     replayed: bool
     """True when an Idempotency-Key matched an earlier submit: ``job`` is that earlier job."""
-
-
-def upload_key(job_id: UUID, index: int = 0) -> str:
-    """Where a job's uploaded file is kept (``index``: the further files of a several-file submit)."""
-    return f"jobs/{job_id}/upload" + (f"-{index + 1}" if index else "")
-
-
-def is_upload_key(job_id: UUID, key: str) -> bool:
-    """Whether ``key`` is one of the job's uploaded files."""
-    base = upload_key(job_id)
-    return key == base or (key.startswith(f"{base}-") and key[len(base) + 1 :].isdigit())
-
-
-def secret_key(job_id: UUID) -> str:
-    """Where a job's secret (see `JobService.submit`) is kept."""
-    return f"jobs/{job_id}/secret"
-
-
-def _request_hash(
-    kind: JobKind,
-    input_json: bytes,
-    idempotency_key: str | None,
-    webhook_url: str | None,
-    source_job_id: UUID | None,
-    upload: Upload | None,
-    webhook_include_result: bool = False,
-    source: Source | None = None,
-) -> str | None:
-    """What an Idempotency-Key stands for: the request's kind, input, webhook, source and file."""
-    if idempotency_key is None:
-        return None
-    digest = hashlib.sha256(f"{kind.name}\0{webhook_url or ''}\0{source_job_id or ''}\0".encode())
-    digest.update(input_json)
-    if upload is not None:
-        for file in upload.files:
-            digest.update(f"\0{file.sha256}\0{file.filename or ''}".encode())
-    if webhook_include_result:  # only then: the hashes of earlier requests stay the same
-        digest.update(b"\0webhook_include_result")
-    if source is not None:
-        digest.update(b"\0source\0" + _encoder.encode(source))
-    return digest.hexdigest()
-
-
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), UUID(job_id)
-    except ValueError:
-        raise InvalidInput("cursor: not a cursor this API returned", code="invalid_cursor") from None
 
 
 async def _prepend(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -185,7 +129,7 @@ class JobService:
                 blobs = [*blobs, own[-1]]
             input_json = _encoder.encode(input)
             include_result = webhook_include_result and webhook_url is not None
-            request_hash = _request_hash(
+            request_hash = idempotency.request_hash(
                 kind,
                 input_json,
                 idempotency_key,
