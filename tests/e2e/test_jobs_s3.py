@@ -3,7 +3,7 @@ no storage directory between them (each has its own DATA_DIR; STORAGE_DIR points
 
 The same journeys the local-backend tests make: extraction with a result part kept in the bucket and
 streamed back, transcription with a ``then`` analysis, a job from a storage key, cancel, owner isolation,
-retention removing the objects, and a worker killed with SIGKILL mid-job (the crash tests' journey,
+retention removing the objects, the API's memory bounded during a 200 MB upload, and a worker killed with SIGKILL mid-job (the crash tests' journey,
 tests/e2e/test_jobs_crash.py: here the new worker shares no disk with the dead one, so it can only take
 the upload from the bucket). (The local backend runs the full e2e suite; this module repeats the
 journeys that touch storage, on S3, within the test-time budget.)
@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
+import obstore
 import pytest
 
 from tests.support import tokens
 from tests.support.clock import FakeClock
 from tests.support.config import make_settings
-from tests.support.jobs import accepted_id, upload, wait_for_job
-from tests.support.processes import ROOT, ApiServer, WorkerProcess, start_worker
+from tests.support.jobs import accepted_id, form_part_head, upload, wait_for_job
+from tests.support.processes import ROOT, ApiServer, WorkerProcess, child_pid, start_worker, status_kb
 from tests.support.seaweed import SeaweedFS
 from xenios_ai.db.pool import open_pool
 from xenios_ai.db.redis import open_redis
@@ -33,10 +36,12 @@ from xenios_ai.jobs import maintenance
 from xenios_ai.jobs.service import JobService
 from xenios_ai.settings import Settings
 from xenios_ai.storage import open_source_storage, open_storage
+from xenios_ai.storage.s3 import make_store
 
 DOCUMENTS = ROOT / "tests" / "data" / "documents"
 AUDIO = ROOT / "tests" / "data" / "audio"
 DAY = 86400.0
+MIB = 1024 * 1024
 
 
 class S3Stack:
@@ -202,3 +207,56 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_succeeds_once(
     listed = httpx.get(f"{stack.url}/api/v1/jobs/", headers=tokens.headers(user)).json()["items"]
     assert sorted(item["kind"] for item in listed) == ["analysis", "transcription"]  # one follow-up, once
     assert stack.objects(job_id)["upload"] == audio.stat().st_size
+
+
+def _silent_wav_form(data_bytes: int) -> Iterable[bytes]:
+    """A multipart body streamed in 1 MiB chunks: a WAV of ``data_bytes`` of silence in ``file``, then
+    ``options`` that are not JSON (so the API stores the whole file, then refuses the form)."""
+    header = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data" + struct.pack("<I", data_bytes)
+    yield form_part_head("file", "silence.wav") + header
+    block = bytes(MIB)
+    for _ in range(data_bytes // MIB):
+        yield block
+    yield b"\r\n" + form_part_head("options") + b"not json\r\n--BOUNDARY--\r\n"
+
+
+def test_a_200_mb_upload_keeps_the_api_memory_bounded_and_a_refused_form_leaves_no_object(
+    stack: S3Stack,
+) -> None:
+    """The file goes to the bucket as a multipart upload while it arrives (5 MiB parts, 4 in flight,
+    docs/decisions/0006-s3-storage.md): the API's RSS rises by far less than the file (issue 15: <= 64 MB
+    for 500 MB; `just bench storage` measures that). The bad ``options`` after it make the API delete the
+    object it had stored."""
+    store = make_store(stack.settings, prefix=None)
+    before_keys = {meta["path"] for batch in obstore.list(store, prefix="xenios/") for meta in batch}
+    pid = child_pid(stack.api.process)
+    baseline = status_kb(pid, "VmRSS")
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            samples.append(status_kb(pid, "VmRSS"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    try:
+        response = httpx.post(
+            f"{stack.url}/api/v1/jobs/transcription",
+            content=_silent_wav_form(200 * MIB),
+            headers=tokens.headers() | {"content-type": "multipart/form-data; boundary=BOUNDARY"},
+            timeout=60,
+        )
+    finally:
+        done.set()
+        sampler.join()
+    rise_mb = (max(samples, default=baseline) - baseline) / 1024
+    print(f"\n200 MiB upload to s3 in {time.monotonic() - started:.1f} s, API RSS rise {rise_mb:.1f} MB")
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_options"
+    assert len(samples) > 10
+    assert rise_mb <= 64
+    after_keys = {meta["path"] for batch in obstore.list(store, prefix="xenios/") for meta in batch}
+    assert after_keys == before_keys
