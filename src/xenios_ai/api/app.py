@@ -26,7 +26,7 @@ from xenios_ai.api.request_log import RequestLogMiddleware
 from xenios_ai.api.schemas import MAX_PROMPT_CHARS
 from xenios_ai.api.status import StatusController, whoami
 from xenios_ai.api.stewardship import erase_my_data, erase_user_data
-from xenios_ai.api.timeouts import BodyTimeout
+from xenios_ai.api.timeouts import BodyTimeout, SendDeadline
 from xenios_ai.api.usage import usage
 from xenios_ai.errors import UnsupportedMediaType
 from xenios_ai.llm.tasks import catalogue_from_settings
@@ -107,8 +107,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_class=APIRequest,
         request_max_body_size=MAX_JSON_BODY_BYTES,
     )
-    app.asgi_handler = RequestLogMiddleware(
-        BodyTimeout(app.asgi_handler, settings.request_body_timeout_seconds)
+    app.asgi_handler = SendDeadline(
+        RequestLogMiddleware(BodyTimeout(app.asgi_handler, settings.request_body_timeout_seconds)),
+        settings.sse_write_timeout_seconds,
     )
     return app
 
