@@ -25,6 +25,7 @@ from tests.infra.test_infra import (
     compose_config,
     explain,
     fake_host,
+    local_inventory,
     render,
     run,
     snapshot,
@@ -256,3 +257,30 @@ def test_compose_s3_profile_serves_the_apps_bucket(tmp_path: Path) -> None:
     finally:
         process.kill()  # weed may take long over SIGTERM; its data is thrown away
         process.wait(20)
+
+
+def test_worker_host_firewall_opens_only_ssh(
+    tmp_path: Path, env: dict[str, str], vault_password_file: Path
+) -> None:
+    """provision's nftables rules on a worker-only host: nothing connects to a worker but SSH."""
+
+    def rendered(inventory: Path, name: str) -> str:
+        dest = tmp_path / name
+        result = run(
+            [
+                venv_tool("ansible"), "-i", inventory, "--playbook-dir", ".",
+                "--vault-id", f"staging@{vault_password_file}", "localhost", "-m", "ansible.builtin.template",
+                "-a", f"src=roles/firewall/templates/nftables.conf.j2 dest={dest}",
+            ],
+            cwd=ANSIBLE_DIR,
+            env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, explain(result)
+        return dest.read_text()
+
+    worker = rendered(worker_inventory(tmp_path, ["transcription"]), "worker.nft")
+    assert "tcp dport { 22 } accept" in worker
+    assert "udp dport" not in worker
+    api = rendered(local_inventory(tmp_path), "api.nft")
+    assert "tcp dport { 22, 80, 443 } accept" in api
+    assert "udp dport { 443 } accept" in api
