@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from xenios_ai.llm.usage import UsageRecord
 from xenios_ai.observability import exposition, metrics
 from xenios_ai.observability.exposition import key_matches, process_metrics
 from xenios_ai.observability.joblog import mask, secrets_of
-from xenios_ai.observability.multiprocess import ENV, prepare_process_group
+from xenios_ai.observability.multiprocess import ENV, prepare_process_group, sweep_dead_processes
 from xenios_ai.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +207,47 @@ def test_an_unusable_metrics_directory_costs_the_metrics_not_the_service(
     settings = load_settings({"METRICS_DIR": str(blocker / "metrics")}, dotenv=False)
     assert prepare_process_group(settings, "api") is None
     assert os.environ[ENV] == "unchanged"
+
+
+def test_a_killed_process_leaves_no_ghost_work_in_progress(tmp_path: Path) -> None:
+    """A worker process killed mid-message never runs `mark_process_dead`: its in-progress gauge stayed
+    in the merged metrics until the group restarted. `sweep_dead_processes` (the supervisor calls it when a
+    child stops) drops the dead process's live gauges and keeps the living ones."""
+    group = tmp_path / "worker-1"
+    group.mkdir()
+    busy = 'metrics.WORKER_MESSAGES_IN_PROGRESS.labels("llm", "job_analysis").inc({})'
+    live = subprocess.Popen(
+        [sys.executable, "-c", f"import sys\nfrom xenios_ai.observability import metrics\n{busy.format(2)}\n"
+         "print('busy', flush=True)\nsys.stdin.read()"],
+        env={**os.environ, ENV: str(group)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert live.stdout is not None
+        assert live.stdout.readline() == b"busy\n"
+        killed = subprocess.Popen(
+            [sys.executable, "-c", f"import os, signal\nfrom xenios_ai.observability import metrics\n"
+             f"{busy.format(3)}\nos.kill(os.getpid(), signal.SIGKILL)"],
+            env={**os.environ, ENV: str(group)},
+        )  # fmt: skip
+        assert killed.wait(30) == -signal.SIGKILL
+
+        def in_progress() -> float:
+            os.environ[ENV] = str(group)
+            try:
+                return sum(
+                    s.value
+                    for family in process_metrics("group")  # type: ignore[arg-type]
+                    for s in family.samples
+                    if s.name == "xenios_worker_messages_in_progress"
+                )
+            finally:
+                del os.environ[ENV]
+
+        assert in_progress() == 5  # 3 of them ghosts
+        assert sweep_dead_processes(group) == [killed.pid]
+        assert in_progress() == 2
+        assert sweep_dead_processes(group) == []
+    finally:
+        live.communicate(b"", timeout=30)

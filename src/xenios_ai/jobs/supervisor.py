@@ -26,6 +26,7 @@ from types import FrameType
 from loguru import logger
 
 from xenios_ai.backoff import Doubling
+from xenios_ai.observability.multiprocess import sweep_dead_processes
 
 RESTART_DELAY_SECONDS = 0.5
 RESTART_DELAY_MAX_SECONDS = 30.0
@@ -135,10 +136,14 @@ class Supervisor:
 
 def count_restart() -> None:
     """``xenios_worker_restarts_total`` + 1, in this process's metrics (imported late: after
-    `prepare_process_group`)."""
+    `prepare_process_group`); and the stopped child's worker process, killed before it could drop its
+    live gauges (messages in progress), dropped now (`multiprocess.sweep_dead_processes`)."""
     from xenios_ai.observability.metrics import WORKER_RESTARTS  # noqa: PLC0415 - see the docstring
 
     WORKER_RESTARTS.inc()
+    swept = sweep_dead_processes()
+    if swept:
+        logger.info("metrics: the in-progress gauges of stopped process(es) {} dropped", swept)
 
 
 def worker_commands(

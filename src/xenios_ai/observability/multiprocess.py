@@ -11,6 +11,8 @@ serve` or `xenios-ai worker` command (Granian's main process, Dramatiq's main pr
   empty, removes the directories of groups whose command is no longer running, and sets
   PROMETHEUS_MULTIPROC_DIR for itself and its children (prometheus_client reads it at import);
 - a worker process leaving calls `mark_process_dead` (its live gauge, messages in progress, goes away);
+  one that is killed cannot, so `xenios-ai worker`'s supervisor calls `sweep_dead_processes` when a child
+  stops: the live-gauge files of processes that no longer exist are removed (no ghost work in progress);
 - the API's /metrics merges every group of the host (so `xenios-ai dev`, or a host running API and
   workers side by side, shows everything at one address); a worker's ``--metrics-port`` serves its own
   group only (workers in their own container). A restarted group starts from zero: Prometheus reads the
@@ -38,6 +40,7 @@ WORKER_METRICS_FORK = "xenios_ai.observability.exposition:serve_worker_metrics"
 """Dramatiq ``--fork-function`` of ``xenios-ai worker --metrics-port`` (named here: the command must not
 import prometheus_client before `prepare_process_group`)."""
 _GROUP = re.compile(r"^[a-z]+-(\d+)$")
+_LIVE_FILE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
 
 
 def metrics_root(settings: Settings) -> Path:
@@ -83,6 +86,28 @@ def mark_process_dead() -> None:
         from prometheus_client import multiprocess  # noqa: PLC0415 - not before prepare_process_group (see above)
 
         multiprocess.mark_process_dead(os.getpid(), str(directory))  # type: ignore[no-untyped-call]
+
+
+def sweep_dead_processes(directory: Path | None = None) -> list[int]:
+    """`mark_process_dead` for every process of the group (``directory``, default this process's) whose
+    live-gauge files remain although it is gone: a process killed by SIGKILL or the OOM killer never ran
+    its own. The pids swept."""
+    directory = directory or group_dir()
+    if directory is None or not directory.is_dir():
+        return []
+    dead = sorted(
+        {
+            int(match[1])
+            for path in directory.iterdir()
+            if (match := _LIVE_FILE.match(path.name)) and not _alive(int(match[1]))
+        }
+    )
+    if dead:
+        from prometheus_client import multiprocess  # noqa: PLC0415 - not before prepare_process_group (see above)
+
+        for pid in dead:
+            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+    return dead
 
 
 def _alive(pid: int) -> bool:
