@@ -238,7 +238,7 @@ def test_a_killed_process_leaves_no_ghost_work_in_progress(tmp_path: Path) -> No
             try:
                 return sum(
                     s.value
-                    for family in process_metrics("group")  # type: ignore[arg-type]
+                    for family in process_metrics("group")
                     for s in family.samples
                     if s.name == "xenios_worker_messages_in_progress"
                 )
