@@ -24,7 +24,8 @@ from xenios_ai.jobs.queues import QUEUES
 from xenios_ai.jobs.supervisor import Supervisor, count_restart, worker_commands
 from xenios_ai.log import setup_logging
 from xenios_ai.observability.multiprocess import WORKER_METRICS_FORK, prepare_process_group
-from xenios_ai.settings import Settings, SettingsError, load_settings
+from xenios_ai.settings import Settings, SettingsError
+from xenios_ai.settings_load import load_settings
 from xenios_ai.transcription.model import WORKER_PROCESSES_ENV
 
 DEV_API_KEY = "dev-api-key"

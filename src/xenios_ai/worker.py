@@ -19,7 +19,7 @@ from xenios_ai.jobs.runtime import WorkerRuntime
 from xenios_ai.log import setup_logging
 from xenios_ai.observability.joblog import JobLogCapture
 from xenios_ai.observability.worker import WorkerMetrics
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 
 hub_offline()  # nothing in a worker may wait on the Hugging Face hub
 

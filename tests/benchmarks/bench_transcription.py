@@ -50,7 +50,7 @@ from tests.benchmarks.transcription_decoding import print_tables as print_decodi
 from tests.support.jobs import accepted_id, job_events, upload
 from tests.support.processes import ApiServer, WorkerProcess, child_pid, cpu_seconds, status_kb
 from xenios_ai.gc_tuning import settle
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 from xenios_ai.transcription import shared_transcriber
 
 TARGET_OVERHEAD = 0.05

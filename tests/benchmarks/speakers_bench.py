@@ -27,7 +27,7 @@ from typing import Any
 from tests.support.speakers_audio import TRACK_OFFSET, build
 from tests.unit.test_transcription import wer
 from tests.unit.test_transcription_speakers import NAMES, attribution, per_speaker_wer
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 from xenios_ai.transcription import TranscriptionOptions, TranscriptionResult, shared_transcriber
 from xenios_ai.transcription.separate import transcribe_recording, transcribe_tracks
 

@@ -42,7 +42,8 @@ from ruamel.yaml import YAML
 from tests.support.http import LocalServer, QuietHandler
 from tests.support.processes import free_port, start_worker, wait_until
 from xenios_ai.jobs.queues import WorkerInfo, workers_key
-from xenios_ai.settings import Settings, load_settings
+from xenios_ai.settings import Settings
+from xenios_ai.settings_load import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "infra" / "ansible"

@@ -36,7 +36,7 @@ from tests.infra.test_infra import (
     venv_tool,
 )
 from tests.support.seaweed import WEED, free_port
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 from xenios_ai.storage import open_storage
 
 SHARED = (

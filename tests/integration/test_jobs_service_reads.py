@@ -20,7 +20,8 @@ from tests.support.jobs import WEBHOOK_SECRET
 from xenios_ai.jobs import store
 from xenios_ai.jobs.models import Job
 from xenios_ai.jobs.webhooks import ResultPolicy, event_body, result_url
-from xenios_ai.settings import Settings, webhook_key
+from xenios_ai.settings import Settings
+from xenios_ai.settings_load import webhook_key
 
 SERVICE = {"X-API-Key": tokens.API_KEY}
 

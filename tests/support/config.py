@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from xenios_ai.settings import Settings, load_settings
+from xenios_ai.settings import Settings
+from xenios_ai.settings_load import load_settings
 
 
 def make_settings(env: dict[str, str], **overrides: Any) -> Settings:

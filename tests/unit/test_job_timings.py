@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from xenios_ai.settings import SettingsError, load_settings
+from xenios_ai.settings import SettingsError
+from xenios_ai.settings_load import load_settings
 
 
 def test_the_defaults_let_a_redelivered_job_find_its_dead_attempt_stale() -> None:

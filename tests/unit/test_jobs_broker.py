@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from xenios_ai.jobs.broker import make_broker
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 
 
 def test_the_broker_connections_carry_the_intended_timeouts() -> None:

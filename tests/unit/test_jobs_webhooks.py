@@ -30,7 +30,8 @@ from xenios_ai.jobs.webhooks import (
     sign,
     webhook_session,
 )
-from xenios_ai.settings import SettingsError, load_settings
+from xenios_ai.settings import SettingsError
+from xenios_ai.settings_load import load_settings
 
 SECRET = b"test-webhook-secret"
 

@@ -8,7 +8,8 @@ import pytest
 
 from xenios_ai.llm.budgets import month_of
 from xenios_ai.llm.tasks import DEFAULT_TASKS, build_catalogue
-from xenios_ai.settings import SettingsError, load_settings
+from xenios_ai.settings import SettingsError
+from xenios_ai.settings_load import load_settings
 
 
 def test_defaults_follow_the_design_model_table() -> None:

@@ -12,7 +12,7 @@ import pytest
 from loguru import logger
 
 from xenios_ai.log import setup_logging
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 
 
 @pytest.fixture

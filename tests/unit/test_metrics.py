@@ -19,7 +19,7 @@ from xenios_ai.observability import exposition, metrics
 from xenios_ai.observability.exposition import key_matches, process_metrics
 from xenios_ai.observability.joblog import mask, secrets_of
 from xenios_ai.observability.multiprocess import ENV, prepare_process_group, sweep_dead_processes
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "infra" / "grafana" / "xenios-ai.json"

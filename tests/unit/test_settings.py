@@ -8,7 +8,8 @@ import msgspec
 import pytest
 
 from tests.support.env_example import render, setting_docs
-from xenios_ai.settings import Secret, Settings, SettingsError, load_settings
+from xenios_ai.settings import Secret, Settings, SettingsError
+from xenios_ai.settings_load import load_settings
 
 PRODUCTION = {
     "ENVIRONMENT": "production",

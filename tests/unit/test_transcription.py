@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from xenios_ai.errors import InvalidInput, JobCancelled, LimitExceeded, UnsupportedMediaType, XeniosError
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 from xenios_ai.transcription import (
     SNIFF_BYTES,
     Transcriber,

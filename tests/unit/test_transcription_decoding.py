@@ -24,7 +24,7 @@ from tests.unit.test_transcription import (
     wer,
 )
 from xenios_ai.errors import JobCancelled
-from xenios_ai.settings import load_settings
+from xenios_ai.settings_load import load_settings
 from xenios_ai.transcription import Transcriber, TranscriptionJobResult, TranscriptionOptions
 from xenios_ai.transcription.decoding import (
     CLIP_SECONDS,

@@ -31,7 +31,8 @@ from xenios_ai.api.usage import usage
 from xenios_ai.errors import UnsupportedMediaType
 from xenios_ai.llm.tasks import catalogue_from_settings
 from xenios_ai.log import setup_logging
-from xenios_ai.settings import Settings, load_settings
+from xenios_ai.settings import Settings
+from xenios_ai.settings_load import load_settings
 from xenios_ai.version import VERSION
 
 BYTES_PER_CHAR = 6

@@ -38,7 +38,7 @@ from xenios_ai.jobs.blob_keys import is_upload_key, secret_key
 from xenios_ai.jobs.models import Job, JobError, JobStatus, Upload
 from xenios_ai.jobs.service import StreamItem, Submitted
 from xenios_ai.jobs.webhooks import result_url_valid
-from xenios_ai.settings import webhook_key
+from xenios_ai.settings_load import webhook_key
 from xenios_ai.storage.sources import Source
 from xenios_ai.transcription.formats import MEDIA_TYPES, TranscriptFormat, render
 from xenios_ai.transcription.job import TRANSCRIPTION

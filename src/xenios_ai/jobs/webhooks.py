@@ -3,7 +3,7 @@
 Headers ``webhook-id`` (the same on every retry of one event), ``webhook-timestamp`` (Unix seconds) and
 ``webhook-signature`` = ``v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>.<body>")>``, where the secret is
 the base64 part of a ``whsec_...`` WEBHOOK_SECRET (any other value is used as raw bytes; a ``whsec_`` value
-that is not strict base64 stops start-up, see `settings.webhook_key`).
+that is not strict base64 stops start-up, see `settings_load.webhook_key`).
 
 Never to loopback, private, link-local or otherwise non-global addresses unless WEBHOOK_ALLOW_PRIVATE,
 also when hidden in an IPv6 address that embeds IPv4 (mapped, 6to4, NAT64). At submit, `check_url`
@@ -38,7 +38,8 @@ from xenios_ai.db.pool import Pool
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.jobs import store, store_webhooks
 from xenios_ai.jobs.models import Job
-from xenios_ai.settings import Settings, webhook_key
+from xenios_ai.settings import Settings
+from xenios_ai.settings_load import webhook_key
 
 _MAX_URL_LENGTH = 2048
 _MAX_RESPONSE_BYTES = 4096

@@ -27,7 +27,8 @@ from xenios_ai.keys import key_matches as keys_match
 from xenios_ai.log import setup_logging
 from xenios_ai.observability import metrics
 from xenios_ai.observability.multiprocess import group_dir
-from xenios_ai.settings import Settings, load_settings
+from xenios_ai.settings import Settings
+from xenios_ai.settings_load import load_settings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SYSTEM_GAUGES = (
