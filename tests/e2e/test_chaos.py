@@ -1,8 +1,9 @@
 """Chaos: jobs in flight against a slow fake LLM while a worker process is killed, a private PostgreSQL
 is stopped for longer than STALE_JOB_SECONDS and started again, and the service's Redis is killed and
 restarted. Every job ends ``succeeded`` exactly once, none is stuck, /health/ready says 503 during each
-outage and 200 after, and the LLM was asked once per job plus once more only for the jobs the killed
-worker process had in flight.
+outage and 200 after, the LLM was asked once per job plus once more only for the jobs the killed
+worker process had in flight, and the merged metrics show no message still in progress afterwards (the
+killed process's gauge is dropped when the supervisor replaces it).
 
 Everything here is private to the test (its own PostgreSQL via initdb, its own Redis, API and
 `xenios-ai worker --processes 2`), so the outages touch nothing else. Counts and recovery times are printed
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 
 from tests.fakes.openrouter import FakeOpenRouter
+from tests.support import tokens
 from tests.support.jobs import submit_analysis
 from tests.support.pgserver import PrivatePostgres
 from tests.support.processes import ApiServer, RedisServer, WorkerProcess, wait_until, worker_pids
@@ -62,6 +64,16 @@ def _timed(what: Callable[[], bool], timeout: float, name: str) -> float:
     return time.monotonic() - started
 
 
+def _in_progress(url: str) -> float:
+    """The host's xenios_worker_messages_in_progress, summed (the API merges every process's files)."""
+    text = httpx.get(f"{url}/metrics", headers={"X-API-Key": tokens.API_KEY}, timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("xenios_worker_messages_in_progress{")
+    )
+
+
 def _rows(url: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(query).fetchall()
@@ -92,9 +104,11 @@ def test_jobs_survive_a_killed_worker_a_database_outage_and_a_redis_restart(
     worker.start()
     api = ApiServer(env, log_path=tmp_path / "api.log")
     try:
+        launched = time.monotonic()
         api.start()
         first_pids = worker_pids(worker.process, 2, timeout=120)
         wait_until(lambda: _ready(api.url) == 200, 30, "ready")
+        started = time.monotonic() - launched
         fake_openrouter.clear()
         markers = [f"chaos-{n}-{uuid.uuid4().hex[:6]}" for n in range(JOBS)]
         trigger = f" [[fake:{json.dumps({'hang': LLM_SECONDS})}]]"
@@ -147,6 +161,8 @@ def test_jobs_survive_a_killed_worker_a_database_outage_and_a_redis_restart(
             return rows[0][0] == 0
 
         drained = _timed(all_done, 120, "every job to end")
+        # no ghost work in progress: the killed process's gauge was dropped when it was replaced
+        wait_until(lambda: _in_progress(api.url) == 0, 10, "no message in progress", interval=0.2)
     finally:
         api.stop()
         worker.stop()
@@ -181,7 +197,7 @@ def test_jobs_survive_a_killed_worker_a_database_outage_and_a_redis_restart(
     assert extra == sum(1 for job_id in in_flight if calls[ids[job_id]] == 2)
     assert extra <= len(in_flight)
     print(
-        f"\nchaos: {JOBS} jobs, {sum(calls.values())} LLM calls ({extra} again after the kill; {len(in_flight)} "
+        f"\nchaos (API and 2 worker processes ready after {started:.1f} s): {JOBS} jobs, {sum(calls.values())} LLM calls ({extra} again after the kill; {len(in_flight)} "
         f"in flight on the killed process), outages: worker kill (new process after {restarted:.1f} s), "
         f"PostgreSQL {PG_OUTAGE:.0f} s (503 after {pg_down:.1f} s, 200 {pg_back:.1f} s after restart), Redis "
         f"kill (503 after {redis_down:.1f} s, 200 {redis_back:.1f} s after restart); all ended "
