@@ -12,6 +12,7 @@ the sweep, as on a host crash.
 SIGTERM or SIGINT: forwarded to every child (Dramatiq's graceful shutdown: long jobs go back to the
 queue), then the supervisor waits for them; a second signal kills them. With ``--metrics-port`` the
 supervisor also runs (and restarts) the metrics server over the processes' shared metrics directory.
+Why and what was measured: docs/decisions/0004-fault-handling.md.
 """
 
 from __future__ import annotations
