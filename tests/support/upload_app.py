@@ -14,7 +14,8 @@ from litestar import Litestar, Request, Response, post
 from xenios_ai.api.app import app_factory as api_factory
 from xenios_ai.api.auth import require_api_key, require_user
 from xenios_ai.api.deps import PrincipalDep, ServicesDep
-from xenios_ai.api.jobs import IdempotencyKey, JobAccepted, accepted
+from xenios_ai.api.job_schemas import JobAccepted, accepted
+from xenios_ai.api.jobs import IdempotencyKey
 from xenios_ai.api.uploads import receive_upload
 from xenios_ai.extraction import sniff_document_format
 from xenios_ai.jobs.models import JobKind, UploadSpec
