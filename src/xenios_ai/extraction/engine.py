@@ -2,7 +2,8 @@
 
 Docling, docling-core and pypdfium2 are imported inside the functions that use them, so importing this
 module stays cheap; building an `Extractor` imports them (seconds). Its parts: `limits` (checked before
-converting), `pdf` (inspection), `chunking` (join, chunks), `watchdog` (the deadline).
+converting), `pdf` (inspection), `chunking` (join, chunks), `watchdog` (the deadline), `docling_options`
+(the converter's format options).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from xenios_ai.errors import InvalidInput, LimitExceeded, UnsupportedMediaType, XeniosError
+from xenios_ai.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
 from xenios_ai.extraction.chunking import approx_tokenizer_class, chunk, force_hub_offline, join_pages
+from xenios_ai.extraction.docling_options import (
+    DOCLING_FORMATS,
+    layout_errors,
+    office_format_options,
+    pdf_format_option,
+)
 from xenios_ai.extraction.limits import check_limits
 from xenios_ai.extraction.models import (
     DocumentLimits,
@@ -38,25 +45,8 @@ from xenios_ai.extraction.watchdog import DeadlineExceeded, Watchdog
 
 if TYPE_CHECKING:
     from docling.datamodel.document import ConversionResult
-    from docling.document_converter import DocumentConverter, FormatOption
+    from docling.document_converter import DocumentConverter
     from docling_core.types.doc.document import DoclingDocument
-
-_LAYOUT_HINT = (
-    "Layout mode needs torch (CPU) and the docling layout models. Install them with "
-    "`uv pip install 'docling-slim[models-local]==2.142.1' "
-    "--extra-index-url https://download.pytorch.org/whl/cpu`, "
-    "download the models with `docling-tools models download layout tableformer -o $DOCLING_ARTIFACTS_PATH` "
-    "and start the worker with DOCLING_ARTIFACTS_PATH set to that folder; or use the native pipeline."
-)
-_DOCLING_FORMATS = {
-    DocumentFormat.PDF: "pdf",
-    DocumentFormat.DOCX: "docx",
-    DocumentFormat.PPTX: "pptx",
-    DocumentFormat.XLSX: "xlsx",
-    DocumentFormat.HTML: "html",
-    DocumentFormat.MARKDOWN: "md",
-    DocumentFormat.CSV: "csv",
-}
 
 
 class Extractor:
@@ -96,13 +86,19 @@ class Extractor:
         from docling.document_converter import DocumentConverter  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
 
         self._converter: DocumentConverter = DocumentConverter(
-            allowed_formats=[InputFormat(value) for value in _DOCLING_FORMATS.values()],
+            allowed_formats=[InputFormat(value) for value in DOCLING_FORMATS.values()],
             format_options={
-                InputFormat.PDF: self._pdf_format_option(password=None),
-                **self._office_format_options(),
+                InputFormat.PDF: pdf_format_option(
+                    pipeline,
+                    pdf_threads=pdf_threads,
+                    document_timeout=document_timeout,
+                    artifacts_path=self.artifacts_path,
+                    password=None,
+                ),
+                **office_format_options(self.limits),
             },
         )
-        with self._layout_errors():
+        with layout_errors(self.pipeline):
             self._converter.initialize_pipeline(InputFormat.PDF)
         # Import now what the first extraction would otherwise import on its clock (about 1 s).
         for module in ("docling_core.transforms.chunker.hybrid_chunker", "pypdfium2"):
@@ -257,7 +253,7 @@ class Extractor:
         relay = ProgressRelay(run, deadline=run.started + self.document_timeout)
         aborted: BaseException | None = None
         try:
-            with self._layout_errors():
+            with layout_errors(self.pipeline):
                 conv_res = converter.convert(
                     source,
                     raises_on_error=False,
@@ -273,7 +269,7 @@ class Extractor:
 
         if any(error.category == FailureCategory.TIMEOUT for error in conv_res.errors):
             raise self._timeout_error()
-        expected = _DOCLING_FORMATS[run.fmt]
+        expected = DOCLING_FORMATS[run.fmt]
         if conv_res.status == ConversionStatus.SKIPPED or conv_res.input.format.value != expected:
             raise UnsupportedMediaType(
                 f"The file is not a {run.fmt.value} document", code="unsupported_format"
@@ -315,61 +311,7 @@ class Extractor:
         )
         return max(declared, last)
 
-    # Docling configuration ---------------------------------------------------------------------------
-
-    def _pdf_format_option(self, password: str | None) -> FormatOption:
-        from docling.datamodel.backend_options import ThreadedDoclingParseBackendOptions  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-        from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-        from docling.document_converter import NativePdfFormatOption, PdfFormatOption  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-        from pydantic import SecretStr  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-
-        secret = SecretStr(password) if password is not None else None
-        if self.pipeline == "native":
-            native = NativePdfPipelineOptions(
-                parser_threads=self.pdf_threads,
-                generate_page_images=False,
-                generate_picture_images=False,
-                document_timeout=self.document_timeout,
-            )
-            backend = ThreadedDoclingParseBackendOptions.model_validate(
-                {
-                    "parser_threads": self.pdf_threads,
-                    "render_pages": False,
-                    "include_bitmap_images": False,
-                    # Pages decoded ahead of the pipeline: each one costs memory, one thread uses few.
-                    "max_concurrent_results": 2 * self.pdf_threads,
-                    "password": secret,
-                }
-            )
-            return NativePdfFormatOption(pipeline_options=native, backend_options=backend)
-        layout = PdfPipelineOptions(
-            artifacts_path=self.artifacts_path,
-            do_ocr=False,  # OCR needs yet another model; scanned PDFs are out of scope for now
-            do_table_structure=True,
-            document_timeout=self.document_timeout,
-        )
-        backend = ThreadedDoclingParseBackendOptions.model_validate(
-            {"parser_threads": self.pdf_threads, "password": secret}
-        )
-        return PdfFormatOption(pipeline_options=layout, backend_options=backend)
-
-    def _office_format_options(self) -> dict[Any, FormatOption]:
-        """Word and Excel options with the package limits (docling's own defaults allow 512 MB)."""
-        from docling.datamodel.backend_options import MsExcelBackendOptions, MsWordBackendOptions  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-        from docling.datamodel.base_models import InputFormat  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-        from docling.document_converter import ExcelFormatOption, WordFormatOption  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-
-        archive = {
-            "max_total_bytes": self.limits.max_archive_bytes,
-            "max_file_bytes": self.limits.max_archive_member_bytes,
-            "max_member_count": self.limits.max_archive_members,
-        }
-        return {
-            InputFormat.DOCX: WordFormatOption(backend_options=MsWordBackendOptions.model_validate(archive)),
-            InputFormat.XLSX: ExcelFormatOption(
-                backend_options=MsExcelBackendOptions.model_validate(archive)
-            ),
-        }
+    # Docling configuration (`docling_options`) ------------------------------------------------------
 
     def _converter_with_password(self, password: str) -> DocumentConverter:
         """A converter whose PDF backend gets ``password``; it shares the pipelines already built."""
@@ -378,25 +320,18 @@ class Extractor:
 
         converter = DocumentConverter(
             allowed_formats=[InputFormat.PDF],
-            format_options={InputFormat.PDF: self._pdf_format_option(password)},
+            format_options={
+                InputFormat.PDF: pdf_format_option(
+                    self.pipeline,
+                    pdf_threads=self.pdf_threads,
+                    document_timeout=self.document_timeout,
+                    artifacts_path=self.artifacts_path,
+                    password=password,
+                )
+            },
         )
         converter.initialized_pipelines = self._converter.initialized_pipelines
         return converter
-
-    @contextlib.contextmanager
-    def _layout_errors(self) -> Iterator[None]:
-        """In layout mode, missing torch or model files become ``layout_models_unavailable``."""
-        if self.pipeline != "layout":
-            yield
-            return
-        from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415 - heavy engine: loaded lazily, by workers only
-
-        try:
-            yield
-        except (ImportError, FileNotFoundError, LocalEntryNotFoundError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and "artifacts_path" not in str(exc):
-                raise
-            raise XeniosError(f"{exc}. {_LAYOUT_HINT}", code="layout_models_unavailable") from exc
 
     def _too_many_pages(self, page_count: int) -> LimitExceeded:
         return LimitExceeded(
