@@ -98,8 +98,15 @@ class RedactionFailed(XeniosError):
 _LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+"""A digit doubled, its digits summed (Luhn), as a digit."""
+
+
 def _luhn(digits: str) -> bool:
-    odd = sum(map(int, digits[-1::-2]))
+    if digits.isascii():  # the sums in C: a digit's byte is 48 + its value
+        odd, even = digits[-1::-2], digits[-2::-2].translate(_LUHN_DOUBLED)
+        return (sum(odd.encode()) + sum(even.encode()) - 48 * len(digits)) % 10 == 0
+    odd = sum(map(int, digits[-1::-2]))  # other scripts' digits (\d matches them)
     even = sum(_LUHN_DOUBLE[int(d)] for d in digits[-2::-2])
     return (odd + even) % 10 == 0
 
