@@ -56,6 +56,8 @@ from typing import Any, Final, Literal, Self
 import msgspec
 from aiohttp import web
 
+from tests.fakes.json_instance import minimal_instance
+
 DEFAULT_CONTENT: Final = "This is a deterministic reply from the fake OpenRouter."
 DEFAULT_MODELS: Final = ("anthropic/claude-opus-4.5", "anthropic/claude-sonnet-4", "openai/gpt-4o-mini")
 TRIGGER: Final = "[[fake:"
@@ -116,6 +118,9 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     cut_after: int | None = None
     """Stream: close the connection after this many chunks, mid chunked body. Non-stream (any value):
     send the headers and half of the body, then close."""
+    schema_instance: bool = False
+    """A request with a ``json_schema`` response_format gets the smallest value its schema accepts
+    (tests/fakes/json_instance.py); others get the reply as it is."""
     mid_stream_error: int | None = None
     """Stream: after this many chunks send OpenRouter's mid-stream error chunk and end the stream."""
     prompt_tokens: int | None = None
@@ -463,6 +468,10 @@ class FakeOpenRouter:
             reply = self._choose(record.model or "", messages)
         except (ValueError, msgspec.ValidationError) as exc:
             return await self._send_error(request, record, 400, f"invalid {TRIGGER}...]] trigger: {exc}")
+        response_format = record.body.get("response_format")
+        if reply.schema_instance and isinstance(response_format, dict) and "json_schema" in response_format:
+            value = minimal_instance(response_format["json_schema"].get("schema", {}))
+            reply = msgspec.structs.replace(reply, json=value, schema_instance=False)
         record.reply = reply
         if reply.hang > 0:
             await asyncio.sleep(reply.hang)

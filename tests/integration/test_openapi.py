@@ -41,7 +41,9 @@ async def test_every_error_is_a_documented_problem(client: AsyncTestClient[Any])
                 )
     job = schema["paths"]["/api/v1/jobs/{job_id}"]
     assert {"401", "403", "404", "422"} <= set(job["get"]["responses"])
+    assert "409" in schema["paths"]["/api/v1/jobs/{job_id}/cancel"]["post"]["responses"]
     assert "409" in job["delete"]["responses"]
+    assert job["delete"]["deprecated"] is True  # DELETE still cancels, for one release
     assert {"413", "415", "429"} <= set(schema["paths"]["/api/v1/jobs/transcription"]["post"]["responses"])
     assert {"502", "503", "504"} <= set(schema["paths"]["/api/v1/llm/stream"]["post"]["responses"])
 

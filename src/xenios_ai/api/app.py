@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.routes import HTTPRoute
 
 from xenios_ai import kinds  # noqa: F401 - the composition root: registers every job kind
 from xenios_ai.analysis import MAX_TEXT_CHARS
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version=VERSION,
             path="/schema",
             description="The AI engine behind Xenios. The API contract: docs/api.md in the repository.",
-            render_plugins=render_plugins(catalogue_from_settings(settings)),
+            render_plugins=render_plugins(catalogue_from_settings(settings), settings.whisper_model),
             components=Components(
                 security_schemes={
                     "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
@@ -108,11 +109,30 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_class=APIRequest,
         request_max_body_size=MAX_JSON_BODY_BYTES,
     )
+    _fix_options_allow(app)
     app.asgi_handler = SendDeadline(
         RequestLogMiddleware(BodyTimeout(app.asgi_handler, settings.request_body_timeout_seconds)),
         settings.sse_write_timeout_seconds,
     )
     return app
+
+
+def _fix_options_allow(app: Litestar) -> None:
+    """OPTIONS answers every method of its path in ``Allow``.
+
+    Litestar (2.25) keeps the automatic OPTIONS handler of the first route it built for a path when it
+    merges later handlers into a new route, and that handler lists the first route's methods: OPTIONS
+    /api/v1/jobs/{id} said ``DELETE, OPTIONS`` (schemathesis, ST205). The stale route's method set is
+    brought up to date.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        handler = route.route_handler_map["OPTIONS"][0]
+        for cell in getattr(handler.fn, "__closure__", None) or ():
+            stale = cell.cell_contents
+            if isinstance(stale, HTTPRoute) and stale is not route:
+                stale.methods = set(route.methods)
 
 
 def app_factory() -> Litestar:

@@ -230,16 +230,31 @@ class JobsController(Controller):
         )
         return JobPage(items=[job_summary(job) for job in jobs], next_cursor=next_cursor)
 
+    @post(
+        "/{job_id:uuid}/cancel",
+        status_code=200,
+        guards=[require_user],
+        security=USER,
+        summary="Cancel a job (a running one stops at its next checkpoint); the job stays readable",
+    )
+    async def cancel_job(
+        self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep
+    ) -> JobOut:
+        return job_out(await services.jobs.cancel(job_id, principal.user_id))
+
     @delete(
         "/{job_id:uuid}",
         status_code=200,
         guards=[require_user],
         security=USER,
-        summary="Cancel a job (a running one stops at its next checkpoint)",
+        deprecated=True,
+        summary="Cancel a job: deprecated, use POST /api/v1/jobs/{job_id}/cancel (removed next release)",
     )
-    async def cancel_job(
+    async def cancel_job_by_delete(
         self, job_id: FromPath[UUID], services: ServicesDep, principal: PrincipalDep
     ) -> JobOut:
+        """The former cancel, kept for one release: a DELETE whose job stays readable is not a delete
+        (schemathesis: use after free), so the route is POST .../cancel (decision 0010)."""
         return job_out(await services.jobs.cancel(job_id, principal.user_id))
 
     @get(

@@ -117,6 +117,11 @@ def _host_and_port(url: str) -> tuple[str, int]:
     host = parts.hostname
     if not host:
         raise _invalid("has no host")
+    if _ip_literal(host) is None:
+        try:  # what a resolver does first; a label over 63 characters was a 500 (found by schemathesis)
+            host.encode("idna")
+        except UnicodeError:
+            raise _invalid("the host is not a valid name") from None
     return host, port or (443 if parts.scheme == "https" else 80)
 
 
