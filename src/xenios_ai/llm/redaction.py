@@ -104,8 +104,8 @@ _LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
 
 def _luhn(digits: str) -> bool:
     if digits.isascii():  # the sums in C: a digit's byte is 48 + its value
-        odd, even = digits[-1::-2], digits[-2::-2].translate(_LUHN_DOUBLED)
-        return (sum(odd.encode()) + sum(even.encode()) - 48 * len(digits)) % 10 == 0
+        doubled = digits[-2::-2].translate(_LUHN_DOUBLED)
+        return (sum(digits[-1::-2].encode()) + sum(doubled.encode()) - 48 * len(digits)) % 10 == 0
     odd = sum(map(int, digits[-1::-2]))  # other scripts' digits (\d matches them)
     even = sum(_LUHN_DOUBLE[int(d)] for d in digits[-2::-2])
     return (odd + even) % 10 == 0
