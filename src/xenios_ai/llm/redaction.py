@@ -194,9 +194,10 @@ class Redactor:
 
     def _code(self, match: re.Match[str]) -> str:
         value = match.group()
-        memo = self._codes.get((match.lastgroup, value))
+        memo_key = (match.lastgroup, value)
+        memo = self._codes.get(memo_key)
         if memo is None:
-            memo = self._codes[(match.lastgroup, value)] = self._classify(match.lastgroup or "", value)
+            memo = self._codes[memo_key] = self._classify(match.lastgroup or "", value)
         if not memo:
             return value
         head, label, key, original = memo
@@ -269,6 +270,7 @@ class Redactor:
         out: list[str] = []
         last = 0
         search = self._forms.search
+        placeholders: dict[int, str] = {}  # a person's placeholder, once looked up
         match = search(lowered)
         while match is not None:
             start, end = match.span()
@@ -280,7 +282,14 @@ class Redactor:
             if " " in found or key not in _WORDS or found in self._exact:  # "will" is not "Will"
                 index = self._person[key]
                 out.append(text[last:start])
-                out.append(self._placeholder("PERSON", str(index), self.names[index]))
+                placeholder = placeholders.get(index)
+                if placeholder is None:
+                    placeholder = placeholders[index] = self._placeholder(
+                        "PERSON", str(index), self.names[index]
+                    )
+                else:
+                    self.replaced += 1
+                out.append(placeholder)
                 last = end
             match = search(lowered, end)
         if not out:
