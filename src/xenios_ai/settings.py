@@ -243,8 +243,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # --- extraction
     docling_pipeline: Literal["native", "layout"] = "native"
     """PDF pipeline: native (model-free: text, no headings or tables) or layout (needs torch and the docling
-    models; without them extraction jobs fail with layout_models_unavailable, and the worker says how to fix
-    it at start-up)."""
+    models; without them the extraction worker refuses to start and says how to fix it, and /health/ready
+    shows no extraction capability)."""
     docling_artifacts_path: str | None = None
     """Folder of the docling models for the layout pipeline (default: DOCLING_ARTIFACTS_PATH)."""
     extraction_max_upload_bytes: int = 100 * 1024 * 1024

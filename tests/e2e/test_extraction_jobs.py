@@ -6,7 +6,6 @@ The fixtures and the sentences, headings and cells they hold come from ``tests/d
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import random
@@ -447,9 +446,7 @@ def test_then_runs_an_analysis_on_the_markdown_linked_both_ways(
     ]
 
 
-# --- limits and layout mode, each with its own API and worker -----------------------------------------
-
-NO_TORCH = importlib.util.find_spec("torch") is None
+# --- limits, with their own API and worker ---------------------------------------------------------------
 
 
 class Stack:
@@ -474,8 +471,8 @@ def stacks(
 ) -> Iterator[dict[str, Stack]]:
     """Started first (their workers load Docling while the other tests run): ``limited``, with its own
     limits (1 MB uploads, 3 pages, 1.5 s per document, Docling documents over 2 kB in storage, 150,000
-    cells), and,
-    without torch, ``layout``, in layout mode. Jobs wait in the queue until the workers are up."""
+    cells). Jobs wait in the queue until the workers are up. (Layout mode without its models:
+    tests/e2e/test_extraction_layout_mode.py.)"""
     envs = {
         "limited": fresh_env(
             EXTRACTION_MAX_UPLOAD_BYTES="1000000",
@@ -485,8 +482,6 @@ def stacks(
             EXTRACTION_MAX_ITEMS="150000",
         )
     }
-    if NO_TORCH:
-        envs["layout"] = fresh_env(DOCLING_PIPELINE="layout", DOCLING_ARTIFACTS_PATH="/nonexistent/models")
     started = {name: Stack(env, tmp_path_factory.mktemp(name)) for name, env in envs.items()}
     try:
         for stack in started.values():
@@ -523,20 +518,3 @@ def test_limits_come_from_the_settings_with_their_own_codes(stacks: dict[str, St
     assert result["document"] is None
     response = httpx.get(f"{url}{result['document_file']['url']}", headers=tokens.headers(), timeout=10)
     assert cells(response.json()["tables"][0]) == docs.DOCX_TABLE
-
-
-@pytest.mark.skipif(not NO_TORCH, reason="torch is installed here")
-def test_layout_mode_without_models_fails_jobs_with_the_fix(stacks: dict[str, Stack]) -> None:
-    stack = stacks["layout"]
-    for name in ("multipage.pdf", "notes.md"):
-        job = failed_with(stack.url, name, "layout_models_unavailable")
-        assert "docling-tools models download" in job["error"]["message"]
-    assert stack.worker.process is not None
-    assert stack.worker.process.poll() is None  # it still serves its other queues
-    [line] = [
-        json.loads(line) for line in stack.worker_log().splitlines() if "extraction is unavailable" in line
-    ]
-    assert line["level"] == "ERROR"
-    assert "layout_models_unavailable" in line["msg"]
-    assert "torch" in line["msg"]
-    assert "DOCLING_ARTIFACTS_PATH" in line["msg"]

@@ -1,4 +1,5 @@
-"""Health routes (no auth): liveness, readiness (PostgreSQL and Redis, each timed) and version."""
+"""Health routes (no auth): liveness, readiness (PostgreSQL and Redis, each timed; the queues live workers
+serve, as capabilities) and version."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import msgspec
 from litestar import Controller, Response, get
 
 from xenios_ai.api.deps import Services, ServicesDep
+from xenios_ai.jobs.queues import QUEUES, alive_workers
+from xenios_ai.jobs.registry import KINDS
 from xenios_ai.version import VERSION
 
 
@@ -25,10 +28,22 @@ class Check(msgspec.Struct, omit_defaults=True):
     error: str | None = None
 
 
+class Capability(msgspec.Struct):
+    status: Literal["ok", "unavailable"]
+    """ok: at least one live worker serves the queue (a worker whose engine cannot load refuses to start,
+    e.g. layout extraction without its models), so jobs of these kinds run."""
+    workers: int
+    kinds: list[str]
+
+
 class Readiness(msgspec.Struct):
     status: Literal["ok", "fail"]
+    """The API's own dependencies (PostgreSQL, Redis); capabilities do not change it: a submit is accepted
+    and waits for a worker."""
     checks: dict[str, Check]
     failed: list[str]
+    capabilities: dict[str, Capability] = msgspec.field(default_factory=dict)
+    """Per queue (default, extraction, transcription, llm): whether a live worker serves it."""
 
 
 async def _timed(probe: Callable[[], Awaitable[object]], timeout: float) -> Check:
@@ -55,7 +70,31 @@ async def readiness(services: Services) -> Readiness:
     pg, rd = await asyncio.gather(_timed(postgres, timeout), _timed(redis, timeout))
     checks = {"postgres": pg, "redis": rd}
     failed = [name for name, check in checks.items() if check.status == "fail"]
-    return Readiness("fail" if failed else "ok", checks, failed)
+    capabilities = await _capabilities(services) if rd.status == "ok" else {}
+    return Readiness("fail" if failed else "ok", checks, failed, capabilities)
+
+
+async def _capabilities(services: Services) -> dict[str, Capability]:
+    settings = services.settings
+    try:
+        workers = await asyncio.wait_for(
+            alive_workers(
+                services.redis, settings.redis_namespace, max_age=3 * settings.worker_heartbeat_seconds
+            ),
+            settings.ready_timeout_seconds,
+        )
+    except Exception:  # Redis answered the ping; a failed read leaves the section out
+        return {}
+    kinds: dict[str, list[str]] = {}
+    for kind in KINDS.values():
+        kinds.setdefault(kind.queue, []).append(kind.name)
+    capabilities: dict[str, Capability] = {}
+    for queue in QUEUES:
+        serving = sum(queue in worker.queues for worker in workers)
+        capabilities[queue] = Capability(
+            "ok" if serving else "unavailable", serving, sorted(kinds.get(queue, []))
+        )
+    return capabilities
 
 
 class HealthController(Controller):
@@ -70,7 +109,11 @@ class HealthController(Controller):
     async def live(self) -> Health:
         return Health("ok", VERSION)
 
-    @get("/ready", summary="Readiness: PostgreSQL and Redis answer", responses=None)
+    @get(
+        "/ready",
+        summary="Readiness: PostgreSQL and Redis answer; capabilities: queues with a live worker",
+        responses=None,
+    )
     async def ready(self, services: ServicesDep) -> Response[Readiness]:
         result = await readiness(services)
         return Response(result, status_code=200 if result.status == "ok" else 503)

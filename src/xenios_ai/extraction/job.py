@@ -16,9 +16,8 @@ EXTRACTION_INLINE_DOCUMENT_BYTES; the result then carries ``document_file`` (its
 
 The `Extractor` is built once per worker process: at worker boot (`warm_up`, the kind's ``prepare``) when the
 process serves the ``extraction`` queue, in a background thread, so the worker takes jobs of other queues
-at once; the first extraction job waits for it. In layout mode without torch or the models the build fails:
-the worker logs the error with the fix at start-up, and every extraction job fails with
-``layout_models_unavailable`` until the worker is restarted with the models in place.
+at once; the first extraction job waits for it. In layout mode the build is waited for at boot, and without
+torch or the models the worker refuses to start, logging the error with the fix (`prepare_extraction`).
 """
 
 from __future__ import annotations
@@ -193,6 +192,16 @@ def warm_up(settings: Settings) -> Future[Extractor]:
     return _PROCESS_EXTRACTOR.start(settings)
 
 
+def prepare_extraction(settings: Settings) -> None:
+    """The kind's ``prepare``: the native build runs in the background (the worker takes other queues'
+    jobs meanwhile). In layout mode the build is waited for: without torch or the layout models the worker
+    refuses to start (exit 3, the fix in its log, `jobs.runtime.prepare_kinds`) instead of failing every
+    extraction, DOCX included, while readiness and uploads said yes (issue 20, decision 0010)."""
+    warm_up(settings)
+    if settings.docling_pipeline == "layout":
+        process_extractor(settings)
+
+
 def process_extractor(settings: Settings) -> Extractor:
     """The process's `Extractor`, waiting for its build; raises the build's error (a fresh copy)."""
     try:
@@ -217,5 +226,5 @@ EXTRACTION = JobKind(
     ),
     text_of=extraction_text,
     release_on_shutdown=True,
-    prepare=warm_up,  # builds the converter in the background at boot; a failed build fails the jobs
+    prepare=prepare_extraction,  # the converter at boot; layout mode without its models stops the worker
 )
