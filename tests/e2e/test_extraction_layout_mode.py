@@ -1,10 +1,12 @@
 """Extraction in layout mode without its models (issue 20): the extraction worker refuses to start and
 says how to fix it, and readiness reports no extraction capability; a worker that can extract (native)
-turns the capability on. Real worker processes on an isolated database and Redis namespace.
+turns the capability on. Real worker processes on an isolated database and Redis namespace. A job chooses
+its PDF pipeline (``options.pipeline``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from tests.e2e.test_extraction_jobs import failed_with, succeeded
 from tests.support.config import make_settings
 from tests.support.processes import WorkerProcess, start_worker, stop_process, wait_until
 from xenios_ai.api.app import create_app
@@ -63,3 +66,17 @@ async def test_layout_mode_without_models_refuses_to_start_and_readiness_says_so
         assert capabilities["transcription"]["status"] == "unavailable"
     finally:
         native.stop()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed here")
+@pytest.mark.usefixtures("job_worker")
+def test_a_job_chooses_its_pdf_pipeline(api_server_url: str) -> None:
+    """On the session's native worker without torch: a PDF asking for layout fails with the fix, the same
+    PDF natively and a DOCX asking for layout (the pipeline is the PDF converter's) succeed."""
+    job = failed_with(api_server_url, "multipage.pdf", "layout_models_unavailable", {"pipeline": "layout"})
+    assert "docling-tools models download" in job["error"]["message"]
+    native = succeeded(api_server_url, "multipage.pdf", {"pipeline": "native"})
+    assert native["pipeline"] == "native"
+    assert native["page_count"] == 4
+    docx = succeeded(api_server_url, "report.docx", {"pipeline": "layout"})
+    assert docx["markdown"]

@@ -32,7 +32,7 @@ from loguru import logger
 
 from xenios_ai.errors import XeniosError
 from xenios_ai.extraction.engine import Extractor
-from xenios_ai.extraction.models import DocumentLimits, ExtractionOptions, ExtractionResult
+from xenios_ai.extraction.models import DocumentLimits, ExtractionOptions, ExtractionResult, Pipeline
 from xenios_ai.extraction.sniff import SNIFF_BYTES, DocumentFormat, sniff_document_format
 from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs.context import JobContext
@@ -105,7 +105,8 @@ def run_extraction(ctx: JobContext, request: ExtractionRequest) -> ExtractionJob
     upload = ctx.job.upload
     if upload is None:
         raise XeniosError(f"extraction job {ctx.job.id} has no file")
-    extractor = process_extractor(ctx.settings)
+    pdf = upload.format == DocumentFormat.PDF.value  # the pipeline is the PDF converter's only
+    extractor = process_extractor(ctx.settings, request.pipeline if pdf else None)
     secret = ctx.call(ctx.read_secret())
     password = secret.decode() if secret is not None else None
     try:
@@ -147,22 +148,23 @@ class _ProcessExtractor:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._future: Future[Extractor] | None = None
+        self._futures: dict[Pipeline, Future[Extractor]] = {}
 
-    def start(self, settings: Settings) -> Future[Extractor]:
+    def start(self, settings: Settings, pipeline: Pipeline) -> Future[Extractor]:
         with self._lock:
-            if self._future is None:
-                self._future = Future()
+            future = self._futures.get(pipeline)
+            if future is None:
+                future = self._futures[pipeline] = Future()
                 threading.Thread(
-                    target=self._build, args=(settings, self._future), name="extractor-build", daemon=True
+                    target=self._build, args=(settings, pipeline, future), name="extractor-build", daemon=True
                 ).start()
-            return self._future
+            return future
 
-    def _build(self, settings: Settings, future: Future[Extractor]) -> None:
+    def _build(self, settings: Settings, pipeline: Pipeline, future: Future[Extractor]) -> None:
         started = time.monotonic()
         try:
             extractor = Extractor(
-                settings.docling_pipeline,
+                pipeline,
                 artifacts_path=settings.docling_artifacts_path,
                 max_pages=settings.extraction_max_pages,
                 document_timeout=settings.extraction_timeout_seconds,
@@ -174,7 +176,7 @@ class _ProcessExtractor:
         except Exception as exc:
             logger.opt(exception=exc).error("building the document extractor failed; the next job retries")
             with self._lock:
-                self._future = None
+                self._futures.pop(pipeline, None)
             future.set_exception(XeniosError("the document extractor could not be built; see the worker log"))
         else:
             settle()  # docling's converter and modules live as long as the process (see `gc_tuning`)
@@ -186,10 +188,10 @@ class _ProcessExtractor:
 _PROCESS_EXTRACTOR = _ProcessExtractor()
 
 
-def warm_up(settings: Settings) -> Future[Extractor]:
-    """Start building the process's `Extractor` in a background thread (once); its future. Never raises:
-    a failed build fails the extraction jobs, with the build's error code."""
-    return _PROCESS_EXTRACTOR.start(settings)
+def warm_up(settings: Settings, pipeline: Pipeline | None = None) -> Future[Extractor]:
+    """Start building the process's `Extractor` for ``pipeline`` (default DOCLING_PIPELINE) in a background
+    thread (once); its future. Never raises: a failed build fails the jobs that need it, with its code."""
+    return _PROCESS_EXTRACTOR.start(settings, pipeline or settings.docling_pipeline)
 
 
 def prepare_extraction(settings: Settings) -> None:
@@ -202,10 +204,12 @@ def prepare_extraction(settings: Settings) -> None:
         process_extractor(settings)
 
 
-def process_extractor(settings: Settings) -> Extractor:
-    """The process's `Extractor`, waiting for its build; raises the build's error (a fresh copy)."""
+def process_extractor(settings: Settings, pipeline: Pipeline | None = None) -> Extractor:
+    """The process's `Extractor` for ``pipeline`` (a job's choice; default DOCLING_PIPELINE), waiting for
+    its build; raises the build's error (a fresh copy): a job asking for layout on a worker without the
+    models fails with ``layout_models_unavailable``, others go on."""
     try:
-        return warm_up(settings).result()
+        return warm_up(settings, pipeline).result()
     except XeniosError as exc:
         raise XeniosError(exc.detail, code=exc.code) from None
 

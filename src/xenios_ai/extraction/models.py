@@ -31,6 +31,9 @@ class ExtractionOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     page_range: tuple[Annotated[int, msgspec.Meta(ge=1)], Annotated[int, msgspec.Meta(ge=1)]] | None = None
     #: Password of an encrypted PDF.
     password: str | None = None
+    #: PDF pipeline of this job: "native" (model-free) or "layout" (headings and tables; needs the layout
+    #: models on the worker, else the job fails ``layout_models_unavailable``). None: DOCLING_PIPELINE.
+    pipeline: Pipeline | None = None
 
     def __post_init__(self) -> None:
         if self.page_range is not None and self.page_range[0] > self.page_range[1]:
