@@ -32,7 +32,8 @@ from tests.support import tokens
 from tests.support.processes import ROOT
 
 MAX_EXAMPLES = 5
-"""Per operation and phase; with the coverage and stateful phases about 1,700 calls (~25 s on 2 cores)."""
+"""Per operation and phase; with the coverage and stateful phases about 1,700 calls: 10.6 s at load average
+0.8, 28 s at 7.8, on 2 cores."""
 SEED = 20
 
 
