@@ -21,7 +21,7 @@ bench_transcription.py and docs/decisions/0007-batched-transcription.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from xenios_ai.transcription.audio import SAMPLE_RATE
@@ -88,6 +88,8 @@ class Decoded:
 
     segments: Iterator[Any]
     info: Any = None
+    speech: list[tuple[float, float]] = field(default_factory=list)
+    """What Silero VAD hears as speech, (start, end) seconds, whether or not ``vad`` is on."""
 
 
 def decode(
@@ -105,6 +107,7 @@ def decode(
     ``how.batch_size``) doubling up to ``how.batch_size``, so the first progress comes as soon as one clip
     is decoded. Sequential decoding yields segment by segment and takes no checkpoint.
     """
+    speech = speech_spans(samples)
     if how.mode == "sequential":
         segments, info = model.transcribe(
             samples,
@@ -115,9 +118,9 @@ def decode(
             initial_prompt=how.initial_prompt,
             hotwords=how.hotwords,
         )
-        return Decoded(segments, info)
-    clips = speech_clips(samples) if how.vad else fixed_clips(len(samples) / SAMPLE_RATE)
-    decoded = Decoded(iter(()))
+        return Decoded(segments, info, speech)
+    clips = join_speech(speech) if how.vad else fixed_clips(len(samples) / SAMPLE_RATE)
+    decoded = Decoded(iter(()), speech=speech)
     if clips:
         decoded.segments = _batches(
             model, samples, how, clips, decoded, checkpoint, first_batch or how.batch_size
@@ -187,15 +190,39 @@ def dropped_tails(clips: list[dict[str, float]], segments: list[Any]) -> list[di
     return tails
 
 
-def speech_clips(samples: Samples) -> list[dict[str, float]]:
-    """Clips (``start``/``end`` seconds) of at most ``CLIP_SECONDS`` covering the speech Silero VAD finds,
-    neighbours joined with the pause between them when it is at most ``MAX_GAP_SECONDS``."""
+def decode_clips(model: Any, samples: Samples, how: DecodingPlan, clips: list[dict[str, float]]) -> list[Any]:
+    """``clips`` of ``samples`` decoded each on its own (batched, whatever ``how.mode``; words as ``how``
+    says), for speech a first decode left out (`coverage`)."""
+    from faster_whisper import BatchedInferencePipeline  # noqa: PLC0415 - heavy engine: workers only
+
+    pipeline = BatchedInferencePipeline(model)
+    found: list[Any] = []
+    size = max(how.batch_size, 4)
+    for done in range(0, len(clips), size):
+        group = clips[done : done + size]
+        segments, _info = pipeline.transcribe(
+            samples,
+            language=how.language,
+            beam_size=how.beam_size,
+            batch_size=len(group),
+            word_timestamps=how.word_timestamps,
+            without_timestamps=False,
+            clip_timestamps=group,
+            initial_prompt=how.initial_prompt,
+            hotwords=how.hotwords,
+        )
+        found += segments
+    return found
+
+
+def speech_spans(samples: Samples) -> list[tuple[float, float]]:
+    """(start, end) seconds of the speech Silero VAD finds, each at most ``CLIP_SECONDS``."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps  # noqa: PLC0415 - workers only
 
     speech = get_speech_timestamps(
         samples, VadOptions(max_speech_duration_s=CLIP_SECONDS, min_silence_duration_ms=160)
     )
-    return join_speech([(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in speech])
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in speech]
 
 
 def join_speech(speech: list[tuple[float, float]]) -> list[dict[str, float]]:

@@ -21,6 +21,7 @@ from loguru import logger
 
 from xenios_ai.errors import InvalidInput
 from xenios_ai.transcription.audio import SAMPLE_RATE, AudioReader, array_windows
+from xenios_ai.transcription.coverage import Account, check
 from xenios_ai.transcription.decoding import DecodingPlan, decode, plan
 from xenios_ai.transcription.model import BUNDLED_MODEL, choose_threads, load_model
 from xenios_ai.transcription.models import (
@@ -59,6 +60,9 @@ class Transcriber:
     60 minutes peak at ~690 MB with 300 s windows against ~1 GB with 600 s and ~3.7 GB unwindowed.
     Files of ``batched_min_seconds`` or more are decoded in batches of ``batch_size`` VAD-cut clips
     (`decoding`); shorter ones sequentially. ``batch_size`` 1 never batches.
+    Speech a decode leaves out is decoded again and what stays missing is in the result's ``warnings``
+    (`coverage`); ``coverage`` states ``speech_seconds`` / ``transcribed_seconds`` in every result (the
+    workers' transcriber), not only where speech is missing.
 
     ``transcribe`` runs one file at a time per Transcriber, so memory stays bounded however many threads
     call it; a waiting call reports progress 0 every second (where a cancel can stop it). For parallel
@@ -76,6 +80,7 @@ class Transcriber:
         max_duration_seconds: float | None = 4 * 3600,
         batch_size: int = 8,
         batched_min_seconds: float = 60.0,
+        coverage: bool = False,
     ) -> None:
         if window_seconds < 5:
             raise ValueError("window_seconds must be at least 5")
@@ -93,6 +98,7 @@ class Transcriber:
         self.max_duration_seconds = max_duration_seconds
         self.batch_size = batch_size
         self.batched_min_seconds = float(batched_min_seconds)
+        self.coverage = coverage
         self.supported_languages: list[str] = list(self._model.supported_languages)
         self._busy = threading.Lock()
         logger.info(
@@ -163,6 +169,7 @@ class Transcriber:
         language_probability = 0.0 if language is None else 1.0
         how: DecodingPlan | None = None
         count = 0
+        account = Account(english_only=self.supported_languages == ["en"], model=self.model_name)
         for offset, samples in windows:
             count += 1
             window_start = offset / SAMPLE_RATE
@@ -182,14 +189,18 @@ class Transcriber:
                 checkpoint=tracker.at(window_start),
                 first_batch=1 if count == 1 else None,
             )
+            found = []
             for raw in decoded.segments:
+                found.append(raw)
+                tracker.report(window_start + float(raw.end))
+            checked = check(self._model, samples, how, found, decoded.speech)
+            account.add(checked, window_start)
+            for raw in checked.segments:
                 segment = _segment(
                     raw, len(segments), window_start, window_end, segments, options.word_timestamps
                 )
-                if segment is None:
-                    continue
-                segments.append(segment)
-                tracker.report(segment.end)
+                if segment is not None:
+                    segments.append(segment)
             info = decoded.info
             if how.language is None and segments and info is not None:
                 # Detect once, on the first window with speech, and keep it for the rest of the file.
@@ -208,6 +219,7 @@ class Transcriber:
             real_time_factor=round(elapsed / duration, 4) if duration else 0.0,
             processing_seconds=round(elapsed, 3),
             decoding=_decoding(how, count),
+            **_coverage(account, always=self.coverage),
         )
 
     def _plan(self, options: TranscriptionOptions, seconds: float, language: str | None) -> DecodingPlan:
@@ -240,6 +252,19 @@ class Transcriber:
                 code="unsupported_language",
             )
         return code
+
+
+def _coverage(account: Account, *, always: bool) -> dict[str, Any]:
+    """The result's ``speech_seconds``, ``transcribed_seconds`` (when ``always`` or something is missing)
+    and ``warnings``."""
+    warnings = account.warnings()
+    if not (always or warnings):
+        return {}
+    return {
+        "speech_seconds": account.speech_seconds,
+        "transcribed_seconds": account.transcribed_seconds,
+        "warnings": warnings,
+    }
 
 
 def _with_language(how: DecodingPlan, language: str) -> DecodingPlan:
@@ -379,5 +404,6 @@ def shared_transcriber(settings: Settings) -> Transcriber:
                 max_duration_seconds=settings.transcription_max_seconds,
                 batch_size=settings.whisper_batch_size,
                 batched_min_seconds=settings.transcription_batched_min_seconds,
+                coverage=True,
             )
         return transcriber

@@ -103,6 +103,38 @@ class Decoding(msgspec.Struct, frozen=True, kw_only=True):
 SEQUENTIAL: Final = Decoding(mode="sequential", word_timestamps=True)
 
 
+class TimeRange(msgspec.Struct):
+    """Seconds from the start of the audio."""
+
+    start: float
+    end: float
+
+
+WarningCode = Literal["speech_not_transcribed", "language_unsupported_by_model"]
+
+
+class TranscriptWarning(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Speech the transcript does not faithfully hold (see ``xenios_ai.transcription.coverage``).
+
+    ``speech_not_transcribed``: speech (Silero VAD) that no segment covers, even decoded a second time.
+    ``language_unsupported_by_model``: an English-only model decoded speech it is not confident of over
+    these ranges: most likely another language, which it cannot transcribe (its text there, if any, is
+    not what was said); a multilingual ``WHISPER_MODEL`` is needed.
+    """
+
+    code: WarningCode
+    message: str
+    ranges: list[TimeRange]
+    seconds: float
+    """Seconds inside ``ranges``."""
+    language: str | None = None
+    """The language heard (ISO 639-1) when the detection can name it; absent with an English-only model,
+    which has no language tokens to tell (no multilingual model is available offline)."""
+    detection: Literal["english_model_confidence"] | None = None
+    """How the language was judged: ``english_model_confidence``, the English-only model's average
+    log-probability over the re-decoded speech (below -0.8 for at least 4 s)."""
+
+
 class TranscriptionResult(msgspec.Struct, omit_defaults=True):
     text: str
     segments: list[Segment]
@@ -120,6 +152,16 @@ class TranscriptionResult(msgspec.Struct, omit_defaults=True):
     """Where the speakers come from: the file's ``channels``, separate ``tracks``, or a ``diarizer``."""
     decoding: Decoding = SEQUENTIAL
     """How it was decoded; left out when it is the default (`SEQUENTIAL`, one window)."""
+    speech_seconds: float | None = None
+    """Seconds of speech Silero VAD found in the audio (whether or not ``vad`` was on). Always in a job's
+    result; the engine states it when built with ``coverage=True`` (as workers build it) or when speech
+    is missing."""
+    transcribed_seconds: float | None = None
+    """Seconds of that speech inside the transcript's segments; well below ``speech_seconds`` means
+    speech is missing (see ``warnings``)."""
+    warnings: list[TranscriptWarning] = msgspec.field(default_factory=list)
+    """What the transcript leaves out or cannot be trusted on: ``speech_not_transcribed`` (time ranges),
+    ``language_unsupported_by_model``. Empty when every second of speech is transcribed."""
 
 
 class TranscriptionJobOptions(TranscriptionOptions, kw_only=True):

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from loguru import logger
@@ -26,6 +27,7 @@ from xenios_ai.transcription.models import (
     SEQUENTIAL,
     ProgressCallback,
     SpeakerSource,
+    TimeRange,
     TranscriptionOptions,
     TranscriptionResult,
 )
@@ -194,7 +196,26 @@ def _attributed(
         speakers=speaker_stats(segments, names),
         speaker_source=source,
         decoding=spoken.decoding if spoken else SEQUENTIAL,
+        **_coverage(results, [offsets[i] for i in range(len(sources)) if i not in skip]),
     )
+
+
+def _coverage(results: list[TranscriptionResult], offsets: list[float]) -> dict[str, Any]:
+    """The sources' speech and transcribed seconds added up, and their warnings on the common timeline."""
+    warnings = [
+        msgspec.structs.replace(
+            w, ranges=[TimeRange(round(r.start + shift, 2), round(r.end + shift, 2)) for r in w.ranges]
+        )
+        for result, shift in zip(results, offsets, strict=True)
+        for w in result.warnings
+    ]
+    if all(r.speech_seconds is None for r in results) and not warnings:
+        return {}
+    return {
+        "speech_seconds": round(sum(r.speech_seconds or 0.0 for r in results), 2),
+        "transcribed_seconds": round(sum(r.transcribed_seconds or 0.0 for r in results), 2),
+        "warnings": warnings,
+    }
 
 
 def _reading(progress: ProgressCallback | None, what: str) -> Callable[[float], None]:
