@@ -282,8 +282,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     the worker's --processes (one transcription at a time per process, so --threads do not count)."""
     whisper_beam_size: int = 5
     """Beam search width; 5 measured 4-11% WER on the dialogue fixtures vs 8-11% greedy, ~1.6x the compute."""
-    whisper_batch_size: int = 8
-    """VAD-cut clips of up to 30 s decoded at once for long audio (batched decoding); 1: never batch."""
+    whisper_batch_size: int = 4
+    """VAD-cut clips of up to 30 s decoded at once for long audio (batched decoding); 1: never batch. 4: on
+    60 minutes the least CPU and 757 MB peak RSS, against 1048 MB for 8 (docs/decisions/0007)."""
     transcription_max_seconds: float = 4 * 3600.0
     """Longest audio transcribed; longer files fail with ``audio_too_long``."""
     transcription_max_upload_bytes: int = 500 * 1024 * 1024

@@ -12,7 +12,7 @@ Transcriber (the WHISPER_* / TRANSCRIPTION_* defaults), with only the decoding d
 
 - sequential: ``batch_size=1`` (never batched): VAD, 30 s windows conditioned on the previous text, words
   always aligned. This is the path every file took before batching.
-- batched: ``batched_min_seconds=0``: VAD-cut clips decoded 8 at a time, words only when asked.
+- batched: ``batched_min_seconds=0``: VAD-cut clips decoded 4 at a time (WHISPER_BATCH_SIZE), words only when asked.
 
 Modes alternate per file. CPU seconds (user + system of the process, every thread) are the figure to
 trust on a shared machine: other load stretches wall time but hardly changes the CPU a decode needs.

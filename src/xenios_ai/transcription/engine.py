@@ -78,7 +78,7 @@ class Transcriber:
         beam_size: int = 5,
         window_seconds: float = 300,
         max_duration_seconds: float | None = 4 * 3600,
-        batch_size: int = 8,
+        batch_size: int = 4,
         batched_min_seconds: float = 60.0,
         coverage: bool = False,
     ) -> None:
