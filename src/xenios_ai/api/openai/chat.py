@@ -123,6 +123,13 @@ class _Chunks:
     def usage(self, model: str, usage: Usage) -> bytes:
         return self.head + _encode(model) + b',"choices":[],"usage":' + _encode(_usage(usage)) + b"}\n\n"
 
+    def end(self, outcome: Done | Completion, include_usage: bool) -> bytes:
+        """The finish chunk, the usage chunk when asked for, and ``[DONE]``: one write, not three."""
+        end = self.finish(outcome.model, outcome.finish_reason, outcome.fallback_used)
+        if include_usage:
+            end += self.usage(outcome.model, outcome.usage)
+        return end + DONE
+
 
 async def _relay(
     request: Request[Any, Any, Any],
@@ -134,18 +141,18 @@ async def _relay(
 ) -> AsyncIterator[bytes]:
     """The router's events as chunks; a failure ends the stream with an OpenAI error event."""
     try:
-        item: StreamEvent | None = first
-        while item is not None:
+        if type(first) is not Delta:
+            assert isinstance(first, Done)
+            yield chunks.end(first, include_usage)
+            return
+        yield chunks.text(first.content, first.model)
+        async for item in events:
             if type(item) is Delta:
                 yield chunks.text(item.content, item.model)
             else:
                 assert isinstance(item, Done)
-                yield chunks.finish(item.model, item.finish_reason, item.fallback_used)
-                if include_usage:
-                    yield chunks.usage(item.model, item.usage)
-                yield DONE
+                yield chunks.end(item, include_usage)
                 return
-            item = await anext(events, None)
     except Exception as exc:  # logged as on any route (api.problems), then told to the client
         yield b"data: " + error_chunk(exc, request) + b"\n\n"
     finally:
@@ -159,11 +166,7 @@ async def _relay(
 async def _one_shot_stream(
     chunks: _Chunks, completion: Completion, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    yield chunks.text(_content(completion), completion.model)
-    yield chunks.finish(completion.model, completion.finish_reason, completion.fallback_used)
-    if include_usage:
-        yield chunks.usage(completion.model, completion.usage)
-    yield DONE
+    yield chunks.text(_content(completion), completion.model) + chunks.end(completion, include_usage)
 
 
 async def _stream(request: Request[Any, Any, Any], prepared: Prepared) -> Response[Any]:
