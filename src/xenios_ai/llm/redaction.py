@@ -24,7 +24,6 @@ task in LLM_REDACT_TASKS (every kind), unless the request says ``redact: false``
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any, get_args
@@ -33,6 +32,22 @@ import msgspec
 
 from xenios_ai.errors import XeniosError
 from xenios_ai.llm import wire
+from xenios_ai.llm.redaction_detectors import (
+    CODE_KINDS,
+    DATE,
+    DIGITS,
+    DOMAIN,
+    GROUP_KIND,
+    LOCAL_CHARS,
+    SEPARATORS,
+    UPPER,
+    URL,
+    WORDS,
+    iban_ok,
+    is_word,
+    luhn,
+    names_pattern,
+)
 from xenios_ai.llm.types import Completion, Delta, Options, RedactKind, StreamEvent
 
 KINDS: tuple[RedactKind, ...] = get_args(RedactKind)
@@ -51,120 +66,12 @@ _PARTIAL = re.compile(r"\[[A-Z]{0,8}(?:_\d{0,6})?$")
 """The end of a text that may be the start of a placeholder (held back in a stream)."""
 _MAX_PLACEHOLDER = len("[POSTCODE_999999]")
 
-# Speed (the target is < 1 ms per 10 KB): every pattern begins with a character class that is rare in
-# prose (digits, capitals, "@", "http"), so the regex engine skips ordinary text without trying the
-# alternatives at each position; a pass whose trigger (a digit, "@", "http"/"www.") is absent from the text
-# is not run at all. Lookbehinds come after the first character, where they do not defeat that skip.
-_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
-"""An email's local part (up to 64 of these before the "@"), walked back from the "@"."""
-_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_URL = re.compile(r"(?:https?://|www\.)[^\s<>\"'()\[\]]*[^\s<>\"'()\[\].,;:!?]")
-_UPPER = re.compile(  # codes that begin with a capital: IBAN (mod 97 checked after), UK and US postcodes
-    r"[A-Z](?<![A-Za-z0-9][A-Z])(?:(?P<iban>[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}+(?: ?[A-Z0-9]{1,3})?+)"
-    r"|(?P<uk>[A-Z]?\d[A-Z\d]? ?\d[A-Z]{2})|(?P<us>[A-Z] \d{5}(?:-\d{4})?+))(?![A-Za-z0-9])"
-)
-_DIGITS = re.compile(  # codes that begin with a digit, "+" or "(": NL postcodes, phone and card numbers
-    r"[\d+(](?<![\w+(][\d+(])(?:(?<=\d)(?P<nl>\d{3} ?[A-Z]{2})(?![\w]| ?\d)"
-    r"|(?P<digits>(?=(?:[ .()-]{0,2}\d){6})(?:(?<=\+)\d{1,3}+[ .-]?+(?:\(\d{1,4}+\)[ .-]?+)?+\d++|(?<=\()\d{1,4}+\)[ .-]?+\d++"
-    r"|(?<=\d)\d*+)(?:[ .-]\d{2,}+)*+(?!\w)))"
-)
-"""Two passes, not one alternation: each keeps its single leading class, which lets the engine skip
-ordinary text (one alternation of both measured 3x slower on dense text)."""
-_GROUP_KIND = {"iban": "iban", "uk": "postcode", "us": "postcode", "nl": "postcode", "digits": "digits"}
-_DATE = re.compile(r"\d{4}[-.]\d{1,2}[-.]\d{1,2}|\d{1,2}[-.]\d{1,2}[-.]\d{2,4}|\d{1,2}[.:]\d{2}")
-_WORDS_TEXT = (
-    "will hope grace mark may june april august rose faith joy bill sue pat art dawn summer rich frank "
-    "sky river amber ruby pearl holly ivy iris lily daisy violet hazel robin jay drew dean chase hunter "
-    "gene max ray rod wade lane reed gay case young long white brown green black king page cook "
-    "price hill wood stone bell ward shepherd"
-)
-"""Names that are also common words: matched only as the caller wrote them (or in capitals); any other
-name (part) is matched in any case, "sarah" as "Sarah"."""
-_WORDS = frozenset(_WORDS_TEXT.split())
-_PARTICLES = frozenset(
-    {"de", "da", "di", "del", "van", "der", "den", "von", "la", "le", "el", "al", "bin", "mc"}
-)
-MAX_NAMES = 100
-_CODE_KINDS = frozenset({"iban", "card", "phone", "postcode"})
-
 
 class RedactionFailed(XeniosError):
     """Redaction could not be done: the request is not sent."""
 
     status = 500
     default_code = "redaction_failed"
-
-
-_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-
-
-_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
-"""A digit doubled, its digits summed (Luhn), as a digit."""
-
-
-def _luhn(digits: str) -> bool:
-    if digits.isascii():  # the sums in C: a digit's byte is 48 + its value
-        doubled = digits[-2::-2].translate(_LUHN_DOUBLED)
-        return (sum(digits[-1::-2].encode()) + sum(doubled.encode()) - 48 * len(digits)) % 10 == 0
-    odd = sum(map(int, digits[-1::-2]))  # other scripts' digits (\d matches them)
-    even = sum(_LUHN_DOUBLE[int(d)] for d in digits[-2::-2])
-    return (odd + even) % 10 == 0
-
-
-_IBAN_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)} | {" ": None})
-_SEPARATORS = str.maketrans(dict.fromkeys(" \t\n().-+"))
-
-
-def _iban_ok(value: str) -> bool:
-    compact = value.replace(" ", "")
-    if not 15 <= len(compact) <= 34:
-        return False
-    return int((compact[4:] + compact[:4]).translate(_IBAN_DIGITS)) % 97 == 1
-
-
-_NamesTable = tuple[re.Pattern[str] | None, re.Pattern[str] | None, dict[str, int], frozenset[str]]
-
-
-@functools.lru_cache(maxsize=256)
-def _names_pattern(names: tuple[str, ...]) -> _NamesTable:
-    """One pattern for every name and name part (on the text as written), one for their lower-cased forms
-    (on the lower-cased text), and which person (index) each form means (cached: the MVP sends the same
-    client's names again and again; read-only)."""
-    person: dict[str, int] = {}
-    exact: list[str] = []
-    folded: list[str] = []
-    for index, name in enumerate(names):
-        full = " ".join(name.split())
-        if not full:
-            continue
-        person.setdefault(full.lower(), index)
-        if " " not in full:  # one word ("Will", "Hope"): as written or in capitals, not any word
-            exact.extend({full, full.upper()})
-            continue
-        folded.append(full)
-        for part in full.split(" "):
-            if len(part) >= 2 and part.lower() not in _PARTICLES:
-                person.setdefault(part.lower(), index)
-                exact.extend({part, part.upper()})
-    if not person:
-        return None, None, person, frozenset()
-    words = sorted({*folded, *exact}, key=len, reverse=True)
-    firsts = sorted({c for w in words for c in (w[0].lower(), w[0].upper())})
-    alternatives = "|".join(
-        rf"(?<=[{re.escape(w[0].lower())}{re.escape(w[0].upper())}]){re.escape(w[1:])}" for w in words
-    )
-    # The first letter as a class (the engine skips to it), the rest without case; `_person_of` then
-    # holds name parts and one-word names to their written case (or capitals).
-    first = "".join(re.escape(c) for c in firsts)
-    pattern = re.compile(rf"[{first}](?<!\w[{first}])(?i:{alternatives})(?!\w)")
-    # The lower-cased forms, longest first (at one position the longest that ends a word wins); what
-    # precedes a match is checked by the caller (a lookbehind first would cost the engine its skip).
-    forms = "|".join(re.escape(form) for form in sorted(person, key=len, reverse=True))
-    return pattern, re.compile(rf"(?:{forms})(?!\w)"), person, frozenset(exact)
-
-
-def _is_word(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
 
 
 class Redactor:
@@ -174,7 +81,7 @@ class Redactor:
         self.kinds = frozenset(kinds) | ({"name"} if names else frozenset())
         self.names = [" ".join(n.split()) for n in names]
         self._names, self._forms, self._person, self._exact = (
-            _names_pattern(tuple(self.names)) if "name" in self.kinds else (None, None, {}, frozenset())
+            names_pattern(tuple(self.names)) if "name" in self.kinds else (None, None, {}, frozenset())
         )
         self._by_value: dict[tuple[str, str], str] = {}
         self._by_placeholder: dict[str, str] = {}
@@ -208,16 +115,16 @@ class Redactor:
         a valid IBAN / card / phone number, or a kind not asked for). Memoised per request in `_code`: a
         transcript repeats its phone numbers and codes, and the checks (Luhn, mod 97) cost more than a
         lookup."""
-        kind = _GROUP_KIND[group]
+        kind = GROUP_KIND[group]
         if kind == "digits":
-            digits = value.translate(_SEPARATORS)
-            if 13 <= len(digits) <= 19 and value[0] != "+" and _luhn(digits):
+            digits = value.translate(SEPARATORS)
+            if 13 <= len(digits) <= 19 and value[0] != "+" and luhn(digits):
                 kind = "card"
-            elif len(digits) <= 15 and not (len(digits) == 8 and _DATE.fullmatch(value)):
+            elif len(digits) <= 15 and not (len(digits) == 8 and DATE.fullmatch(value)):
                 kind = "phone"
             else:
                 return ()
-        elif kind == "iban" and not _iban_ok(value):
+        elif kind == "iban" and not iban_ok(value):
             return ()
         if kind not in self.kinds:
             return ()
@@ -229,7 +136,7 @@ class Redactor:
             and value[3:].replace("-", "").isdigit()
         ):
             head, value = value[:3], value[3:]  # a US ZIP code: the state stays
-        key = value.translate(_SEPARATORS) if kind in ("phone", "card", "iban") else value.casefold()
+        key = value.translate(SEPARATORS) if kind in ("phone", "card", "iban") else value.casefold()
         return head, _LABEL[kind], key, value
 
     def _emails(self, text: str) -> str:
@@ -239,9 +146,9 @@ class Redactor:
         at = text.find("@")
         while at != -1:
             start, lowest = at, max(last, at - 64)
-            while start > lowest and text[start - 1] in _LOCAL_CHARS:
+            while start > lowest and text[start - 1] in LOCAL_CHARS:
                 start -= 1
-            domain = _DOMAIN.match(text, at + 1) if start < at else None
+            domain = DOMAIN.match(text, at + 1) if start < at else None
             if domain is not None:
                 value = text[start : domain.end()]
                 out.append(text[last:start])
@@ -274,12 +181,12 @@ class Redactor:
         match = search(lowered)
         while match is not None:
             start, end = match.span()
-            if start and _is_word(lowered[start - 1]):
+            if start and is_word(lowered[start - 1]):
                 match = search(lowered, start + 1)
                 continue
             found = text[start:end]
             key = lowered[start:end]
-            if " " in found or key not in _WORDS or found in self._exact:  # "will" is not "Will"
+            if " " in found or key not in WORDS or found in self._exact:  # "will" is not "Will"
                 index = self._person[key]
                 out.append(text[last:start])
                 placeholder = placeholders.get(index)
@@ -301,7 +208,7 @@ class Redactor:
         found = match.group()
         key = found.lower()
         index = self._person[key]
-        if " " not in found and key in _WORDS and found not in self._exact:  # "will" is not "Will"
+        if " " not in found and key in WORDS and found not in self._exact:  # "will" is not "Will"
             return found
         return self._placeholder("PERSON", str(index), self.names[index])
 
@@ -317,9 +224,9 @@ class Redactor:
         if "email" in kinds and "@" in text:
             text = self._emails(text)
         if "url" in kinds and ("http" in text or "www." in text):
-            text = _URL.sub(self._url, text)
-        if kinds & _CODE_KINDS and any(d in text for d in "0123456789"):
-            text = _DIGITS.sub(self._code, _UPPER.sub(self._code, text))
+            text = URL.sub(self._url, text)
+        if kinds & CODE_KINDS and any(d in text for d in "0123456789"):
+            text = DIGITS.sub(self._code, UPPER.sub(self._code, text))
         if self._names is not None:
             text = self._names_by_find(text)
         return text
