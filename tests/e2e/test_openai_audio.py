@@ -5,11 +5,14 @@ with the bundled Whisper model, short clips cut from the dialogue fixture (a sec
 from __future__ import annotations
 
 import json
+import threading
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -154,3 +157,43 @@ def test_bad_requests_name_their_parameter(client: OpenAI, clips: dict[str, Path
         client.audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"just some text" * 100))
     assert not_audio.value.status_code == 415
     assert not_audio.value.code == "unsupported_format"
+
+
+def test_erasing_the_owner_while_it_waits_is_404_job_erased(
+    api_server_url: str, job_worker: WorkerProcess
+) -> None:
+    """The owner's data erased (DELETE /api/v1/me/data) while the route waits for its job: the row is gone,
+    so the answer is 404 ``job_erased``, not a 500 (seen once under schemathesis, which erases too)."""
+    user = "user-openai-audio-erased"
+    headers = {"Authorization": f"Bearer {tokens.hs256_token(user)}", "X-API-Key": tokens.API_KEY}
+    caught: list[BaseException] = []
+
+    def transcribe() -> None:
+        with OpenAI(
+            base_url=f"{api_server_url}/v1",
+            api_key=tokens.hs256_token(user),
+            default_headers={"X-API-Key": tokens.API_KEY},
+            max_retries=0,
+            timeout=120,
+        ) as sdk:
+            try:
+                sdk.audio.transcriptions.create(model="whisper-1", file=AUDIO / "dialogue.wav")
+            except BaseException as exc:
+                caught.append(exc)
+
+    waiting = threading.Thread(target=transcribe)
+    waiting.start()
+    with httpx.Client(base_url=api_server_url, headers=headers, timeout=30) as http:
+        deadline = time.monotonic() + 60
+        while not http.get("/api/v1/jobs").json()["items"]:  # submitted: the route now waits on it
+            assert time.monotonic() < deadline, "the transcription job was never listed"
+            time.sleep(0.02)
+        erased = http.delete("/api/v1/me/data")
+        assert erased.status_code == 200, erased.text
+        waiting.join(60)
+        assert not waiting.is_alive()
+        assert not http.get("/api/v1/jobs").json()["items"]
+
+    assert len(caught) == 1, caught
+    assert isinstance(caught[0], openai.NotFoundError), caught
+    assert caught[0].code == "job_erased"

@@ -41,6 +41,7 @@ from xenios_ai.errors import (
     ClientGone,
     Conflict,
     InvalidInput,
+    NotFound,
     PayloadTooLarge,
     UpstreamUnavailable,
     XeniosError,
@@ -298,6 +299,12 @@ async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
         with contextlib.suppress(XeniosError):  # it may have finished meanwhile
             await jobs.cancel(job_id, owner)
         raise
+    if not job.terminal:  # the row went while we waited: the owner's data was erased (DELETE .../data)
+        raise NotFound(
+            "the transcription job was deleted before it finished (its owner's data was erased)",
+            code="job_erased",
+            extra={"job_id": str(job.id)},
+        )
     if job.status != "succeeded" or not isinstance(job.result, dict):
         raise _failure(job, settings.openai_sync_max_seconds)
     body, media_type = _body(job.result, response_format, words)
