@@ -1,14 +1,29 @@
 """Cancel is POST /api/v1/jobs/{id}/cancel; DELETE still cancels for one release (deprecated); OPTIONS on
-a job lists every method of the path (decision 0010: what schemathesis found)."""
+a job lists every method of the path (decision 0010: what schemathesis found).
+
+The cancel tests run the app on an isolated database and Redis namespace (`fresh_env`): no worker serves
+it, so their jobs stay queued (the session's job worker, started by other files in the same process,
+would otherwise take them)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.support import tokens
+from tests.support.config import make_settings
+from xenios_ai.api.app import create_app
+
+
+@pytest.fixture
+async def isolated(fresh_env: Callable[..., dict[str, str]]) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The app on its own database and Redis namespace, which no worker serves."""
+    async with AsyncTestClient(create_app(make_settings(fresh_env()))) as client:
+        yield client
 
 
 async def _queued_job(client: AsyncTestClient[Any], sub: str) -> str:
@@ -19,9 +34,10 @@ async def _queued_job(client: AsyncTestClient[Any], sub: str) -> str:
     return job_id
 
 
-async def test_post_cancel_cancels_and_the_job_stays_readable(client: AsyncTestClient[Any]) -> None:
+async def test_post_cancel_cancels_and_the_job_stays_readable(isolated: AsyncTestClient[Any]) -> None:
+    client = isolated
     sub = f"cancel-{uuid.uuid4().hex[:8]}"
-    job_id = await _queued_job(client, sub)  # no worker here: it stays queued until cancelled
+    job_id = await _queued_job(client, sub)  # no worker serves it: queued until cancelled
     cancelled = await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=tokens.headers(sub))
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
@@ -37,7 +53,8 @@ async def test_post_cancel_cancels_and_the_job_stays_readable(client: AsyncTestC
     assert service_only.status_code == 401
 
 
-async def test_delete_still_cancels_for_one_release(client: AsyncTestClient[Any]) -> None:
+async def test_delete_still_cancels_for_one_release(isolated: AsyncTestClient[Any]) -> None:
+    client = isolated
     sub = f"cancel-{uuid.uuid4().hex[:8]}"
     job_id = await _queued_job(client, sub)
     response = await client.delete(f"/api/v1/jobs/{job_id}", headers=tokens.headers(sub))
