@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from litestar.testing import AsyncTestClient
@@ -24,7 +25,7 @@ from xenios_ai.analysis import AnalysisInput, run_analysis
 from xenios_ai.api.app import create_app
 from xenios_ai.db.pool import open_pool
 from xenios_ai.errors import RateLimited
-from xenios_ai.llm.budgets import NANO, month_of
+from xenios_ai.llm.budgets import NANO, Budgets, month_of
 from xenios_ai.llm.reconcile import Reconciler
 from xenios_ai.llm.router import LLMRouter
 from xenios_ai.llm.types import Delta
@@ -297,3 +298,83 @@ async def test_an_analysis_job_is_admitted_and_charged_to_its_owner(
     assert status.spent_usd == pytest.approx(0.008)
     assert status.task_spent == {"session_summary": pytest.approx(0.008)}
     assert len(fake_openrouter.requests) == 2
+
+
+async def test_a_month_redis_lost_is_counted_again_from_the_usage_rows(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+) -> None:
+    """Redis loses the owner's month (a restart without persistence, an eviction): the next process goes
+    on from what PostgreSQL's usage rows say was spent, not from zero."""
+    fake_openrouter.reset()
+    fake_openrouter.default = Reply(cost=COST)
+    user = new_user()
+    settings = budget_settings(test_env)
+    async with AsyncTestClient(create_app(settings)) as client:
+        for _ in range(3):
+            assert (await complete(client, user)).status_code == 200
+        await settled_usage(client, user)
+    # The app's shutdown wrote its usage rows. Now Redis loses the month.
+    with redis.Redis.from_url(test_env["REDIS_URL"]) as store:
+        key = f"{test_env['REDIS_NAMESPACE']}:budget:{month_of(time.time())[0]}:{user}"
+        assert store.delete(key) == 1
+
+    async with AsyncTestClient(create_app(settings)) as client:  # another process: nothing cached
+        before = await settled_usage(client, user)
+        statuses = [(await complete(client, user)).status_code for _ in range(4)]
+        after = await settled_usage(client, user)
+
+    assert before["budget"]["spent_usd"] == pytest.approx(3 * COST)
+    assert statuses == [200, 200, 429, 429]  # 0.003 spent + two calls = the 0.005 budget
+    assert after["budget"]["spent_usd"] == pytest.approx(5 * COST)
+    assert len(fake_openrouter.requests) == 5
+
+
+async def test_a_month_is_not_seeded_twice_and_settles_after_a_loss_count_once(
+    test_env: dict[str, str], fake_openrouter: FakeOpenRouter
+) -> None:
+    """Charges written after the loss (they re-create the hash) are in the usage rows too: seeding takes
+    the larger of the two counts, never their sum; a seeded month is not seeded again."""
+    fake_openrouter.reset()
+    fake_openrouter.default = Reply(cost=COST)
+    user = new_user()
+    settings = budget_settings(test_env, budget_usd_per_user_month=1.0)
+    key = f"{test_env['REDIS_NAMESPACE']}:budget:{month_of(time.time())[0]}:{user}"
+    async with AsyncTestClient(create_app(settings)) as client:
+        for _ in range(2):
+            assert (await complete(client, user)).status_code == 200
+        await settled_usage(client, user)
+        with redis.Redis.from_url(test_env["REDIS_URL"]) as store:
+            store.delete(key)
+            one = round(COST * NANO)
+            store.hset(key, mapping={"spent": one, "spent:chat": one})  # a charge written after the loss
+    async with AsyncTestClient(create_app(settings)) as client:
+        first = await settled_usage(client, user)
+        with redis.Redis.from_url(test_env["REDIS_URL"]) as store:
+            store.hset(key, "spent", round(4 * COST * NANO))  # a seeded month is Redis' alone
+        second = await settled_usage(client, user)
+
+    assert first["budget"]["spent_usd"] == pytest.approx(2 * COST)
+    assert first["task_budgets"] == {}
+    assert second["budget"]["spent_usd"] == pytest.approx(4 * COST)
+
+
+async def test_calls_go_on_when_the_usage_rows_cannot_be_read(test_env: dict[str, str]) -> None:
+    """Seeding a month needs PostgreSQL; while it is away calls are admitted on what Redis holds."""
+    asked: list[str] = []
+
+    async def unreachable(owner: str, start: float, end: float) -> dict[str, float]:
+        asked.append(owner)
+        raise psycopg.OperationalError("the database is away")
+
+    budgets = Budgets(budget_settings(test_env), history=unreachable)
+    user = new_user()
+    try:
+        hold = await budgets.admit(user, "chat")
+        status = await budgets.status(user)  # within the pause: not asked again
+    finally:
+        await budgets.aclose()
+
+    assert hold is not None
+    assert hold.redis
+    assert status.held_usd == pytest.approx(COST)
+    assert asked == [user]

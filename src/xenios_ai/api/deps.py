@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from xenios_ai.gc_tuning import settle
 from xenios_ai.jobs.service import JobService
 from xenios_ai.llm.reconcile import Reconciler
 from xenios_ai.llm.router import LLMRouter
-from xenios_ai.llm.usage import UsageWriter
+from xenios_ai.llm.usage import UsageWriter, spent_by_task
 from xenios_ai.observability.metrics import LLM_METRICS
 from xenios_ai.settings import Settings
 from xenios_ai.storage import BlobStorage, open_storage
@@ -59,7 +60,7 @@ async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
     redis = open_redis(settings)
     usage = UsageWriter(db, settings)
     usage.start()
-    llm = LLMRouter(settings, usage, metrics=LLM_METRICS)
+    llm = LLMRouter(settings, usage, metrics=LLM_METRICS, budget_history=functools.partial(spent_by_task, db))
     reconciler = Reconciler(db, llm, settings.llm_reconcile_seconds)
     reconciler.start()
     storage = open_storage(settings)

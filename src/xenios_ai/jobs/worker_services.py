@@ -5,6 +5,7 @@ router built on first use), one set per process, living on the runtime's loop (`
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import aiohttp
@@ -14,7 +15,7 @@ from xenios_ai.db.redis import Redis, open_redis
 from xenios_ai.jobs.service import JobService
 from xenios_ai.jobs.webhooks import webhook_session
 from xenios_ai.llm.router import LLMRouter
-from xenios_ai.llm.usage import UsageWriter
+from xenios_ai.llm.usage import UsageWriter, spent_by_task
 from xenios_ai.observability.metrics import LLM_METRICS
 from xenios_ai.settings import Settings
 from xenios_ai.storage import BlobStorage, open_storage
@@ -51,7 +52,12 @@ class WorkerServices:
         if self._llm is None:
             self._usage = UsageWriter(self.db, self.settings)
             self._usage.start()
-            self._llm = LLMRouter(self.settings, self._usage, metrics=LLM_METRICS)
+            self._llm = LLMRouter(
+                self.settings,
+                self._usage,
+                metrics=LLM_METRICS,
+                budget_history=functools.partial(spent_by_task, self.db),
+            )
         return self._llm
 
     async def flush_usage(self) -> None:

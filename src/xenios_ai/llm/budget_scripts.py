@@ -1,18 +1,22 @@
 """The Redis Lua scripts of the LLM budgets (`xenios_ai.llm.budgets` says what they guarantee).
 
 An owner's month is one hash (``<ns>:budget:<YYYY-MM>:<owner>``) of nano-USD integers: ``spent``, ``held``,
-``held_at`` (ms) and per task ``spent:<task>`` / ``held:<task>``. `ADMIT` holds a call's estimate (or a
-lease) when it fits; `SETTLE` releases holds and charges costs, a batch per owner's month.
+``held_at`` (ms), per task ``spent:<task>`` / ``held:<task>``, and ``seeded`` once the spend was counted
+from PostgreSQL's usage rows. `ADMIT` holds a call's estimate (or a lease) when it fits; `SETTLE` releases
+holds and charges costs, a batch per owner's month; `SEED` raises the spend to what the usage rows say
+(a month Redis lost, or one not seen before).
 """
 
 from __future__ import annotations
 
-__all__ = ["ADMIT", "SETTLE"]
+__all__ = ["ADMIT", "SEED", "SETTLE"]
 
 ADMIT = """
 -- KEYS[1]: the owner's month. ARGV: now ms, stale ms, estimate, user cap, task, task cap, expire-at s,
--- lease wanted. Returns {admitted 1/0, spent, which cap refused ('user'/'task'/''), used up 1/0, held}.
+-- lease wanted, '1' to refuse a month not yet seeded. Returns {admitted 1/0 (-1: not seeded), spent,
+-- which cap refused ('user'/'task'/''), used up 1/0, held}.
 local k = KEYS[1]
+if ARGV[9] == '1' and redis.call('HEXISTS', k, 'seeded') == 0 then return {-1, 0, '', 0, 0} end
 local now, stale, est = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ucap, task, tcap, want = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8])
 local v = redis.call('HMGET', k, 'spent', 'held', 'held_at', 'spent:' .. task, 'held:' .. task)
@@ -65,5 +69,22 @@ for i = 4, #ARGV, 3 do
 end
 if total ~= 0 then redis.call('HINCRBY', k, 'spent', total) end
 redis.call('EXPIREAT', k, tonumber(ARGV[3]))
+return 1
+"""
+
+SEED = """
+-- KEYS[1]: the owner's month. ARGV: expire-at s, then per task: task, spent according to the usage rows.
+-- Each count becomes the larger of Redis' and the rows' (charges written after a loss are in both).
+local k = KEYS[1]
+if redis.call('HEXISTS', k, 'seeded') == 1 then return 0 end
+local total = 0
+for i = 2, #ARGV, 2 do
+  local f, v = 'spent:' .. ARGV[i], tonumber(ARGV[i + 1])
+  total = total + v
+  if v > (tonumber(redis.call('HGET', k, f)) or 0) then redis.call('HSET', k, f, v) end
+end
+if total > (tonumber(redis.call('HGET', k, 'spent')) or 0) then redis.call('HSET', k, 'spent', total) end
+redis.call('HSET', k, 'seeded', 1)
+redis.call('EXPIREAT', k, tonumber(ARGV[1]))
 return 1
 """

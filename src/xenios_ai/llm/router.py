@@ -59,7 +59,7 @@ from loguru import logger
 from xenios_ai.backoff import exponential
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.llm import redaction, wire
-from xenios_ai.llm.budgets import Budgets
+from xenios_ai.llm.budgets import Budgets, History
 from xenios_ai.llm.call import Call
 from xenios_ai.llm.failures import Failed, all_failed
 from xenios_ai.llm.requests import build_call
@@ -84,6 +84,7 @@ class LLMRouter:
         metrics: UsageSink | None = None,
         http_client: httpx2.AsyncClient | None = None,
         tasks: Mapping[str, Task] | None = None,
+        budget_history: History | None = None,
     ) -> None:
         self.tasks: Mapping[str, Task] = tasks if tasks is not None else catalogue_from_settings(settings)
         self._sink = usage_sink or NullSink()
@@ -95,7 +96,7 @@ class LLMRouter:
         self._backoff = settings.llm_retry_backoff_seconds
         self._max_retry_after = settings.llm_max_retry_after_seconds
         self._cache_min_chars = settings.llm_cache_min_chars
-        self.budgets = Budgets.from_settings(settings)
+        self.budgets = Budgets.from_settings(settings, budget_history)
         """Per-user monthly budgets (None: no budget set)."""
         if self.budgets is not None:
             unknown = sorted(set(self.budgets.task_caps) - set(self.tasks))
