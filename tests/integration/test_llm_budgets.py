@@ -25,7 +25,8 @@ from xenios_ai.analysis import AnalysisInput, run_analysis
 from xenios_ai.api.app import create_app
 from xenios_ai.db.pool import open_pool
 from xenios_ai.errors import RateLimited
-from xenios_ai.llm.budgets import NANO, Budgets, month_of
+from xenios_ai.llm.budget_scripts import NANO
+from xenios_ai.llm.budgets import Budgets, month_of
 from xenios_ai.llm.reconcile import Reconciler
 from xenios_ai.llm.router import LLMRouter
 from xenios_ai.llm.types import Delta

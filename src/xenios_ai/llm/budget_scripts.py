@@ -9,7 +9,10 @@ holds and charges costs, a batch per owner's month; `SEED` raises the spend to w
 
 from __future__ import annotations
 
-__all__ = ["ADMIT", "SEED", "SETTLE"]
+__all__ = ["ADMIT", "NANO", "SEED", "SETTLE"]
+
+NANO = 1_000_000_000
+"""The scripts count nano-USD integers (Redis HINCRBY is exact; floats would drift)."""
 
 ADMIT = """
 -- KEYS[1]: the owner's month. ARGV: now ms, stale ms, estimate, user cap, task, task cap, expire-at s,

@@ -25,9 +25,9 @@ the hold released and the provider's cost charged, off the request path (written
 When a cancelled stream's usage never came, the estimate is charged and the usage row keeps OpenRouter's
 generation id; `reconcile.Reconciler` later looks the real cost up and charges the
 difference. A hold left by a process that died mid-call is dropped once the owner's holds have not changed
-for ``BUDGET_HOLD_SECONDS``. An owner's month is first *seeded* from PostgreSQL's usage rows (one query
-per owner and month, shared by the process's waiting calls): a month Redis lost (a restart without
-persistence, an eviction) goes on from what was spent, not from zero. Redis never decides alone: when it does not answer within `TIMEOUT_SECONDS`
+for ``BUDGET_HOLD_SECONDS``. An owner's month is first *seeded* from PostgreSQL's usage rows
+(`budget_seeding`): a month Redis lost (a restart without persistence, an eviction) goes on from what was
+spent, not from zero. Redis never decides alone: when it does not answer within `TIMEOUT_SECONDS`
 calls go through (a warning at most once a minute) and their charges are logged as lost. The Lua
 scripts are `xenios_ai.llm.budget_scripts`.
 """
@@ -40,23 +40,20 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from loguru import logger
 from redis.exceptions import RedisError
 
 from xenios_ai.db.redis import open_fail_open_redis
 from xenios_ai.errors import RateLimited
-from xenios_ai.llm.budget_scripts import ADMIT, SEED, SETTLE
+from xenios_ai.llm.budget_scripts import ADMIT, NANO, SETTLE
+from xenios_ai.llm.budget_seeding import History, MonthSeeder
 from xenios_ai.settings import Settings
 from xenios_ai.throttle import OncePer
 
-NANO = 1_000_000_000
-"""Budgets are counted in nano-USD integers (Redis HINCRBY is exact; floats would drift)."""
 TIMEOUT_SECONDS = 0.5
 PAUSE_SECONDS = 2.0
 BUSY_RETRY_AFTER_SECONDS = 5
@@ -71,11 +68,8 @@ LEASE_SECONDS = 1.0
 """... and gives back what it did not use after this long."""
 FLUSH_SECONDS = 0.05
 """Charges and releases are written in batches this often."""
-SEED_TIMEOUT_SECONDS = 2.0
-"""How long seeding a month may take (the usage rows' query and the script) before calls go on without."""
-
-History = Callable[[str, float, float], Awaitable[Mapping[str, float]]]
-"""USD spent per task by an owner between two Unix times, from the stored usage rows (PostgreSQL)."""
+EXPIRE_AFTER_MONTH_SECONDS = 7 * 86_400
+"""A month's hash is kept this long after the month ends."""
 
 
 def month_of(now: float) -> tuple[str, float, float]:
@@ -157,16 +151,12 @@ class Budgets:
         self._flusher: asyncio.Task[None] | None = None
         self._paused_until = 0.0
         self._warnings = OncePer(60.0)
-        self._history = history
-        """Where a month's spend is seeded from (None: not seeded; a lost month restarts from zero)."""
-        self._seeding: dict[str, asyncio.Future[None]] = {}
-        self._history_paused_until = 0.0
-        self._seed_warnings = OncePer(60.0)
         self._month = month_of(time.time())
         self._redis = open_fail_open_redis(settings, connect_timeout=TIMEOUT_SECONDS)
         self._admit = self._redis.register_script(ADMIT)
         self._settle = self._redis.register_script(SETTLE)
-        self._seed_script = self._redis.register_script(SEED)
+        self._seeder = MonthSeeder(self._redis, history) if history is not None else None
+        """Counts a month Redis does not have from the usage rows (None: such a month starts from zero)."""
 
     @staticmethod
     def from_settings(settings: Settings, history: History | None = None) -> Budgets | None:
@@ -233,15 +223,15 @@ class Budgets:
             hold.redis = False
             return hold
         want = max(estimate, self._lease_size) if not task_cap else estimate
-        now_ms, expire = int(time.time() * 1000), int(ends) + 7 * 86_400
+        now_ms, expire = int(time.time() * 1000), int(ends) + EXPIRE_AFTER_MONTH_SECONDS
         args = (now_ms, self._stale_ms, estimate, self.user_cap, task, task_cap, expire, want)
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
                 admitted, spent, which, used_up, granted = await self._admit(
                     keys=(key,), args=(*args, self._check_seeded())
                 )
-            if int(admitted) < 0:
-                await self._seed(key, owner, starts, ends)
+            if int(admitted) < 0 and self._seeder is not None:
+                await self._seeder.seed(key, owner, starts, ends, expire)
                 async with asyncio.timeout(TIMEOUT_SECONDS):
                     admitted, spent, which, used_up, granted = await self._admit(
                         keys=(key,), args=(*args, "0")
@@ -346,7 +336,7 @@ class Budgets:
         pending, self._pending = self._pending, {}
         if not pending:
             return
-        now_ms, expire = int(time.time() * 1000), int(self._current()[2]) + 7 * 86_400
+        now_ms, expire = int(time.time() * 1000), int(self._current()[2]) + EXPIRE_AFTER_MONTH_SECONDS
         for key, what in pending.items():
             args: list[int | str] = [what.release, now_ms, expire]
             for task, (charged, released) in what.tasks.items():
@@ -360,41 +350,9 @@ class Budgets:
                     "LLM budget charges were not recorded (Redis: {})", type(exc).__name__
                 )
 
-    # -- seeding a month from the usage rows -------------------------------------------------------
-
     def _check_seeded(self) -> str:
         """ADMIT's last argument: '1' to be told of a month not yet seeded."""
-        if self._history is None or time.monotonic() < self._history_paused_until:
-            return "0"
-        return "1"
-
-    async def _seed(self, key: str, owner: str, starts: float, ends: float) -> None:
-        """Seed ``key`` once, however many of this process's calls wait for it; never raises."""
-        seeding = self._seeding.get(key)
-        if seeding is None:
-            seeding = asyncio.ensure_future(self._seed_once(key, owner, starts, ends))
-            self._seeding[key] = seeding
-            seeding.add_done_callback(lambda _: self._seeding.pop(key, None))
-        await asyncio.shield(seeding)
-
-    async def _seed_once(self, key: str, owner: str, starts: float, ends: float) -> None:
-        assert self._history is not None
-        try:
-            async with asyncio.timeout(SEED_TIMEOUT_SECONDS):
-                spent = await self._history(owner, starts, ends)
-                args: list[int | str] = [int(ends) + 7 * 86_400]
-                for task, usd in spent.items():
-                    args += [task, _nano(usd)]
-                await self._seed_script(keys=(key,), args=args)
-        except (RedisError, OSError, TimeoutError, psycopg.Error) as exc:
-            # Calls go on with what Redis holds; seeding is tried again after a pause.
-            self._history_paused_until = time.monotonic() + PAUSE_SECONDS
-            if self._seed_warnings.ready():
-                logger.warning(
-                    "LLM budgets: a month's spend was not counted from the usage rows ({}); "
-                    "calls go on with what Redis holds",
-                    type(exc).__name__,
-                )
+        return "1" if self._seeder is not None and self._seeder.active else "0"
 
     def _failed(self, exc: BaseException) -> None:
         self._paused_until = time.monotonic() + PAUSE_SECONDS
@@ -410,8 +368,8 @@ class Budgets:
         month, starts, ends = self._current()
         key = f"{self._prefix}{month}:{owner}"
         raw: dict[Any, Any] = await self._redis.hgetall(key)
-        if self._check_seeded() == "1" and b"seeded" not in raw and "seeded" not in raw:
-            await self._seed(key, owner, starts, ends)
+        if self._seeder is not None and self._seeder.active and b"seeded" not in raw and "seeded" not in raw:
+            await self._seeder.seed(key, owner, starts, ends, int(ends) + EXPIRE_AFTER_MONTH_SECONDS)
             raw = await self._redis.hgetall(key)
         fields = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
         return BudgetStatus(

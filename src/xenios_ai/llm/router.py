@@ -59,7 +59,8 @@ from loguru import logger
 from xenios_ai.backoff import exponential
 from xenios_ai.errors import InvalidInput, UpstreamUnavailable, XeniosError
 from xenios_ai.llm import redaction, wire
-from xenios_ai.llm.budgets import Budgets, History
+from xenios_ai.llm.budget_seeding import History
+from xenios_ai.llm.budgets import Budgets
 from xenios_ai.llm.call import Call
 from xenios_ai.llm.failures import Failed, all_failed
 from xenios_ai.llm.requests import build_call

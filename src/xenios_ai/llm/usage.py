@@ -299,5 +299,5 @@ async def usage_by_task(pool: Pool, owner: str, start: float, end: float) -> lis
 
 async def spent_by_task(pool: Pool, owner: str, start: float, end: float) -> dict[str, float]:
     """USD ``owner``'s stored usage rows cost per task from ``start`` to ``end``: where the budgets seed a
-    month (`llm.budgets.History`)."""
+    month (`llm.budget_seeding.History`)."""
     return {row.task: row.cost_usd for row in await usage_by_task(pool, owner, start, end)}

@@ -12,10 +12,10 @@ import gc
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
@@ -33,6 +33,7 @@ from xenios_ai.transcription.models import (
     TranscriptionResult,
     Word,
 )
+from xenios_ai.transcription.progress import Progress, Turn
 
 if TYPE_CHECKING:
     from xenios_ai.settings import Settings
@@ -151,8 +152,8 @@ class Transcriber:
         self._log("samples", result)
         return result
 
-    def _turn(self, progress: ProgressCallback | None) -> _Turn:
-        return _Turn(self._busy, progress)
+    def _turn(self, progress: ProgressCallback | None) -> Turn:
+        return Turn(self._busy, progress)
 
     def _run(
         self,
@@ -163,7 +164,7 @@ class Transcriber:
         progress: ProgressCallback | None,
     ) -> TranscriptionResult:
         started = time.perf_counter()
-        tracker = _Progress(progress)
+        tracker = Progress(progress)
         tracker.total = source.expected_seconds
         segments: list[Segment] = []
         language_probability = 0.0 if language is None else 1.0
@@ -299,23 +300,6 @@ class _Known:
         self.decoded_seconds = seconds
 
 
-class _Turn:
-    """One transcription at a time per Transcriber; a waiting call reports progress 0 every second (where
-    a cancel can stop it)."""
-
-    def __init__(self, lock: threading.Lock, progress: ProgressCallback | None) -> None:
-        self.lock = lock
-        self.progress = progress
-
-    def __enter__(self) -> None:
-        while not self.lock.acquire(timeout=1.0):
-            if self.progress is not None:
-                self.progress(0.0, "waiting for another transcription to finish")
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.lock.release()
-
-
 def _segment(
     raw: Any, index: int, window_start: float, window_end: float, previous: list[Segment], with_words: bool
 ) -> Segment | None:
@@ -334,40 +318,6 @@ def _segment(
             w_end = min(max(window_start + float(w.end), w_start), window_end)
             words.append(Word(round(w_start, 3), round(w_end, 3), w.word, round(float(w.probability), 4)))
     return Segment(id=index, start=round(start, 3), end=round(end, 3), text=text, words=words)
-
-
-#: The highest fraction reported before the end: 1.0 means done, and only `_Progress.finish` says so.
-_LAST_BEFORE_DONE: Final = 0.99
-
-
-class _Progress:
-    """Publishes monotonic fractions of ``total`` seconds ("transcribed 12 of 34 s"), below 1 until the
-    last call, which is always (1.0, "done"). An ``estimated`` total (the container does not tell the
-    length) may grow; the message then leaves it out."""
-
-    def __init__(self, callback: ProgressCallback | None) -> None:
-        self.callback = callback
-        self.total: float | None = None
-        self.estimated = False
-        self.last = 0.0
-
-    def report(self, position: float) -> None:
-        if self.callback is None:
-            return
-        fraction = position / self.total if self.total else 0.0
-        fraction = min(_LAST_BEFORE_DONE, max(self.last, fraction))
-        self.last = fraction
-        total = f" of {self.total:.0f}" if self.total and not self.estimated else ""
-        self.callback(fraction, f"transcribed {position:.0f}{total} s")
-
-    def at(self, offset: float) -> Callable[[float], None]:
-        """``report`` for positions given from ``offset`` seconds (a window's start)."""
-        return lambda position: self.report(offset + position)
-
-    def finish(self) -> None:
-        if self.callback is not None:
-            self.last = 1.0
-            self.callback(1.0, "done")
 
 
 # --- one per worker process ---------------------------------------------------------------------------
